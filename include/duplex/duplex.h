@@ -1,0 +1,16 @@
+/*
+ * libduplex: TLS and other filters on any duplex byte channel.
+ * The umbrella header: includes every public module.
+ */
+#ifndef DUPLEX_DUPLEX_H
+#define DUPLEX_DUPLEX_H
+
+#include <duplex/common.h>
+#include <duplex/error.h>
+#include <duplex/stream.h>
+#include <duplex/pair.h>
+#include <duplex/link.h>
+#include <duplex/transport.h>
+#include <duplex/fd.h>
+
+#endif /* DUPLEX_DUPLEX_H */
