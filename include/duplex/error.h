@@ -54,8 +54,8 @@ enum dx_errno {
 
 /*
  * Non-error status of dx_stream_write() and dx_stream_writev(): the data
- * was accepted, but the stream's write buffer is now at or above its
- * high-water mark; stop writing until on_drain.
+ * was accepted, but the stream's write buffer is now not empty and at or
+ * above its high-water mark; stop writing until on_drain.
  */
 #define DX_FULL 1
 
@@ -69,8 +69,9 @@ DX_EXTERN const char *dx_err_name(int code);
 
 typedef struct dx_error dx_error;
 
-/* Readers. Each takes a non-NULL error and never returns NULL: strings
- * that were not set read as "". Strings live as long as the error. */
+/* Readers. None returns NULL: strings that were not set, and every string
+ * of a NULL error, read as ""; dx_error_code(NULL) is DX_EINVAL. Strings
+ * live as long as the error. */
 DX_EXTERN int dx_error_code(const dx_error *e);
 DX_EXTERN const char *dx_error_name(const dx_error *e);
 DX_EXTERN const char *dx_error_message(const dx_error *e);
@@ -81,8 +82,9 @@ DX_EXTERN int dx_error_sys_errno(const dx_error *e);
 
 /*
  * Writes "layer: NAME: message (detail)" into buf (always NUL-terminated
- * when size > 0) and returns the length the full text needs, as snprintf
- * does.
+ * when size > 0), leaving out "layer: " and " (detail)" when they are
+ * empty, and returns the length the full text needs, as snprintf does.
+ * A NULL error formats as the out-of-memory error.
  */
 DX_EXTERN size_t dx_error_format(const dx_error *e, char *buf, size_t size);
 
@@ -90,20 +92,21 @@ DX_EXTERN size_t dx_error_format(const dx_error *e, char *buf, size_t size);
  * Makes an error object, for implementers of streams and filters and for
  * callers of dx_stream_destroy_with_error(). name may be NULL for
  * dx_err_name(code); fmt may be NULL for dx_strerror(code); layer may be
- * NULL for "". Texts are copied (and truncated to 255 bytes).
+ * NULL for "". Texts are copied and truncated: the name to 63 bytes, the
+ * layer to 31, the message and the detail to 255.
  *
- * Returns NULL only when memory is short; every function that takes a
- * dx_error * accepts NULL and then reports a DX_ENOMEM error of its own,
- * so a caller need not check.
+ * Returns NULL only when memory is short. The calls that take ownership of
+ * an error (dx_stream_fail_with(), dx_stream_destroy_with_error()) accept
+ * NULL and report DX_ENOMEM instead, so their callers need not check.
  */
 DX_EXTERN dx_error *dx_error_new(int code, const char *name, const char *layer,
                                  const char *fmt, ...) DX_PRINTF(4, 5);
 /* Sets the detail text; returns 0 or DX_EINVAL for a NULL error. */
 DX_EXTERN int dx_error_set_detail(dx_error *e, const char *fmt, ...)
     DX_PRINTF(2, 3);
-/* Records the errno of a failed system call. */
+/* Records the errno of a failed system call. 0, or DX_EINVAL for NULL. */
 DX_EXTERN int dx_error_set_sys_errno(dx_error *e, int sys_errno);
-/* A deep copy, or NULL when memory is short. */
+/* A deep copy, or NULL when memory is short or e is NULL. */
 DX_EXTERN dx_error *dx_error_copy(const dx_error *e);
 /* Frees an error made by dx_error_new() or dx_error_copy(); NULL is fine. */
 DX_EXTERN void dx_error_free(dx_error *e);

@@ -29,9 +29,12 @@ extern "C" {
  * Creates a stream reading rfd and writing wfd (the same fd for a socket
  * or a tty; -1 for a direction not used). dx_stream_end() half-closes:
  * shutdown(SHUT_WR) on a socket, close() of wfd when it is a separate
- * descriptor owned by the stream, nothing more otherwise.
- * Returns 0, DX_EINVAL (both fds -1), DX_EBADF (an fd is not open),
- * DX_ENOMEM.
+ * descriptor owned by the stream, nothing more otherwise. With rfd -1 the
+ * stream delivers on_end as soon as a consumer attaches; with wfd -1 a
+ * write fails the stream with DX_ENOTSUP. The fds stay non-blocking after
+ * the stream closes.
+ * Returns 0, DX_EINVAL (both fds -1, unknown flags), DX_EBADF (an fd is
+ * not open), DX_ENOMEM.
  */
 DX_EXTERN int dx_fd_stream_new(int rfd, int wfd, unsigned flags,
                                dx_stream **out);
@@ -43,7 +46,8 @@ typedef struct dx_fd_interest {
 
 /*
  * Fills out[0..1] with the fds the stream waits on now and returns how many
- * (0, 1 or 2); fds with no interest are left out.
+ * (0, 1 or 2); fds with no interest are left out, and one fd used both
+ * ways is one entry with both bits.
  */
 DX_EXTERN size_t dx_fd_stream_interest(const dx_stream *s,
                                        dx_fd_interest out[2]);
@@ -53,9 +57,12 @@ DX_EXTERN int dx_fd_stream_ready(dx_stream *s, int fd, unsigned events);
 
 /*
  * One step of a poll(2) loop: waits up to timeout_ms (-1: no limit) for
- * any of the n fd streams to become ready, and dispatches. Closed streams
- * are skipped. Returns the number of streams served (0 on time-out), or
- * DX_EINVAL, or DX_EIO if poll failed (EINTR counts as a time-out).
+ * any of the n fd streams to become ready, and dispatches. NULL entries,
+ * streams that are not fd streams, and closed streams are skipped; with
+ * nothing to wait for it just sleeps for the time-out. The streams may be
+ * destroyed by the callbacks it runs. Returns the number of ready
+ * descriptors served (0 on time-out), or DX_EINVAL (n > 4096, NULL array),
+ * DX_ENOMEM, or DX_EIO if poll failed (EINTR counts as a time-out).
  */
 DX_EXTERN int dx_fd_poll(dx_stream *const *streams, size_t n, int timeout_ms);
 

@@ -4,9 +4,11 @@
  * A link wires two streams both ways: what one delivers is written to the
  * other. Backpressure crosses it (when a write returns DX_FULL the source
  * is paused until on_drain), and so does half-close (on_end of one becomes
- * dx_stream_end() of the other). If either stream fails, the other is
- * destroyed with the same error. When both streams have closed, the link
- * calls its done callback with the first error, or NULL.
+ * dx_stream_end() of the other). If either stream fails, the other fails
+ * with the same error (dx_stream_fail_with()); if one is aborted without
+ * an error before both directions finished, the other is aborted too.
+ * When both streams have closed, the link calls its done callback with the
+ * first error, or NULL.
  *
  * This is how a filter's lower side is attached to a transport (the
  * TLSSocket shape), how dxtls joins two endpoints, and how a proxy is built.
@@ -32,7 +34,9 @@ typedef void (*dx_link_done_cb)(dx_link *l, const dx_error *err, void *user);
 /*
  * Links a and b. The link becomes the consumer of both (their events are
  * replaced) and owns both handles: they are released by dx_link_destroy().
- * Data each had buffered is forwarded at once. done may be NULL.
+ * Data each had buffered is forwarded at once; a stream that had already
+ * closed is seen closed at once. done may be NULL. The caller should not
+ * write to linked streams itself (its bytes would interleave).
  * Returns 0, DX_EINVAL (NULL stream, a == b), DX_ENOMEM (then the streams
  * are untouched and still the caller's).
  */
@@ -41,9 +45,10 @@ DX_EXTERN int dx_link_new(dx_stream *a, dx_stream *b, dx_link_done_cb done,
 
 /*
  * Releases the link and both streams. If they are still open they are
- * destroyed, and done is called (with NULL) before this returns, unless it
- * ran already. Safe from inside done and from any stream callback. NULL is
- * ignored.
+ * aborted, and done is called (with NULL) once both have closed: before
+ * this returns, or, when called from inside a callback of one of the
+ * streams, right after that callback returns. Safe from inside done and
+ * from any stream callback. NULL is ignored.
  */
 DX_EXTERN void dx_link_destroy(dx_link *l);
 

@@ -3,8 +3,9 @@
  *
  * Two connected streams: what one end writes, the other end reads. Each
  * direction holds at most `capacity` bytes; a writer whose bytes do not fit
- * keeps them in its own write buffer and gets DX_FULL, so a paused reader
- * pushes back on the writer exactly as a socket would. Delivery is
+ * keeps them in its own write buffer (and gets DX_FULL once that reaches
+ * its high-water mark), so a paused reader pushes back on the writer
+ * exactly as a socket would. Delivery is
  * synchronous: a write delivers on the peer before it returns (unless the
  * peer is paused or held), which makes tests deterministic.
  *
@@ -35,7 +36,11 @@ typedef struct dx_pair_opts {
 /*
  * Creates a connected pair. opts may be NULL for the defaults. *a and *b
  * are independent handles, each released with dx_stream_destroy(); the
- * shared state is freed with the second. Returns 0, DX_EINVAL, DX_ENOMEM.
+ * shared state is freed with the second. Returns 0, DX_EINVAL (NULL a or
+ * b), DX_ENOMEM.
+ *
+ * The controls below return 0, DX_EINVAL if s is not a pair end (or the
+ * code is not a negative DX_E* code), DX_EDESTROYED if s has closed.
  *
  * Destroying one end (or its closing for any reason) gives the other end
  * the data already sent, then on_end; writes to it afterwards fail with

@@ -24,10 +24,14 @@
  *    callback returns, in order.
  *  - Any call, dx_stream_destroy() included, is safe from inside any
  *    callback of any stream.
- *  - Backpressure: dx_stream_write() returns DX_FULL once the write buffer
- *    reaches its high-water mark; on_drain says when it has emptied. A
- *    paused stream stops reading from its source once its read buffer
- *    reaches the read high-water mark. Memory stays bounded by the marks.
+ *  - Backpressure: dx_stream_write() returns DX_FULL when the write buffer
+ *    is not empty and at or above its high-water mark; on_drain says when
+ *    it has emptied. A paused stream stops reading from its source once its
+ *    read buffer reaches the read high-water mark. Memory stays bounded by
+ *    the marks.
+ *
+ * A stream is "flowing" while a consumer is attached and it is not paused:
+ * then data and the end are delivered as they come.
  *
  * THREADS: a stream and everything attached to it are used from one thread
  * at a time. Different streams may live on different threads.
@@ -36,7 +40,9 @@
  * owner calls dx_stream_destroy(), also after on_close. dx_stream_destroy()
  * aborts the stream if it is still open (on_close then fires, during the
  * call or, if called from inside a callback of the stream, right after
- * that callback returns) and releases the handle.
+ * that callback returns) and releases the handle. The handle is one
+ * reference to the stream's memory; dx_stream_ref() and dx_stream_unref()
+ * add and drop others (they keep the memory, not the handle, valid).
  */
 #ifndef DUPLEX_STREAM_H
 #define DUPLEX_STREAM_H
@@ -77,9 +83,14 @@ typedef struct dx_stream_events {
 } dx_stream_events;
 
 /*
- * Attaches the consumer: copies *ev (NULL detaches all callbacks) and
- * user. Data that arrived before a consumer was attached is delivered
- * first, before this call returns, unless the stream is paused.
+ * Attaches the consumer: copies *ev and user. A non-NULL ev attaches even
+ * if all its callbacks are NULL (events without a callback are dropped);
+ * NULL detaches. A stream does not read from its source before a consumer
+ * is attached, and every event waits for one: what happened before (data
+ * pushed early, the end, an error, drain, finish, the close) is delivered
+ * on attach, before this call returns (data and the end only if the stream
+ * is not paused). A failure drops undelivered data: an error that came
+ * before the attach is reported, the data before it is not.
  * Returns 0, DX_EINVAL for a NULL stream.
  */
 DX_EXTERN int dx_stream_set_events(dx_stream *s, const dx_stream_events *ev,
@@ -93,13 +104,15 @@ DX_EXTERN void *dx_stream_user(const dx_stream *s);
  * what it cannot take yet is copied into the stream's write buffer, so
  * data may be reused as soon as the call returns.
  *
- * Returns 0 (accepted), DX_FULL (accepted; the write buffer is at or above
- * its high-water mark: wait for on_drain), or an error with nothing
- * accepted: DX_EWRITEAFTEREND after dx_stream_end(), DX_EDESTROYED after
- * close, DX_ENOBUFS past the write limit, DX_ENOMEM, DX_ENOTSUP for a
- * read-only stream, DX_EINVAL for NULL data with len > 0. A failure of the
- * layer below (for instance DX_EPIPE) is returned too, and the stream then
- * fails with it (on_error, on_close).
+ * Returns 0 (accepted), DX_FULL (accepted; the write buffer is not empty
+ * and at or above its high-water mark: wait for on_drain), or an error
+ * with nothing accepted: DX_EWRITEAFTEREND after dx_stream_end(),
+ * DX_EDESTROYED after close, DX_ENOBUFS if the write buffer would then
+ * hold more than the write limit, DX_ENOMEM, DX_ENOTSUP for a read-only
+ * stream, DX_EINVAL for a NULL stream, NULL data with len > 0 or a NULL
+ * iov with iovcnt > 0. A failure of the layer below (for instance
+ * DX_EPIPE) is returned too, and the stream then fails with it (on_error,
+ * on_close); part of the bytes may have gone below before it failed.
  *
  * May trigger: on_error and on_close of this stream, and the events of
  * other streams (a memory pair delivers to its peer).
@@ -110,8 +123,10 @@ DX_EXTERN int dx_stream_writev(dx_stream *s, const dx_iov *iov, size_t iovcnt);
 
 /*
  * Ends the write side (half-close) once everything written before has
- * been handed below; on_finish then fires. Reading goes on until on_end.
- * Returns 0, DX_EWRITEAFTEREND if already ended, DX_EDESTROYED after close.
+ * been handed below; on_finish then fires. Ending uncorks (the cork count
+ * drops to zero). Reading goes on until on_end. On a read-only stream the
+ * end finishes at once. Returns 0, DX_EWRITEAFTEREND if already ended,
+ * DX_EDESTROYED after close, DX_EINVAL for NULL.
  */
 DX_EXTERN int dx_stream_end(dx_stream *s);
 
@@ -124,8 +139,9 @@ DX_EXTERN void dx_stream_destroy(dx_stream *s);
 
 /*
  * As dx_stream_destroy(), but if the stream is still open it first fails
- * with err (on_error, then on_close). Takes ownership of err; NULL err
- * reports DX_ENOMEM.
+ * with err (on_error, then on_close). Takes ownership of err in every case
+ * (it is freed if the stream is NULL or already closed); a NULL err
+ * reports DX_ENOMEM. An err without a layer gets the stream's kind.
  */
 DX_EXTERN void dx_stream_destroy_with_error(dx_stream *s, dx_error *err);
 
@@ -134,7 +150,8 @@ DX_EXTERN void dx_stream_destroy_with_error(dx_stream *s, dx_error *err);
  * delivered; arriving data is buffered up to the read high-water mark and
  * then the stream stops reading from its source, which pushes back on the
  * writer at the other end. dx_stream_resume() delivers what was buffered
- * before it returns. Both return 0 or DX_EINVAL.
+ * before it returns. Both return 0, or DX_EINVAL for NULL; on a closed
+ * stream they only set the flag.
  */
 DX_EXTERN int dx_stream_pause(dx_stream *s);
 DX_EXTERN int dx_stream_resume(dx_stream *s);
@@ -153,7 +170,8 @@ DX_EXTERN int dx_stream_unshift(dx_stream *s, const void *data, size_t len);
  * Corking: while the cork count is above zero, writes only go into the
  * write buffer; the last dx_stream_uncork() hands all of it to the layer
  * below in one call, so that many small writes become one (one TLS record
- * instead of many). Nested calls count.
+ * instead of many). Nested calls count; uncork at zero, and NULL, are
+ * ignored. dx_stream_end() uncorks.
  */
 DX_EXTERN void dx_stream_cork(dx_stream *s);
 DX_EXTERN void dx_stream_uncork(dx_stream *s);
@@ -170,10 +188,13 @@ DX_EXTERN size_t dx_stream_read_buffered(const dx_stream *s);
  */
 DX_EXTERN int dx_stream_set_high_water(dx_stream *s, size_t read_hwm,
                                        size_t write_hwm);
-/* Sets the hard limit of the write buffer (0 means no limit). */
+/* Sets the hard limit of the write buffer (0 means no limit). Returns 0, or
+ * DX_EINVAL for NULL. */
 DX_EXTERN int dx_stream_set_write_limit(dx_stream *s, size_t limit);
 
-/* State flags returned by dx_stream_state(). */
+/* State flags returned by dx_stream_state(). CLOSED is set from the moment
+ * the stream closes, before on_close is delivered; READABLE and WRITABLE
+ * are then cleared. */
 #define DX_STREAM_READABLE 0x01u /* on_end not yet delivered */
 #define DX_STREAM_WRITABLE 0x02u /* dx_stream_end() not yet called */
 #define DX_STREAM_ENDED 0x04u    /* on_end delivered */
@@ -186,7 +207,8 @@ DX_EXTERN unsigned dx_stream_state(const dx_stream *s);
 /* The error the stream failed with, or NULL. Valid until destroy. */
 DX_EXTERN const dx_error *dx_stream_error(const dx_stream *s);
 
-/* The kind of stream, from its implementation: "pair", "fd", ... */
+/* The kind of stream, from its implementation: "pair", "fd", ... ("" for
+ * NULL or an implementation without a name). Static storage. */
 DX_EXTERN const char *dx_stream_kind(const dx_stream *s);
 
 /* ------------------------------------------------------------------------
@@ -200,20 +222,23 @@ DX_EXTERN const char *dx_stream_kind(const dx_stream *s);
  *  - write: the core offers bytes; the implementation takes what it can
  *    without blocking and says how much (*taken). Taking less than offered
  *    means "full": it then calls dx_stream_writable() when it can take
- *    more. Returning a negative code fails the stream with it.
+ *    more (also from inside its own write). Returning a negative code fails
+ *    the stream with it. NULL makes a read-only stream: dx_stream_write()
+ *    returns DX_ENOTSUP.
  *  - shutdown: called once, after dx_stream_end() and after every buffered
- *    byte was taken: end the write side below. 0 or a negative code.
+ *    byte was taken: end the write side below, synchronously. 0, or a
+ *    negative code that fails the stream. NULL: nothing to do.
  *  - read_start / read_stop: the consumer wants data, or wants no more for
- *    now. The implementation delivers what it reads with dx_stream_push()
- *    and the end of input with dx_stream_push_end().
+ *    now (they alternate, starting with read_start). The implementation
+ *    delivers what it reads with dx_stream_push(), also from inside
+ *    read_start, and the end of input with dx_stream_push_end().
  *  - close: called once when the stream closes for any reason. Release the
  *    layer below (close the fd, tell the peer). No core call that delivers
  *    (push, push_end, fail) has any effect afterwards.
  *  - release: called once just before the memory is freed (optional).
  *
- * Only write and close are required (write may be NULL for a read-only
- * stream). The implementation's state lives in impl_size bytes allocated
- * with the stream (dx_stream_impl()).
+ * Only close is required. The implementation's state lives in impl_size
+ * bytes allocated with the stream (dx_stream_impl()).
  *
  * Callbacks of the consumer run inside push, push_end, fail and writable:
  * the consumer may destroy the stream there. The memory stays valid until
@@ -250,8 +275,8 @@ DX_EXTERN dx_stream *dx_stream_from_impl(void *impl);
  * the caller's buffer directly; otherwise the bytes are copied into the
  * read buffer. Returns 1 if the stream wants more now, 0 if the
  * implementation should stop reading until read_start (paused, buffer at
- * the mark, closed), DX_ENOMEM if the bytes could not be buffered (the
- * stream then fails with DX_ENOMEM).
+ * the mark, closed; read_stop is called too), DX_ENOMEM if the bytes could
+ * not be buffered (the stream then fails with DX_ENOMEM), DX_EINVAL.
  */
 DX_EXTERN int dx_stream_push(dx_stream *s, const void *data, size_t len);
 /* The layer below has no more data (EOF). on_end follows the data. */
@@ -267,9 +292,16 @@ DX_EXTERN bool dx_stream_wants_read(const dx_stream *s);
  */
 DX_EXTERN void dx_stream_fail(dx_stream *s, int code, const char *name,
                               const char *fmt, ...) DX_PRINTF(4, 5);
-/* The same with an error object, whose ownership passes to the stream. */
+/* The same with an error object, whose ownership passes to the stream
+ * (NULL reports DX_ENOMEM). Consumers may call it too, to fail a stream
+ * without releasing the handle. */
 DX_EXTERN void dx_stream_fail_with(dx_stream *s, dx_error *err);
-/* Closes the stream without an error (the layer below went away). */
+/*
+ * Closes the stream now if it is still open, without an error: buffered
+ * data is dropped, the layer below is released, on_close fires. Unlike
+ * dx_stream_destroy() the handle stays valid. For implementers whose layer
+ * below went away, and for consumers that abort a stream they keep.
+ */
 DX_EXTERN void dx_stream_abort(dx_stream *s);
 /* References keeping the memory valid across calls that may call back. */
 DX_EXTERN void dx_stream_ref(dx_stream *s);

@@ -43,8 +43,10 @@ typedef struct dx_transport_ops {
     long (*read)(void *arg, void *buf, size_t cap);
     /*
      * Writes up to len bytes. Returns the count written (may be short),
-     * DX_EAGAIN if nothing can be written now, or a negative DX_E* code,
-     * which fails the stream. Required.
+     * DX_EAGAIN (or 0) if nothing can be written now, or a negative DX_E*
+     * code, which fails the stream. Required. In the blocking form a
+     * DX_EAGAIN or 0 also means "no progress now": the stream then waits
+     * for dx_transport_ready(s, DX_WRITABLE) like the non-blocking form.
      */
     long (*write)(void *arg, const void *buf, size_t len);
     /* Ends the write side (half-close). Optional; 0 or a DX_E* code. */
@@ -77,10 +79,12 @@ DX_EXTERN int dx_transport_ready(dx_stream *s, unsigned events);
  */
 DX_EXTERN unsigned dx_transport_interest(const dx_stream *s);
 
-/* Size of the buffer each read fills (default 16384, range 1..1 MiB). */
+/* Size of the buffer each read fills (default 16384). Returns 0, or
+ * DX_EINVAL outside 1..1 MiB or for a stream that is not a transport. */
 DX_EXTERN int dx_transport_set_read_size(dx_stream *s, size_t size);
 
-/* True if s was made by dx_transport_new() or dx_fd_stream_new(). */
+/* True if s was made by dx_transport_new() or dx_fd_stream_new(): the
+ * calls of this header work on both. */
 DX_EXTERN bool dx_is_transport(const dx_stream *s);
 
 #ifdef __cplusplus

@@ -1,0 +1,189 @@
+#include "config.h"
+
+#include "bufq.h"
+
+#include <string.h>
+
+#include <duplex/error.h>
+
+#include "alloc.h"
+
+int dx_iov_total(const dx_iov *iov, size_t n, size_t *total)
+{
+    size_t t = 0;
+    if (n && !iov)
+        return DX_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (iov[i].len && !iov[i].base)
+            return DX_EINVAL;
+        if (iov[i].len > (size_t)-1 - t)
+            return DX_EINVAL;
+        t += iov[i].len;
+    }
+    *total = t;
+    return 0;
+}
+
+static dx_chunk *chunk_new(size_t need)
+{
+    size_t cap = need < DX_BUFQ_CHUNK ? DX_BUFQ_CHUNK : need;
+    if (cap > (size_t)-1 - sizeof(dx_chunk))
+        return NULL;
+    dx_chunk *c = dx_malloc(sizeof(dx_chunk) + cap);
+    if (!c)
+        return NULL;
+    c->next = NULL;
+    c->start = c->end = 0;
+    c->cap = cap;
+    return c;
+}
+
+/* Copies up to max bytes of iov (after skip) to dst; returns the count. */
+static size_t gather(uint8_t *dst, const dx_iov *iov, size_t n, size_t *skip,
+                     size_t *idx, size_t max)
+{
+    size_t done = 0;
+    while (*idx < n && done < max) {
+        const dx_iov *v = &iov[*idx];
+        if (*skip >= v->len) {
+            *skip -= v->len;
+            (*idx)++;
+            continue;
+        }
+        size_t take = v->len - *skip;
+        if (take > max - done)
+            take = max - done;
+        memcpy(dst + done, (const uint8_t *)v->base + *skip, take);
+        done += take;
+        *skip += take;
+    }
+    return done;
+}
+
+int dx_bufq_appendv(dx_bufq *q, const dx_iov *iov, size_t n, size_t skip,
+                    size_t max)
+{
+    size_t total;
+    if (dx_iov_total(iov, n, &total) != 0 || skip > total)
+        return DX_EINVAL;
+    size_t want = total - skip;
+    if (want > max)
+        want = max;
+    if (want == 0)
+        return 0;
+    dx_chunk *t = q->tail;
+    size_t room = t ? t->cap - t->end : 0;
+    dx_chunk *extra = NULL;
+    if (want > room) {
+        extra = chunk_new(want - room);
+        if (!extra)
+            return DX_ENOMEM;
+    }
+    size_t idx = 0, done = 0;
+    if (room) {
+        size_t k = gather(t->data + t->end, iov, n, &skip, &idx,
+                          want < room ? want : room);
+        t->end += k;
+        done += k;
+    }
+    if (extra) {
+        extra->end = gather(extra->data, iov, n, &skip, &idx, want - done);
+        done += extra->end;
+        if (t)
+            t->next = extra;
+        else
+            q->head = extra;
+        q->tail = extra;
+    }
+    q->bytes += done;
+    return 0;
+}
+
+int dx_bufq_append(dx_bufq *q, const void *data, size_t len)
+{
+    dx_iov v = {data, len};
+    return dx_bufq_appendv(q, &v, 1, 0, len);
+}
+
+int dx_bufq_prependv(dx_bufq *q, const dx_iov *iov, size_t n, size_t skip)
+{
+    size_t total;
+    if (dx_iov_total(iov, n, &total) != 0 || skip > total)
+        return DX_EINVAL;
+    size_t want = total - skip;
+    if (want == 0)
+        return 0;
+    dx_chunk *c = chunk_new(want);
+    if (!c)
+        return DX_ENOMEM;
+    size_t idx = 0;
+    c->end = gather(c->data, iov, n, &skip, &idx, want);
+    c->next = q->head;
+    q->head = c;
+    if (!q->tail)
+        q->tail = c;
+    q->bytes += want;
+    return 0;
+}
+
+size_t dx_bufq_peekv(const dx_bufq *q, dx_iov *iov, size_t max)
+{
+    size_t k = 0;
+    for (dx_chunk *c = q->head; c && k < max; c = c->next) {
+        if (c->end == c->start)
+            continue;
+        iov[k].base = c->data + c->start;
+        iov[k].len = c->end - c->start;
+        k++;
+    }
+    return k;
+}
+
+void dx_bufq_consume(dx_bufq *q, size_t n)
+{
+    while (n && q->head) {
+        dx_chunk *c = q->head;
+        size_t have = c->end - c->start;
+        size_t k = n < have ? n : have;
+        c->start += k;
+        q->bytes -= k;
+        n -= k;
+        if (c->start == c->end) {
+            q->head = c->next;
+            if (!q->head)
+                q->tail = NULL;
+            dx_free(c);
+        }
+    }
+}
+
+void dx_bufq_clear(dx_bufq *q)
+{
+    dx_chunk *c = q->head;
+    while (c) {
+        dx_chunk *next = c->next;
+        dx_free(c);
+        c = next;
+    }
+    q->head = q->tail = NULL;
+    q->bytes = 0;
+}
+
+dx_chunk *dx_bufq_pop(dx_bufq *q)
+{
+    dx_chunk *c = q->head;
+    if (!c)
+        return NULL;
+    q->head = c->next;
+    if (!q->head)
+        q->tail = NULL;
+    c->next = NULL;
+    q->bytes -= c->end - c->start;
+    return c;
+}
+
+void dx_bufq_consume_keep(dx_bufq *q, size_t n)
+{
+    q->head->start += n;
+    q->bytes -= n;
+}

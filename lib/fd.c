@@ -1,0 +1,283 @@
+/*
+ * The fd transport: the callback transport with read(2) and write(2)
+ * behind it, non-blocking, for any event loop.
+ */
+#include "config.h"
+
+#include <duplex/fd.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "errors.h"
+#include "transport_impl.h"
+
+typedef struct fd_state {
+    dx_stream *s;
+    int rfd, wfd;
+    unsigned flags;
+    bool wsock; /* wfd is a socket: send() with MSG_NOSIGNAL, shutdown() */
+} fd_state;
+
+/* Fails the stream with the errno of a system call, and returns the code. */
+static int sys_fail(fd_state *f, const char *call, int err)
+{
+    int code = dx_errno_to_code(err);
+    dx_error *e = dx_error_new(code, NULL, "fd", NULL);
+    dx_error_set_detail(e, "%s: %s", call, strerror(err));
+    dx_error_set_sys_errno(e, err);
+    dx_stream_fail_with(f->s, e);
+    return code;
+}
+
+static long fd_read(void *arg, void *buf, size_t cap)
+{
+    fd_state *f = arg;
+    ssize_t n;
+    do
+        n = read(f->rfd, buf, cap);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0)
+        return (long)n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return DX_EAGAIN;
+    return sys_fail(f, "read", errno);
+}
+
+/* write(2) to a pipe or tty whose reader is gone raises SIGPIPE. It is
+ * blocked in this thread around the call, and a SIGPIPE that the call
+ * raised is taken off the pending set, so the process never sees it. */
+static ssize_t write_nosigpipe(int fd, const void *buf, size_t len)
+{
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    ssize_t n;
+    do
+        n = write(fd, buf, len);
+    while (n < 0 && errno == EINTR);
+    int err = errno;
+    if (n < 0 && err == EPIPE && !was_pending) {
+        const struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = err;
+    return n;
+}
+
+static long fd_write(void *arg, const void *buf, size_t len)
+{
+    fd_state *f = arg;
+    ssize_t n;
+    if (f->wfd < 0)
+        return DX_ENOTSUP;
+    if (f->wsock) {
+        do
+            n = send(f->wfd, buf, len, MSG_NOSIGNAL);
+        while (n < 0 && errno == EINTR);
+    } else {
+        n = write_nosigpipe(f->wfd, buf, len);
+    }
+    if (n >= 0)
+        return (long)n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return DX_EAGAIN;
+    return sys_fail(f, f->wsock ? "send" : "write", errno);
+}
+
+static int fd_shutdown(void *arg)
+{
+    fd_state *f = arg;
+    if (f->wfd < 0)
+        return 0;
+    if (f->wsock) {
+        if (shutdown(f->wfd, SHUT_WR) != 0 && errno != ENOTCONN)
+            return sys_fail(f, "shutdown", errno);
+    } else if (f->wfd != f->rfd && (f->flags & DX_FD_CLOSE)) {
+        close(f->wfd);
+        f->wfd = -1;
+    }
+    return 0;
+}
+
+static void fd_close(void *arg)
+{
+    fd_state *f = arg;
+    if (f->flags & DX_FD_CLOSE) {
+        if (f->rfd >= 0)
+            close(f->rfd);
+        if (f->wfd >= 0 && f->wfd != f->rfd)
+            close(f->wfd);
+    }
+    f->rfd = f->wfd = -1;
+}
+
+static const dx_transport_ops fd_ops = {
+    .read = fd_read,
+    .write = fd_write,
+    .shutdown = fd_shutdown,
+    .close = fd_close,
+};
+
+static int set_nonblocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return DX_EBADF;
+    if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return dx_errno_to_code(errno);
+    return 0;
+}
+
+static bool is_socket(int fd)
+{
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+int dx_fd_stream_new(int rfd, int wfd, unsigned flags, dx_stream **out)
+{
+    if (!out)
+        return DX_EINVAL;
+    *out = NULL;
+    if ((rfd < 0 && wfd < 0) || (flags & ~DX_FD_CLOSE))
+        return DX_EINVAL;
+    int rc;
+    if ((rfd >= 0 && (rc = set_nonblocking(rfd)) != 0) ||
+        (wfd >= 0 && (rc = set_nonblocking(wfd)) != 0))
+        return rc;
+    dx_stream *s;
+    rc = dx_transport_create(&dx_fd_stream_ops, &fd_ops, NULL, 0,
+                             sizeof(fd_state), &s);
+    if (rc != 0)
+        return rc;
+    fd_state *f = dx_transport_extra(s);
+    f->s = s;
+    f->rfd = rfd;
+    f->wfd = wfd;
+    f->flags = flags;
+    f->wsock = is_socket(wfd);
+    transport *t = dx_stream_impl(s);
+    t->arg = f;
+    if (rfd < 0) {
+        t->eof = true;
+        dx_stream_push_end(s); /* write-only: there is nothing to read */
+    }
+    *out = s;
+    return 0;
+}
+
+bool dx_is_fd_stream(const dx_stream *s)
+{
+    return s && dx_stream_kind(s) == dx_fd_stream_ops.name;
+}
+
+static fd_state *fd_of(const dx_stream *s)
+{
+    return dx_transport_extra((dx_stream *)s);
+}
+
+size_t dx_fd_stream_interest(const dx_stream *s, dx_fd_interest out[2])
+{
+    if (!dx_is_fd_stream(s) || !out)
+        return 0;
+    const fd_state *f = fd_of(s);
+    unsigned ev = dx_transport_interest(s);
+    size_t n = 0;
+    if ((ev & DX_READABLE) && f->rfd >= 0)
+        out[n++] = (dx_fd_interest){f->rfd, DX_READABLE};
+    if ((ev & DX_WRITABLE) && f->wfd >= 0) {
+        if (n && out[0].fd == f->wfd)
+            out[0].events |= DX_WRITABLE;
+        else
+            out[n++] = (dx_fd_interest){f->wfd, DX_WRITABLE};
+    }
+    return n;
+}
+
+int dx_fd_stream_ready(dx_stream *s, int fd, unsigned events)
+{
+    if (!dx_is_fd_stream(s))
+        return DX_EINVAL;
+    const fd_state *f = fd_of(s);
+    unsigned ev = 0;
+    if (fd == f->rfd)
+        ev |= events & DX_READABLE;
+    if (fd == f->wfd)
+        ev |= events & DX_WRITABLE;
+    return dx_transport_ready(s, ev);
+}
+
+int dx_fd_poll(dx_stream *const *streams, size_t n, int timeout_ms)
+{
+    if (n && !streams)
+        return DX_EINVAL;
+    if (n > 4096)
+        return DX_EINVAL;
+    struct pollfd *pfd = n ? dx_calloc(2 * n, sizeof(*pfd)) : NULL;
+    size_t *owner = n ? dx_calloc(2 * n, sizeof(*owner)) : NULL;
+    if (n && (!pfd || !owner)) {
+        dx_free(pfd);
+        dx_free(owner);
+        return DX_ENOMEM;
+    }
+    size_t np = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!dx_is_fd_stream(streams[i]))
+            continue;
+        dx_fd_interest in[2];
+        size_t k = dx_fd_stream_interest(streams[i], in);
+        for (size_t j = 0; j < k; j++) {
+            pfd[np].fd = in[j].fd;
+            pfd[np].events = (short)(((in[j].events & DX_READABLE) ? POLLIN : 0) |
+                                     ((in[j].events & DX_WRITABLE) ? POLLOUT : 0));
+            owner[np] = i;
+            np++;
+        }
+    }
+    int r = poll(pfd, (nfds_t)np, timeout_ms);
+    if (r < 0) {
+        int err = errno;
+        dx_free(pfd);
+        dx_free(owner);
+        return err == EINTR ? 0 : DX_EIO;
+    }
+    /* Callbacks may destroy any of the streams: hold them all. */
+    for (size_t i = 0; i < n; i++)
+        dx_stream_ref(streams[i]);
+    int served = 0;
+    for (size_t j = 0; j < np && r > 0; j++) {
+        short re = pfd[j].revents;
+        if (!re)
+            continue;
+        unsigned ev = 0;
+        if (re & (POLLIN | POLLHUP | POLLERR | POLLNVAL))
+            ev |= pfd[j].events & POLLIN ? DX_READABLE : 0;
+        if (re & (POLLOUT | POLLHUP | POLLERR | POLLNVAL))
+            ev |= pfd[j].events & POLLOUT ? DX_WRITABLE : 0;
+        dx_stream *s = streams[owner[j]];
+        if (ev && !(dx_stream_state(s) & DX_STREAM_CLOSED)) {
+            dx_fd_stream_ready(s, pfd[j].fd, ev);
+            served++;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        dx_stream_unref(streams[i]);
+    dx_free(pfd);
+    dx_free(owner);
+    return served;
+}
