@@ -1,0 +1,118 @@
+/*
+ * Test harness shared by the unit suites: a counting allocator, connected
+ * channels of each kind (memory pair, pipe pair), a loop driver, an event
+ * recorder that checks the stream contract on every event, and a
+ * deterministic byte generator for transfers checked byte by byte.
+ */
+#ifndef DX_TESTS_HARNESS_H
+#define DX_TESTS_HARNESS_H
+
+#include <check.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <duplex/duplex.h>
+
+/* ---- allocation accounting ---- */
+
+/* Installs the counting allocator; call before any libduplex object. */
+void h_alloc_install(void);
+/* Bytes currently allocated by libduplex, and the most since the reset. */
+size_t h_alloc_live(void);
+size_t h_alloc_peak(void);
+void h_alloc_reset_peak(void);
+/* Makes the n-th allocation from now (0-based) and every later one fail;
+ * n < 0 turns failures off. */
+void h_alloc_fail_from(long n);
+/* Allocations made since the last h_alloc_fail_from(). */
+long h_alloc_count(void);
+
+/* ---- channels ---- */
+
+typedef enum { H_MEM = 0, H_PIPE = 1, H_KINDS = 2 } h_kind;
+
+typedef struct h_chan {
+    h_kind kind;
+    dx_stream *a, *b;
+} h_chan;
+
+/* Opens a connected pair of streams: a memory pair (opts may be NULL) or
+ * two pipes with an fd stream at each end. */
+void h_chan_open(h_chan *c, h_kind kind, const dx_pair_opts *opts);
+/* Destroys both ends (NULL ends are skipped). */
+void h_chan_close(h_chan *c);
+const char *h_kind_name(h_kind kind);
+
+/*
+ * Drives the channel until done(arg) is true or max_ms pass: for pipes a
+ * dx_fd_poll() loop over both ends, for memory pairs nothing to drive.
+ * Returns done(arg).
+ */
+bool h_run(h_chan *c, bool (*done)(void *), void *arg, int max_ms);
+/* One step of the loop (pipes: one poll of at most timeout_ms). */
+void h_step(h_chan *c, int timeout_ms);
+
+/* ---- the event recorder ---- */
+
+/* Event letters in h_rec.log. */
+#define H_EV_DATA 'd'
+#define H_EV_END 'e'
+#define H_EV_DRAIN 'r'
+#define H_EV_FINISH 'f'
+#define H_EV_ERROR 'x'
+#define H_EV_CLOSE 'c'
+
+typedef struct h_rec {
+    dx_stream *s;
+    char log[4096];     /* event letters; consecutive data collapse to one */
+    size_t nlog;
+    uint8_t *data;      /* everything received, if keep_data */
+    size_t len, cap;
+    bool keep_data;
+    uint64_t received;  /* bytes received */
+    uint64_t verify_seed; /* with verify: bytes must follow h_gen(seed) */
+    bool verify;
+    bool mismatch;
+    unsigned data_events, ends, drains, finishes, errors, closes;
+    int error_code;
+    char error_name[64];
+    unsigned violations; /* contract violations seen */
+    char violation[256];
+    /* Actions taken inside callbacks. */
+    char destroy_on;     /* destroy the stream in this event */
+    dx_stream **slot;    /* set to NULL when the recorder destroys */
+    bool destroyed;
+    bool end_on_end;     /* call dx_stream_end() when on_end arrives */
+    size_t max_data_event; /* the largest chunk delivered */
+    void (*on_event)(struct h_rec *r, char ev);
+    void *ctx;
+} h_rec;
+
+/* Attaches a recorder as the stream's consumer. */
+void h_rec_attach(h_rec *r, dx_stream *s);
+void h_rec_free(h_rec *r);
+/* Fails the current test if the recorder saw a contract violation. */
+void h_rec_assert_clean(const h_rec *r);
+
+/* ---- deterministic data ---- */
+
+uint8_t h_gen(uint64_t seed, uint64_t index);
+/* Fills buf with bytes [offset, offset+len) of stream seed. */
+void h_gen_fill(uint64_t seed, uint64_t offset, uint8_t *buf, size_t len);
+/* A small PRNG for test decisions. */
+uint64_t h_rand(uint64_t *state);
+
+/* Milliseconds from a monotonic clock. */
+int64_t h_now_ms(void);
+
+/* The suites, one per module (tests/check_*.c). */
+Suite *error_suite(void);
+Suite *stream_suite(void);
+Suite *pair_suite(void);
+Suite *link_suite(void);
+Suite *transport_suite(void);
+Suite *fd_suite(void);
+Suite *alloc_suite(void);
+
+#endif

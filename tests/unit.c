@@ -1,0 +1,18 @@
+/* The unit-test runner: every module's Check suite. */
+#include "config.h"
+
+#include <stdlib.h>
+
+#include "harness.h"
+
+
+int main(void)
+{
+    h_alloc_install();
+    SRunner *sr = srunner_create(error_suite());
+    srunner_add_suite(sr, stream_suite());
+    srunner_run_all(sr, CK_ENV);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
