@@ -222,18 +222,27 @@ int dx_fd_stream_ready(dx_stream *s, int fd, unsigned events)
     return dx_transport_ready(s, ev);
 }
 
+#define POLL_SMALL 16
+
 int dx_fd_poll(dx_stream *const *streams, size_t n, int timeout_ms)
 {
     if (n && !streams)
         return DX_EINVAL;
     if (n > 4096)
         return DX_EINVAL;
-    struct pollfd *pfd = n ? dx_calloc(2 * n, sizeof(*pfd)) : NULL;
-    size_t *owner = n ? dx_calloc(2 * n, sizeof(*owner)) : NULL;
-    if (n && (!pfd || !owner)) {
-        dx_free(pfd);
-        dx_free(owner);
-        return DX_ENOMEM;
+    /* Small sets (the usual case) need no allocation. */
+    struct pollfd pfd_small[2 * POLL_SMALL];
+    size_t owner_small[2 * POLL_SMALL];
+    struct pollfd *pfd = pfd_small;
+    size_t *owner = owner_small;
+    if (n > POLL_SMALL) {
+        pfd = dx_calloc(2 * n, sizeof(*pfd));
+        owner = dx_calloc(2 * n, sizeof(*owner));
+        if (!pfd || !owner) {
+            dx_free(pfd);
+            dx_free(owner);
+            return DX_ENOMEM;
+        }
     }
     size_t np = 0;
     for (size_t i = 0; i < n; i++) {
@@ -252,8 +261,10 @@ int dx_fd_poll(dx_stream *const *streams, size_t n, int timeout_ms)
     int r = poll(pfd, (nfds_t)np, timeout_ms);
     if (r < 0) {
         int err = errno;
-        dx_free(pfd);
-        dx_free(owner);
+        if (pfd != pfd_small) {
+            dx_free(pfd);
+            dx_free(owner);
+        }
         return err == EINTR ? 0 : DX_EIO;
     }
     /* Callbacks may destroy any of the streams: hold them all. */
@@ -277,7 +288,9 @@ int dx_fd_poll(dx_stream *const *streams, size_t n, int timeout_ms)
     }
     for (size_t i = 0; i < n; i++)
         dx_stream_unref(streams[i]);
-    dx_free(pfd);
-    dx_free(owner);
+    if (pfd != pfd_small) {
+        dx_free(pfd);
+        dx_free(owner);
+    }
     return served;
 }

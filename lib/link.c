@@ -7,6 +7,7 @@
 #include <duplex/link.h>
 
 #include "alloc.h"
+#include "errors.h"
 
 struct dx_link {
     dx_stream *s[2];
@@ -70,8 +71,11 @@ static void on_error(dx_stream *s, const dx_error *err, void *u)
     dx_link *l = u;
     int i = side_of(l, s);
     link_ref(l);
-    if (!l->err)
+    if (!l->err) {
         l->err = dx_error_copy(err);
+        if (!l->err) /* no memory for a copy: report that instead */
+            l->err = (dx_error *)dx_error_oom();
+    }
     if (!l->closed[1 - i])
         dx_stream_fail_with(l->s[1 - i], dx_error_copy(err));
     link_unref(l);

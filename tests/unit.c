@@ -11,6 +11,9 @@ int main(void)
     h_alloc_install();
     SRunner *sr = srunner_create(error_suite());
     srunner_add_suite(sr, stream_suite());
+    srunner_add_suite(sr, pair_suite());
+    srunner_add_suite(sr, link_suite());
+    srunner_add_suite(sr, alloc_suite());
     srunner_run_all(sr, CK_ENV);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
