@@ -50,6 +50,8 @@ static long fd_read(void *arg, void *buf, size_t cap)
         return (long)n;
     if (errno == EAGAIN || errno == EWOULDBLOCK)
         return DX_EAGAIN;
+    if (errno == EIO && isatty(f->rfd))
+        return 0; /* a terminal hung up: the end of input */
     return sys_fail(f, "read", errno);
 }
 
@@ -156,6 +158,10 @@ int dx_fd_stream_new(int rfd, int wfd, unsigned flags, dx_stream **out)
     *out = NULL;
     if ((rfd < 0 && wfd < 0) || (flags & ~DX_FD_CLOSE))
         return DX_EINVAL;
+    /* Both fds are checked before either is changed. */
+    if ((rfd >= 0 && fcntl(rfd, F_GETFL) < 0) ||
+        (wfd >= 0 && fcntl(wfd, F_GETFL) < 0))
+        return DX_EBADF;
     int rc;
     if ((rfd >= 0 && (rc = set_nonblocking(rfd)) != 0) ||
         (wfd >= 0 && (rc = set_nonblocking(wfd)) != 0))

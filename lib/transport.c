@@ -7,6 +7,7 @@
 
 #include <duplex/transport.h>
 
+#include <limits.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -19,10 +20,18 @@
 
 static transport *tp_of(const dx_stream *s) { return dx_stream_impl(s); }
 
+/* A negative status from a user function as a DX_E* code: one that does
+ * not fit an int is no code of ours, and counts as an i/o error. */
+static int status_code(long r)
+{
+    return r < INT_MIN ? DX_EIO : (int)r;
+}
+
 static int tp_write(dx_stream *s, const dx_iov *iov, size_t n, size_t *taken)
 {
     transport *t = tp_of(s);
     size_t done = 0;
+    t->want_write = false;
     for (size_t i = 0; i < n; i++) {
         const uint8_t *p = iov[i].base;
         size_t left = iov[i].len;
@@ -36,7 +45,7 @@ static int tp_write(dx_stream *s, const dx_iov *iov, size_t n, size_t *taken)
             }
             if (r < 0) {
                 *taken = done;
-                return (int)r;
+                return status_code(r);
             }
             if ((size_t)r > left)
                 return DX_EIO; /* the function claims more than it got */
@@ -140,7 +149,7 @@ static void read_some(dx_stream *s, transport *t)
         if (r == DX_EAGAIN)
             break;
         if (r < 0) {
-            dx_stream_fail(s, (int)r, NULL, NULL);
+            dx_stream_fail(s, status_code(r), NULL, NULL);
             break;
         }
         if (r == 0) {

@@ -13,6 +13,8 @@ int main(void)
     srunner_add_suite(sr, stream_suite());
     srunner_add_suite(sr, pair_suite());
     srunner_add_suite(sr, link_suite());
+    srunner_add_suite(sr, transport_suite());
+    srunner_add_suite(sr, fd_suite());
     srunner_add_suite(sr, alloc_suite());
     srunner_run_all(sr, CK_ENV);
     int failed = srunner_ntests_failed(sr);
