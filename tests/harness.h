@@ -114,5 +114,6 @@ Suite *link_suite(void);
 Suite *transport_suite(void);
 Suite *fd_suite(void);
 Suite *alloc_suite(void);
+Suite *pki_suite(void);
 
 #endif

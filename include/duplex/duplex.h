@@ -12,5 +12,6 @@
 #include <duplex/link.h>
 #include <duplex/transport.h>
 #include <duplex/fd.h>
+#include <duplex/pki.h>
 
 #endif /* DUPLEX_DUPLEX_H */
