@@ -115,5 +115,6 @@ Suite *transport_suite(void);
 Suite *fd_suite(void);
 Suite *alloc_suite(void);
 Suite *pki_suite(void);
+Suite *tls_context_suite(void);
 
 #endif

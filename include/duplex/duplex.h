@@ -13,5 +13,6 @@
 #include <duplex/transport.h>
 #include <duplex/fd.h>
 #include <duplex/pki.h>
+#include <duplex/tls.h>
 
 #endif /* DUPLEX_DUPLEX_H */

@@ -44,7 +44,8 @@ extern "C" {
       "stream is closed or destroyed")                                      \
     X(DX_ESTATE, -14, "ERR_INVALID_STATE", "operation not valid in this state") \
     X(DX_EBADF, -15, "EBADF", "bad file descriptor")                        \
-    X(DX_EUNKNOWN, -16, "UNKNOWN", "unknown error")
+    X(DX_EUNKNOWN, -16, "UNKNOWN", "unknown error")                         \
+    X(DX_ETLS, -17, "ERR_TLS", "TLS error")
 
 enum dx_errno {
 #define DX_ERRNO_ENUM_(e, v, name, msg) e = v,

@@ -1,0 +1,666 @@
+/*
+ * TLS configuration and context (include/duplex/tls.h): a builder that
+ * keeps copies of the options, and an immutable, reference-counted
+ * SSL_CTX built from them with every option checked.
+ */
+#include "config.h"
+
+#include <duplex/tls.h>
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/decoder.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "alloc.h"
+#include "errors.h"
+#include "tls_internal.h"
+
+/* An error object, or the shared out-of-memory one when there was no
+ * memory to make it: never NULL. */
+static dx_error *or_oom(dx_error *e)
+{
+    return e ? e : (dx_error *)dx_error_oom();
+}
+
+/* ---- the configuration ---------------------------------------------------- */
+
+typedef enum item_kind { ITEM_CA, ITEM_CA_FILE, ITEM_CERT, ITEM_CERT_FILE } item_kind;
+
+typedef struct item {
+    struct item *next;
+    item_kind kind;
+    char *a, *b;     /* CA: a; cert: a = chain, b = key (data or paths) */
+    size_t alen, blen;
+    char *passphrase;
+} item;
+
+struct dx_tls_config {
+    item *items, *last;
+    char *ciphers, *ciphersuites, *sigalgs, *groups;
+    char *min_version, *max_version;
+    bool honor_cipher_order;
+    uint64_t secure_options;
+    uint8_t sid_ctx[SSL_MAX_SID_CTX_LENGTH];
+    size_t sid_ctx_len;
+    unsigned session_timeout;
+};
+
+int dx_tls_config_new(dx_tls_config **out)
+{
+    if (!out)
+        return DX_EINVAL;
+    *out = dx_calloc(1, sizeof(**out));
+    if (!*out)
+        return DX_ENOMEM;
+    (*out)->honor_cipher_order = true;
+    (*out)->session_timeout = DX_TLS_DEFAULT_SESSION_TIMEOUT;
+    dx_live_inc();
+    return 0;
+}
+
+/* Frees text that may hold secrets, clearing it first. */
+static void free_secret(char *p, size_t len)
+{
+    if (p) {
+        OPENSSL_cleanse(p, len);
+        dx_free(p);
+    }
+}
+
+void dx_tls_config_free(dx_tls_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (item *it = cfg->items, *next; it; it = next) {
+        next = it->next;
+        dx_free(it->a);
+        free_secret(it->b, it->blen);
+        if (it->passphrase)
+            free_secret(it->passphrase, strlen(it->passphrase));
+        dx_free(it);
+    }
+    dx_free(cfg->ciphers);
+    dx_free(cfg->ciphersuites);
+    dx_free(cfg->sigalgs);
+    dx_free(cfg->groups);
+    dx_free(cfg->min_version);
+    dx_free(cfg->max_version);
+    dx_free(cfg);
+    dx_live_dec();
+}
+
+/* A NUL-terminated copy of len bytes. */
+static char *copy_bytes(const void *p, size_t len)
+{
+    char *c = dx_malloc(len + 1);
+    if (c) {
+        memcpy(c, p, len);
+        c[len] = '\0';
+    }
+    return c;
+}
+
+static int add_item(dx_tls_config *cfg, item_kind kind, const void *a,
+                    size_t alen, const void *b, size_t blen, const char *pass)
+{
+    item *it = dx_calloc(1, sizeof(*it));
+    if (!it)
+        return DX_ENOMEM;
+    it->kind = kind;
+    it->a = copy_bytes(a, alen);
+    it->alen = alen;
+    if (b) {
+        it->b = copy_bytes(b, blen);
+        it->blen = blen;
+    }
+    if (pass)
+        it->passphrase = dx_strdup(pass);
+    if (!it->a || (b && !it->b) || (pass && !it->passphrase)) {
+        dx_free(it->a);
+        free_secret(it->b, it->blen);
+        dx_free(it->passphrase);
+        dx_free(it);
+        return DX_ENOMEM;
+    }
+    if (cfg->last)
+        cfg->last->next = it;
+    else
+        cfg->items = it;
+    cfg->last = it;
+    return 0;
+}
+
+int dx_tls_config_add_ca(dx_tls_config *cfg, const void *pem, size_t len)
+{
+    if (!cfg || !pem || !len)
+        return DX_EINVAL;
+    return add_item(cfg, ITEM_CA, pem, len, NULL, 0, NULL);
+}
+
+int dx_tls_config_add_ca_file(dx_tls_config *cfg, const char *path)
+{
+    if (!cfg || !path || !*path)
+        return DX_EINVAL;
+    return add_item(cfg, ITEM_CA_FILE, path, strlen(path), NULL, 0, NULL);
+}
+
+int dx_tls_config_add_cert(dx_tls_config *cfg, const void *chain,
+                           size_t chain_len, const void *key, size_t key_len,
+                           const char *passphrase)
+{
+    if (!cfg || !chain || !chain_len || !key || !key_len)
+        return DX_EINVAL;
+    return add_item(cfg, ITEM_CERT, chain, chain_len, key, key_len, passphrase);
+}
+
+int dx_tls_config_add_cert_file(dx_tls_config *cfg, const char *chain_path,
+                                const char *key_path, const char *passphrase)
+{
+    if (!cfg || !chain_path || !*chain_path || !key_path || !*key_path)
+        return DX_EINVAL;
+    return add_item(cfg, ITEM_CERT_FILE, chain_path, strlen(chain_path),
+                    key_path, strlen(key_path), passphrase);
+}
+
+static int set_text(dx_tls_config *cfg, char **slot, const char *text)
+{
+    if (!cfg || !text)
+        return DX_EINVAL;
+    char *c = dx_strdup(text);
+    if (!c)
+        return DX_ENOMEM;
+    dx_free(*slot);
+    *slot = c;
+    return 0;
+}
+
+int dx_tls_config_set_ciphers(dx_tls_config *cfg, const char *list)
+{
+    return set_text(cfg, cfg ? &cfg->ciphers : NULL, list);
+}
+
+int dx_tls_config_set_ciphersuites(dx_tls_config *cfg, const char *list)
+{
+    return set_text(cfg, cfg ? &cfg->ciphersuites : NULL, list);
+}
+
+int dx_tls_config_set_sigalgs(dx_tls_config *cfg, const char *list)
+{
+    return set_text(cfg, cfg ? &cfg->sigalgs : NULL, list);
+}
+
+int dx_tls_config_set_groups(dx_tls_config *cfg, const char *list)
+{
+    return set_text(cfg, cfg ? &cfg->groups : NULL, list);
+}
+
+int dx_tls_config_set_min_version(dx_tls_config *cfg, const char *version)
+{
+    return set_text(cfg, cfg ? &cfg->min_version : NULL, version);
+}
+
+int dx_tls_config_set_max_version(dx_tls_config *cfg, const char *version)
+{
+    return set_text(cfg, cfg ? &cfg->max_version : NULL, version);
+}
+
+int dx_tls_config_set_honor_cipher_order(dx_tls_config *cfg, bool honor)
+{
+    if (!cfg)
+        return DX_EINVAL;
+    cfg->honor_cipher_order = honor;
+    return 0;
+}
+
+int dx_tls_config_set_secure_options(dx_tls_config *cfg, uint64_t options)
+{
+    if (!cfg)
+        return DX_EINVAL;
+    cfg->secure_options = options;
+    return 0;
+}
+
+int dx_tls_config_set_session_id_context(dx_tls_config *cfg, const void *id,
+                                         size_t len)
+{
+    if (!cfg || !id || len == 0 || len > sizeof(cfg->sid_ctx))
+        return DX_EINVAL;
+    memcpy(cfg->sid_ctx, id, len);
+    cfg->sid_ctx_len = len;
+    return 0;
+}
+
+int dx_tls_config_set_session_timeout(dx_tls_config *cfg, unsigned seconds)
+{
+    if (!cfg || seconds == 0 || seconds > 0x7fffffffu)
+        return DX_EINVAL;
+    cfg->session_timeout = seconds;
+    return 0;
+}
+
+/* ---- errors ---------------------------------------------------------------- */
+
+/* Node's code for an OpenSSL error: ERR_OSSL_<LIB>_<REASON>, or
+ * ERR_SSL_<REASON> for the SSL library. */
+/* The short name of an OpenSSL library, as in its ERR_LIB_ macro. */
+static const char *lib_name(int lib)
+{
+    static const struct {
+        int lib;
+        const char *name;
+    } names[] = {
+        {ERR_LIB_X509, "X509"},     {ERR_LIB_X509V3, "X509V3"},
+        {ERR_LIB_PEM, "PEM"},       {ERR_LIB_ASN1, "ASN1"},
+        {ERR_LIB_EVP, "EVP"},       {ERR_LIB_RSA, "RSA"},
+        {ERR_LIB_EC, "EC"},         {ERR_LIB_BIO, "BIO"},
+        {ERR_LIB_PKCS12, "PKCS12"}, {ERR_LIB_PKCS7, "PKCS7"},
+        {ERR_LIB_CRYPTO, "CRYPTO"}, {ERR_LIB_PROV, "PROV"},
+        {ERR_LIB_OSSL_DECODER, "OSSL_DECODER"},
+        {ERR_LIB_OSSL_STORE, "OSSL_STORE"}, {ERR_LIB_DH, "DH"},
+        {ERR_LIB_BN, "BN"},         {ERR_LIB_OCSP, "OCSP"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (names[i].lib == lib)
+            return names[i].name;
+    return "UNKNOWN";
+}
+
+void dx_tls_openssl_code(unsigned long e, char *out, size_t size)
+{
+    const char *reason = ERR_reason_error_string(e);
+    char raw[160];
+    if (!reason) {
+        snprintf(out, size, "ERR_OSSL_UNKNOWN");
+        return;
+    }
+    if (ERR_GET_LIB(e) == ERR_LIB_SSL)
+        snprintf(raw, sizeof(raw), "ERR_SSL_%s", reason);
+    else
+        snprintf(raw, sizeof(raw), "ERR_OSSL_%s_%s", lib_name(ERR_GET_LIB(e)), reason);
+    size_t i = 0;
+    for (; raw[i] && i + 1 < size; i++) {
+        char ch = raw[i];
+        if (ch >= 'a' && ch <= 'z')
+            ch = (char)(ch - 'a' + 'A');
+        else if (!((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')))
+            ch = '_';
+        out[i] = ch;
+    }
+    out[i] = '\0';
+}
+
+dx_error *dx_tls_error_openssl(const char *option, const char *fallback)
+{
+    unsigned long e = ERR_peek_last_error();
+    dx_error *err;
+    if (e) {
+        char name[64], text[256];
+        dx_tls_openssl_code(e, name, sizeof(name));
+        const char *reason = ERR_reason_error_string(e);
+        err = dx_error_new(DX_ETLS, name, "tls", "%s: %s", option,
+                           reason ? reason : fallback);
+        ERR_error_string_n(e, text, sizeof(text));
+        dx_error_set_detail(err, "%s", text);
+    } else {
+        err = dx_error_new(DX_ETLS, "ERR_TLS_INVALID_OPTION", "tls", "%s: %s",
+                           option, fallback);
+    }
+    ERR_clear_error();
+    return or_oom(err);
+}
+
+/* ---- building the context -------------------------------------------------- */
+
+struct dx_tls_ctx {
+    atomic_uint refs;
+    SSL_CTX *ssl;
+    bool honor_cipher_order;
+};
+
+SSL_CTX *dx_tls_ctx_ssl(const dx_tls_ctx *ctx) { return ctx->ssl; }
+
+static int version_of(const char *name)
+{
+    static const struct {
+        const char *name;
+        int v;
+    } map[] = {{"TLSv1", TLS1_VERSION},
+               {"TLSv1.1", TLS1_1_VERSION},
+               {"TLSv1.2", TLS1_2_VERSION},
+               {"TLSv1.3", TLS1_3_VERSION}};
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(name, map[i].name) == 0)
+            return map[i].v;
+    return 0;
+}
+
+/* Splits Node's single cipher list: TLS_* names are TLS 1.3 suites. */
+static int split_ciphers(const char *list, char **legacy, char **suites)
+{
+    size_t n = strlen(list) + 1;
+    *legacy = dx_calloc(1, n);
+    *suites = dx_calloc(1, n);
+    char *copy = dx_strdup(list);
+    if (!*legacy || !*suites || !copy) {
+        dx_free(*legacy);
+        dx_free(*suites);
+        dx_free(copy);
+        return DX_ENOMEM;
+    }
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
+        char *dst = strncmp(tok, "TLS_", 4) == 0 ? *suites : *legacy;
+        if (*dst)
+            strcat(dst, ":");
+        strcat(dst, tok);
+    }
+    dx_free(copy);
+    return 0;
+}
+
+/* Asks for no passphrase on a terminal, ever: the given one or none. */
+static int pass_cb(char *buf, int size, int rwflag, void *u)
+{
+    (void)rwflag;
+    const char *pass = u;
+    if (!pass)
+        return -1;
+    size_t n = strlen(pass);
+    if (n > (size_t)size)
+        return -1;
+    memcpy(buf, pass, n);
+    return (int)n;
+}
+
+/* Reads a whole file into memory; NULL (errno set) on failure. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+    for (;;) {
+        if (n == cap) {
+            if (cap > ((size_t)64 << 20)) {
+                dx_free(buf);
+                fclose(f);
+                return NULL;
+            }
+            char *nb = dx_realloc(buf, cap ? cap * 2 : 4096);
+            if (!nb) {
+                dx_free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+            cap = cap ? cap * 2 : 4096;
+        }
+        size_t k = fread(buf + n, 1, cap - n, f);
+        n += k;
+        if (k == 0)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        dx_free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+static dx_error *file_error(const char *option, const char *path)
+{
+    return or_oom(dx_error_new(DX_ETLS, "ERR_TLS_FILE", "tls",
+                               "%s: cannot read %s", option, path));
+}
+
+/* Loads a chain (PEM certificates, or one DER certificate) as the current
+ * certificate of the context, with its intermediates. */
+static dx_error *load_chain(SSL_CTX *ssl, const char *data, size_t len)
+{
+    BIO *b = BIO_new_mem_buf(data, (int)len);
+    if (!b)
+        return dx_tls_error_openssl("cert", "out of memory");
+    X509 *leaf = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL);
+    dx_error *err = NULL;
+    if (!leaf) {
+        const unsigned char *p = (const unsigned char *)data;
+        ERR_clear_error();
+        leaf = d2i_X509(NULL, &p, (long)len);
+        if (!leaf) {
+            BIO_free(b);
+            return dx_tls_error_openssl("cert", "no certificate found");
+        }
+        BIO_free(b);
+        b = NULL;
+    }
+    if (SSL_CTX_use_certificate(ssl, leaf) != 1)
+        err = dx_tls_error_openssl("cert", "certificate refused");
+    X509_free(leaf);
+    while (!err && b) {
+        X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+        if (!x)
+            break;
+        if (SSL_CTX_add0_chain_cert(ssl, x) != 1) {
+            X509_free(x);
+            err = dx_tls_error_openssl("cert", "chain certificate refused");
+        }
+    }
+    ERR_clear_error(); /* the end of the PEM data */
+    BIO_free(b);
+    return err;
+}
+
+/* Decodes a private key, PEM or DER, encrypted or not. */
+static dx_error *load_key(SSL_CTX *ssl, const char *data, size_t len,
+                          const char *pass)
+{
+    EVP_PKEY *key = NULL;
+    OSSL_DECODER_CTX *dc = OSSL_DECODER_CTX_new_for_pkey(
+        &key, NULL, NULL, NULL, OSSL_KEYMGMT_SELECT_KEYPAIR, NULL, NULL);
+    if (!dc)
+        return dx_tls_error_openssl("key", "no decoder");
+    if (pass)
+        OSSL_DECODER_CTX_set_passphrase(dc, (const unsigned char *)pass, strlen(pass));
+    else
+        OSSL_DECODER_CTX_set_pem_password_cb(dc, pass_cb, NULL);
+    const unsigned char *p = (const unsigned char *)data;
+    size_t left = len;
+    int ok = OSSL_DECODER_from_data(dc, &p, &left);
+    OSSL_DECODER_CTX_free(dc);
+    if (!ok || !key) {
+        EVP_PKEY_free(key);
+        return dx_tls_error_openssl("key", pass ? "cannot decode the key (wrong passphrase?)"
+                                                : "cannot decode the key");
+    }
+    dx_error *err = NULL;
+    /* The key must be the certificate's just loaded (OpenSSL would file a
+     * key of another type under another certificate slot). */
+    X509 *cert = SSL_CTX_get0_certificate(ssl);
+    if (!cert || X509_check_private_key(cert, key) != 1)
+        err = dx_tls_error_openssl("key", "the key does not match the certificate");
+    else if (SSL_CTX_use_PrivateKey(ssl, key) != 1)
+        err = dx_tls_error_openssl("key", "key refused");
+    EVP_PKEY_free(key);
+    return err;
+}
+
+static dx_error *load_ca(X509_STORE *store, const char *data, size_t len)
+{
+    BIO *b = BIO_new_mem_buf(data, (int)len);
+    if (!b)
+        return dx_tls_error_openssl("ca", "out of memory");
+    int n = 0;
+    dx_error *err = NULL;
+    X509 *x;
+    while ((x = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL)) != NULL) {
+        if (X509_STORE_add_cert(store, x) != 1)
+            err = dx_tls_error_openssl("ca", "certificate refused");
+        X509_free(x);
+        n++;
+        if (err)
+            break;
+    }
+    if (!err && n == 0)
+        err = dx_tls_error_openssl("ca", "no certificate found");
+    ERR_clear_error();
+    BIO_free(b);
+    return err;
+}
+
+static dx_error *apply_item(SSL_CTX *ssl, X509_STORE *store, const item *it)
+{
+    if (it->alen > 0x7fffffff || it->blen > 0x7fffffff)
+        return or_oom(dx_error_new(DX_ETLS, "ERR_TLS_INVALID_OPTION", "tls",
+                                   "%s: too large",
+                                   it->kind <= ITEM_CA_FILE ? "ca" : "cert"));
+    const char *a = it->a, *b = it->b;
+    size_t alen = it->alen, blen = it->blen;
+    char *fa = NULL, *fb = NULL;
+    dx_error *err = NULL;
+    if (it->kind == ITEM_CA_FILE || it->kind == ITEM_CERT_FILE) {
+        const char *opt = it->kind == ITEM_CA_FILE ? "ca" : "cert";
+        if (!(a = fa = read_file(it->a, &alen)))
+            return file_error(opt, it->a);
+        if (it->kind == ITEM_CERT_FILE && !(b = fb = read_file(it->b, &blen))) {
+            dx_free(fa);
+            return file_error("key", it->b);
+        }
+    }
+    if (it->kind == ITEM_CA || it->kind == ITEM_CA_FILE)
+        err = load_ca(store, a, alen);
+    else if (!(err = load_chain(ssl, a, alen)))
+        err = load_key(ssl, b, blen, it->passphrase);
+    dx_free(fa);
+    free_secret(fb, blen);
+    return err;
+}
+
+static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg)
+{
+    const char *minv = cfg->min_version ? cfg->min_version : DX_TLS_DEFAULT_MIN_VERSION;
+    const char *maxv = cfg->max_version ? cfg->max_version : DX_TLS_DEFAULT_MAX_VERSION;
+    int vmin = version_of(minv), vmax = version_of(maxv);
+    if (!vmin || !vmax)
+        return or_oom(dx_error_new(
+            DX_ETLS, "ERR_TLS_INVALID_PROTOCOL_VERSION", "tls",
+            "%s: \"%s\" is not a supported TLS protocol version",
+            vmin ? "maxVersion" : "minVersion", vmin ? maxv : minv));
+    if (vmin > vmax)
+        return or_oom(dx_error_new(DX_ETLS, "ERR_TLS_PROTOCOL_VERSION_CONFLICT",
+                                   "tls", "minVersion: %s is above maxVersion %s",
+                                   minv, maxv));
+    if (!SSL_CTX_set_min_proto_version(ssl, vmin) ||
+        !SSL_CTX_set_max_proto_version(ssl, vmax))
+        return dx_tls_error_openssl("minVersion", "version refused");
+
+    SSL_CTX_set_options(ssl, SSL_OP_NO_COMPRESSION | cfg->secure_options);
+    if (cfg->ciphers) {
+        char *legacy, *suites;
+        if (split_ciphers(cfg->ciphers, &legacy, &suites) != 0)
+            return (dx_error *)dx_error_oom();
+        int ok = (!*legacy || SSL_CTX_set_cipher_list(ssl, legacy) == 1) &&
+                 (!*suites || SSL_CTX_set_ciphersuites(ssl, suites) == 1);
+        dx_free(legacy);
+        dx_free(suites);
+        if (!ok)
+            return dx_tls_error_openssl("ciphers", "no cipher match");
+    }
+    if (cfg->ciphersuites && SSL_CTX_set_ciphersuites(ssl, cfg->ciphersuites) != 1)
+        return dx_tls_error_openssl("ciphersuites", "no cipher suite match");
+    if (cfg->sigalgs && SSL_CTX_set1_sigalgs_list(ssl, cfg->sigalgs) != 1)
+        return dx_tls_error_openssl("sigalgs", "invalid signature algorithms");
+    if (cfg->groups && strcmp(cfg->groups, "auto") != 0 &&
+        SSL_CTX_set1_groups_list(ssl, cfg->groups) != 1)
+        return dx_tls_error_openssl("ecdhCurve", "failed to set the groups");
+    if (cfg->sid_ctx_len &&
+        SSL_CTX_set_session_id_context(ssl, cfg->sid_ctx, (unsigned)cfg->sid_ctx_len) != 1)
+        return dx_tls_error_openssl("sessionIdContext", "refused");
+    SSL_CTX_set_timeout(ssl, (long)cfg->session_timeout);
+    SSL_CTX_set_default_passwd_cb(ssl, pass_cb);
+
+    bool have_ca = false;
+    for (const item *it = cfg->items; it; it = it->next)
+        have_ca |= it->kind == ITEM_CA || it->kind == ITEM_CA_FILE;
+    X509_STORE *store = SSL_CTX_get_cert_store(ssl);
+    if (!have_ca && SSL_CTX_set_default_verify_paths(ssl) != 1)
+        ERR_clear_error(); /* no system store: nothing is trusted */
+    for (const item *it = cfg->items; it; it = it->next) {
+        dx_error *err = apply_item(ssl, store, it);
+        if (err)
+            return err;
+    }
+    return NULL;
+}
+
+int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out, dx_error **err)
+{
+    if (err)
+        *err = NULL;
+    if (!cfg || !out)
+        return DX_EINVAL;
+    *out = NULL;
+    dx_tls_ctx *ctx = dx_calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return DX_ENOMEM;
+    ERR_clear_error();
+    ctx->ssl = SSL_CTX_new(TLS_method());
+    if (!ctx->ssl) {
+        dx_free(ctx);
+        ERR_clear_error();
+        return DX_ENOMEM;
+    }
+    dx_error *e = configure(ctx->ssl, cfg);
+    ERR_clear_error();
+    if (e) {
+        SSL_CTX_free(ctx->ssl);
+        dx_free(ctx);
+        if (dx_error_code(e) == DX_ENOMEM) {
+            dx_error_free(e);
+            return DX_ENOMEM;
+        }
+        if (err)
+            *err = e;
+        else
+            dx_error_free(e);
+        return DX_ETLS;
+    }
+    atomic_init(&ctx->refs, 1);
+    ctx->honor_cipher_order = cfg->honor_cipher_order;
+    dx_live_inc();
+    *out = ctx;
+    return 0;
+}
+
+dx_tls_ctx *dx_tls_ctx_ref(dx_tls_ctx *ctx)
+{
+    if (ctx)
+        atomic_fetch_add(&ctx->refs, 1);
+    return ctx;
+}
+
+void dx_tls_ctx_unref(dx_tls_ctx *ctx)
+{
+    if (!ctx || atomic_fetch_sub(&ctx->refs, 1) != 1)
+        return;
+    SSL_CTX_free(ctx->ssl);
+    dx_free(ctx);
+    dx_live_dec();
+}
+
+void *dx_tls_ctx_openssl(const dx_tls_ctx *ctx) { return ctx ? ctx->ssl : NULL; }
+
+bool dx_tls_ctx_honor_cipher_order(const dx_tls_ctx *ctx)
+{
+    return ctx && ctx->honor_cipher_order;
+}

@@ -1,0 +1,21 @@
+/* Internal: shared by the files of the TLS module. */
+#ifndef DX_TLS_INTERNAL_H
+#define DX_TLS_INTERNAL_H
+
+#include <openssl/ssl.h>
+
+#include <duplex/tls.h>
+
+/* The context's SSL_CTX (shared; never modified after the build). */
+SSL_CTX *dx_tls_ctx_ssl(const dx_tls_ctx *ctx);
+
+/* Node's code string for an OpenSSL error: ERR_OSSL_<LIB>_<REASON>, or
+ * ERR_SSL_<REASON> for the SSL library. */
+void dx_tls_openssl_code(unsigned long e, char *out, size_t size);
+
+/* An error (layer "tls", code DX_ETLS) for the newest OpenSSL error, with
+ * a message that starts with option; fallback is the message when OpenSSL
+ * said nothing. Clears OpenSSL's error queue. Never NULL. */
+dx_error *dx_tls_error_openssl(const char *option, const char *fallback);
+
+#endif

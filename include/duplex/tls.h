@@ -1,0 +1,137 @@
+/*
+ * libduplex: the TLS module.
+ *
+ * CONFIGURATION AND CONTEXT
+ *
+ * A dx_tls_config collects options (trust, credentials, versions,
+ * ciphers, ...); it is a plain builder that checks only its arguments.
+ * dx_tls_ctx_new() turns it into a dx_tls_ctx: one OpenSSL SSL_CTX with
+ * every option applied and checked, immutable from then on, reference
+ * counted, and safe to share between threads and between any number of
+ * connections (Node's SecureContext). A bad option fails the build with an
+ * error that names the option and carries OpenSSL's reason.
+ *
+ * Error names follow Node.js: OpenSSL failures become
+ * "ERR_OSSL_<LIBRARY>_<REASON>" ("ERR_SSL_<REASON>" for the SSL library),
+ * e.g. "ERR_OSSL_PEM_NO_START_LINE", "ERR_SSL_NO_CIPHER_MATCH"; libduplex's
+ * own checks use Node's codes where Node has one
+ * ("ERR_TLS_INVALID_PROTOCOL_VERSION").
+ */
+#ifndef DUPLEX_TLS_H
+#define DUPLEX_TLS_H
+
+#include <duplex/common.h>
+#include <duplex/error.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dx_tls_config dx_tls_config;
+typedef struct dx_tls_ctx dx_tls_ctx;
+
+/* Defaults, as in Node.js. */
+#define DX_TLS_DEFAULT_MIN_VERSION "TLSv1.2"
+#define DX_TLS_DEFAULT_MAX_VERSION "TLSv1.3"
+#define DX_TLS_DEFAULT_SESSION_TIMEOUT 300
+
+/* A new, empty configuration. Returns 0, DX_EINVAL, DX_ENOMEM. */
+DX_EXTERN int dx_tls_config_new(dx_tls_config **out);
+/* Frees it (keys' text is cleared). Contexts built from it live on. */
+DX_EXTERN void dx_tls_config_free(dx_tls_config *cfg);
+
+/*
+ * Every setter below copies what it is given, returns 0, DX_EINVAL for a
+ * NULL configuration or a missing argument, or DX_ENOMEM, and leaves the
+ * real check to dx_tls_ctx_new().
+ */
+
+/*
+ * Trust: adds one or more PEM certificates (labels CERTIFICATE, X509
+ * CERTIFICATE or TRUSTED CERTIFICATE; several may be concatenated). Once
+ * any is added, only these are trusted; without any, the system's default
+ * store is used.
+ */
+DX_EXTERN int dx_tls_config_add_ca(dx_tls_config *cfg, const void *pem,
+                                   size_t len);
+/* The same from a PEM file (read when the context is built). */
+DX_EXTERN int dx_tls_config_add_ca_file(dx_tls_config *cfg, const char *path);
+
+/*
+ * Credentials: a certificate chain (leaf first, then intermediates; PEM,
+ * or a single DER certificate) and its private key (PEM or DER, PKCS#8 or
+ * traditional; encrypted keys need the passphrase, NULL otherwise). Several
+ * may be added, one per key type (RSA, ECDSA, Ed25519): the handshake
+ * picks the one the peer supports.
+ */
+DX_EXTERN int dx_tls_config_add_cert(dx_tls_config *cfg, const void *chain,
+                                     size_t chain_len, const void *key,
+                                     size_t key_len, const char *passphrase);
+/* The same from files (read when the context is built). */
+DX_EXTERN int dx_tls_config_add_cert_file(dx_tls_config *cfg,
+                                          const char *chain_path,
+                                          const char *key_path,
+                                          const char *passphrase);
+
+/*
+ * Ciphers, with Node's semantics: names that start with "TLS_" are TLS 1.3
+ * cipher suites, everything else is an OpenSSL cipher string for TLS 1.2
+ * and below; a list that names no TLS 1.3 suite leaves the 1.3 defaults.
+ */
+DX_EXTERN int dx_tls_config_set_ciphers(dx_tls_config *cfg, const char *list);
+/* TLS 1.3 cipher suites alone ("TLS_AES_128_GCM_SHA256:..."). */
+DX_EXTERN int dx_tls_config_set_ciphersuites(dx_tls_config *cfg,
+                                             const char *list);
+/* Signature algorithms ("ECDSA+SHA256:RSA-PSS+SHA256:ed25519"). */
+DX_EXTERN int dx_tls_config_set_sigalgs(dx_tls_config *cfg, const char *list);
+/* Key-exchange groups (Node's ecdhCurve): "X25519:P-256", or "auto" for
+ * OpenSSL's defaults (the default). */
+DX_EXTERN int dx_tls_config_set_groups(dx_tls_config *cfg, const char *list);
+/* Protocol versions: "TLSv1", "TLSv1.1", "TLSv1.2" or "TLSv1.3". */
+DX_EXTERN int dx_tls_config_set_min_version(dx_tls_config *cfg,
+                                            const char *version);
+DX_EXTERN int dx_tls_config_set_max_version(dx_tls_config *cfg,
+                                            const char *version);
+/* Servers choose by their own cipher order (the default for servers). */
+DX_EXTERN int dx_tls_config_set_honor_cipher_order(dx_tls_config *cfg,
+                                                   bool honor);
+/* Extra SSL_OP_* bits (Node's secureOptions), or-ed into the defaults. */
+DX_EXTERN int dx_tls_config_set_secure_options(dx_tls_config *cfg,
+                                               uint64_t options);
+/* Server session id context, 1 to 32 bytes. */
+DX_EXTERN int dx_tls_config_set_session_id_context(dx_tls_config *cfg,
+                                                   const void *id, size_t len);
+/* Session lifetime in seconds (default 300; 1 to 2^31-1). */
+DX_EXTERN int dx_tls_config_set_session_timeout(dx_tls_config *cfg,
+                                                unsigned seconds);
+
+/*
+ * Builds a context from cfg. Returns 0, DX_EINVAL (NULL cfg or out),
+ * DX_ENOMEM, or DX_ETLS when an option is refused; then, if err is not
+ * NULL, *err describes it: layer "tls", a Node-style name, a message that
+ * starts with the option ("ciphers: no cipher match"), and OpenSSL's full
+ * error text as detail. The caller frees *err. Nothing is leaked on
+ * failure.
+ */
+DX_EXTERN int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out,
+                             dx_error **err);
+/* Takes a reference (thread-safe); returns ctx. */
+DX_EXTERN dx_tls_ctx *dx_tls_ctx_ref(dx_tls_ctx *ctx);
+/* Drops a reference (thread-safe); the last frees. NULL is ignored. */
+DX_EXTERN void dx_tls_ctx_unref(dx_tls_ctx *ctx);
+
+/*
+ * The context's OpenSSL SSL_CTX (as void *, so that this header needs no
+ * OpenSSL headers), for reading it or making SSL objects of one's own. It
+ * is shared: changing it breaks the context's promise of immutability.
+ */
+DX_EXTERN void *dx_tls_ctx_openssl(const dx_tls_ctx *ctx);
+
+/* Whether servers built on ctx choose by their own cipher order. */
+DX_EXTERN bool dx_tls_ctx_honor_cipher_order(const dx_tls_ctx *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DUPLEX_TLS_H */
