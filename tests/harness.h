@@ -116,5 +116,6 @@ Suite *fd_suite(void);
 Suite *alloc_suite(void);
 Suite *pki_suite(void);
 Suite *tls_context_suite(void);
+Suite *tls_cert_suite(void);
 
 #endif

@@ -14,5 +14,6 @@
 #include <duplex/fd.h>
 #include <duplex/pki.h>
 #include <duplex/tls.h>
+#include <duplex/tls_cert.h>
 
 #endif /* DUPLEX_DUPLEX_H */
