@@ -1,8 +1,9 @@
 /*
- * Certificate objects (include/duplex/tls_cert.h). Fields are compared with what the test works
+ * Certificate objects and the server identity check
+ * (include/duplex/tls_cert.h). Fields are compared with what the test works
  * out through OpenSSL's own calls; certificates with unusual contents are
  * built here with OpenSSL's X509 API, all on one key, so the suite stays
- * fast. IDs are those of the checklist (X-01..X-13).
+ * fast. IDs are those of the checklist (X-01..X-13, G-01).
  */
 #include "config.h"
 
@@ -20,6 +21,8 @@
 #include <openssl/x509v3.h>
 
 #include "harness.h"
+
+#define ALTNAME_PREFIX "Hostname/IP does not match certificate's altnames: "
 
 /* ---- certificates built here ---- */
 
@@ -100,6 +103,15 @@ static GENERAL_NAME *gn_ip_raw(const void *bytes, size_t n)
     GENERAL_NAME *gn = GENERAL_NAME_new();
     ASN1_OCTET_STRING *v = ASN1_OCTET_STRING_new();
     ck_assert_int_eq(ASN1_OCTET_STRING_set(v, bytes, (int)n), 1);
+    GENERAL_NAME_set0_value(gn, GEN_IPADD, v);
+    return gn;
+}
+
+static GENERAL_NAME *gn_ip(const char *text)
+{
+    GENERAL_NAME *gn = GENERAL_NAME_new();
+    ASN1_OCTET_STRING *v = a2i_IPADDRESS(text);
+    ck_assert_ptr_nonnull(v);
     GENERAL_NAME_set0_value(gn, GEN_IPADD, v);
     return gn;
 }
@@ -584,6 +596,7 @@ START_TEST(unusual_altname_types_do_not_break_the_object)
                      "X400Name:<unsupported>, EdiPartyName:<unsupported>, DNS:a.com");
     assert_altname(c, 0, DX_TLS_ALTNAME_X400, "<unsupported>", 13);
     assert_altname(c, 1, DX_TLS_ALTNAME_EDIPARTY, "<unsupported>", 13);
+    ck_assert_int_eq(dx_tls_check_server_identity("a.com", c, NULL), 0);
     dx_tls_cert_free(c);
 
     static const unsigned char type23[] = {0x30, 0x0c, 0x97, 0x0a, 'l', 'o', 'c', 'a',
@@ -598,6 +611,9 @@ START_TEST(unusual_altname_types_do_not_break_the_object)
     ERR_clear_error();
     ck_assert_ptr_null(dx_tls_cert_subjectaltname(c));
     ck_assert_uint_eq(dx_tls_cert_altname_count(c), 0);
+    /* as in Node.js, a certificate without readable names falls back to
+     * its CN */
+    ck_assert_int_eq(dx_tls_check_server_identity("local.host", c, NULL), 0);
     dx_tls_cert_free(c);
     ck_assert_uint_eq(h_alloc_live(), 0);
 }
@@ -913,6 +929,269 @@ START_TEST(null_and_out_of_range_reads_are_safe)
 }
 END_TEST
 
+/* ---- G-01: the server identity check ---- */
+
+typedef struct san {
+    int type;      /* GEN_DNS, GEN_URI, GEN_IPADD; 0 ends the list */
+    const char *v; /* text; with len, raw bytes */
+    size_t len;
+} san;
+
+#define DNS(s) {GEN_DNS, (s), 0}
+#define URI(s) {GEN_URI, (s), 0}
+#define IP(s) {GEN_IPADD, (s), 0}
+
+typedef struct id_case {
+    const char *host;
+    const char *subject[4];
+    san sans[3];
+    const char *reason; /* Node's reason, or NULL for a match */
+} id_case;
+
+/* Node's test-tls-check-server-identity.js table, case by case (its three
+ * non-string hosts are the NULL host below), then more of G-01. */
+static const id_case id_cases[] = {
+    /* basic CN handling */
+    {"a.com", {"CN=a.com"}, {{0}}, NULL},
+    {"a.com", {"CN=A.COM"}, {{0}}, NULL},
+    {"a.com", {"CN=b.com"}, {{0}}, "Host: a.com. is not cert's CN: b.com"},
+    {"a.com", {"CN=a.com."}, {{0}}, NULL},
+    {"a.com", {"CN=.a.com"}, {{0}}, "Host: a.com. is not cert's CN: .a.com"},
+    {"false", {"CN=a.com"}, {{0}}, "Host: false. is not cert's CN: a.com"},
+    /* an IP address only matches an IP Address name */
+    {"8.8.8.8", {"CN=8.8.8.8"}, {{0}}, "IP: 8.8.8.8 is not in the cert's list: "},
+    {"8.8.8.8", {"CN=8.8.8.8"}, {DNS("8.8.8.8")}, "IP: 8.8.8.8 is not in the cert's list: "},
+    {"8.8.8.8", {"CN=8.8.8.8"}, {URI("http://8.8.8.8/")},
+     "IP: 8.8.8.8 is not in the cert's list: "},
+    {"8.8.8.8", {"CN=8.8.8.8"}, {IP("8.8.8.8")}, NULL},
+    /* not a CIDR (8.8.8.0/24 is 8 bytes, no address) */
+    {"8.8.8.8", {"CN=8.8.8.8"}, {{GEN_IPADD, "\x08\x08\x08\x00\xff\xff\xff\x00", 8}},
+     "IP: 8.8.8.8 is not in the cert's list: "},
+    /* wildcards in the CN */
+    {"b.a.com", {"CN=*.a.com"}, {{0}}, NULL},
+    {"ba.com", {"CN=*.a.com"}, {{0}}, "Host: ba.com. is not cert's CN: *.a.com"},
+    {"\n.b.com", {"CN=*n.b.com"}, {{0}}, "Host: \n.b.com. is not cert's CN: *n.b.com"},
+    {"b.a.com", {"CN=*.a.com"}, {DNS("omg.com")},
+     "Host: b.a.com. is not in the cert's altnames: DNS:omg.com"},
+    {"b.a.com", {"CN=b*b.a.com"}, {{0}}, "Host: b.a.com. is not cert's CN: b*b.a.com"},
+    /* empty certificate, empty subject */
+    {"a.com", {NULL}, {{0}}, "Cert does not contain a DNS name"},
+    {"a.com", {NULL}, {DNS("a.com")}, NULL},
+    {"a.b.a.com", {NULL}, {URI("http://a.b.a.com/")}, "Cert does not contain a DNS name"},
+    /* several CNs */
+    {"foo.com", {"CN=foo.com", "CN=bar.com"}, {{0}}, NULL},
+    /* DNS names and CN */
+    {"a.com", {"CN=b.com"}, {DNS("*")}, "Host: a.com. is not in the cert's altnames: DNS:*"},
+    {"a.com", {"CN=b.com"}, {DNS("*.com")},
+     "Host: a.com. is not in the cert's altnames: DNS:*.com"},
+    {"a.co.uk", {"CN=b.com"}, {DNS("*.co.uk")}, NULL},
+    {"a.com", {"CN=a.com"}, {DNS("*.a.com")},
+     "Host: a.com. is not in the cert's altnames: DNS:*.a.com"},
+    {"a.com", {"CN=b.com"}, {DNS("*.a.com")},
+     "Host: a.com. is not in the cert's altnames: DNS:*.a.com"},
+    {"a.com", {"CN=b.com"}, {DNS("a.com")}, NULL},
+    {"a.com", {"CN=b.com"}, {DNS("A.COM")}, NULL},
+    /* DNS names */
+    {"a.com", {NULL}, {DNS("*.a.com")}, "Host: a.com. is not in the cert's altnames: DNS:*.a.com"},
+    {"b.a.com", {NULL}, {DNS("*.a.com")}, NULL},
+    {"c.b.a.com", {NULL}, {DNS("*.a.com")},
+     "Host: c.b.a.com. is not in the cert's altnames: DNS:*.a.com"},
+    {"b.a.com", {NULL}, {DNS("*b.a.com")}, NULL},
+    {"a-cb.a.com", {NULL}, {DNS("*b.a.com")}, NULL},
+    {"a.b.a.com", {NULL}, {DNS("*b.a.com")},
+     "Host: a.b.a.com. is not in the cert's altnames: DNS:*b.a.com"},
+    {"a.b.a.com", {NULL}, {DNS("*b.a.com"), DNS("a.b.a.com")}, NULL},
+    /* URI names are never used (CVE-2021-44531) */
+    {"a.b.a.com", {NULL}, {URI("http://*.b.a.com/")}, "Cert does not contain a DNS name"},
+    /* IP addresses */
+    {"a.b.a.com", {NULL}, {IP("127.0.0.1")}, "Cert does not contain a DNS name"},
+    {"127.0.0.1", {NULL}, {IP("127.0.0.1")}, NULL},
+    {"127.0.0.2", {NULL}, {IP("127.0.0.1")},
+     "IP: 127.0.0.2 is not in the cert's list: 127.0.0.1"},
+    {"127.0.0.1", {NULL}, {DNS("a.com")}, "IP: 127.0.0.1 is not in the cert's list: "},
+    {"localhost", {"CN=localhost"}, {DNS("a.com")},
+     "Host: localhost. is not in the cert's altnames: DNS:a.com"},
+    /* IDNA: no wildcard inside an A-label */
+    {"xn--bcher-kva.example.com", {"CN=*.example.com"}, {{0}}, NULL},
+    {"xn--bcher-kva.example.com", {"CN=xn--*.example.com"}, {{0}},
+     "Host: xn--bcher-kva.example.com. is not cert's CN: xn--*.example.com"},
+
+    /* canonical IPv6 and IPv4-mapped addresses (test-tls-canonical-ip) */
+    {"::1", {NULL}, {IP("::1")}, NULL},
+    {"0:0:0:0:0:0:0:1", {NULL}, {IP("::1")}, NULL},
+    {"FE80::1", {NULL}, {IP("fe80:0:0:0:0:0:0:1")}, NULL},
+    {"fe80::1%eth0", {NULL}, {IP("fe80::1")}, NULL},
+    {"fe80::2", {NULL}, {IP("fe80:0:0:0:0:0:0:1"), IP("10.0.0.1")},
+     "IP: fe80::2 is not in the cert's list: fe80::1, 10.0.0.1"},
+    {"::ffff:127.0.0.1", {NULL}, {IP("::ffff:7f00:1")}, NULL},
+    {"127.0.0.1", {NULL}, {IP("::ffff:127.0.0.1")},
+     "IP: 127.0.0.1 is not in the cert's list: ::ffff:127.0.0.1"},
+    {"::ffff:127.0.0.1", {NULL}, {IP("127.0.0.1")},
+     "IP: ::ffff:127.0.0.1 is not in the cert's list: 127.0.0.1"},
+    {"127.0.0.1.", {NULL}, {IP("127.0.0.1")}, NULL},
+    {"127.0.0.01", {"CN=127.0.0.01"}, {{0}}, NULL}, /* not an address: a name */
+    /* a trailing dot, letters in any case */
+    {"a.com.", {NULL}, {DNS("a.com")}, NULL},
+    {"A.Com", {NULL}, {DNS("a.COM")}, NULL},
+    {"b.a.com", {NULL}, {DNS("*.a.com.")}, NULL},
+    /* as in Node.js: one dot goes for the message, one for the match */
+    {"a.com..", {NULL}, {DNS("a.com")}, NULL},
+    /* a wildcard: left-most, once, for one non-empty label */
+    {"a.b.com", {NULL}, {DNS("a.*.com")}, "Host: a.b.com. is not in the cert's altnames: DNS:a.*.com"},
+    {"ab.a.com", {NULL}, {DNS("**.a.com")},
+     "Host: ab.a.com. is not in the cert's altnames: DNS:**.a.com"},
+    {".a.com", {NULL}, {DNS("*.a.com")}, "Host: .a.com. is not in the cert's altnames: DNS:*.a.com"},
+    {"b.a.com", {NULL}, {DNS("b.a..com")}, "Host: b.a.com. is not in the cert's altnames: DNS:b.a..com"},
+    /* any DNS name, even an empty one, puts the CN aside */
+    {"b.a.com", {"CN=b.a.com"}, {DNS("")}, "Host: b.a.com. is not in the cert's altnames: DNS:"},
+    /* ... and IP Address names do not */
+    {"a.com", {"CN=a.com"}, {IP("1.2.3.4")}, NULL},
+    /* a URI is not used beside DNS names either */
+    {"a.com", {"CN=a.com"}, {DNS("x.com"), URI("http://a.com/")},
+     "Host: a.com. is not in the cert's altnames: DNS:x.com, URI:http://a.com/"},
+    /* CVE-2009-2408: a NUL byte neither truncates nor matches */
+    {"good.com", {NULL}, {{GEN_DNS, "good.com\0evil.com", 17}},
+     "Host: good.com. is not in the cert's altnames: DNS:\"good.com\\u0000evil.com\""},
+    {"evil.com", {NULL}, {{GEN_DNS, "good.com\0evil.com", 17}},
+     "Host: evil.com. is not in the cert's altnames: DNS:\"good.com\\u0000evil.com\""},
+    /* names outside printable ASCII never match */
+    {"b\xc3\xbc" "cher.example", {NULL}, {DNS("b\xc3\xbc" "cher.example")},
+     "Host: b\xc3\xbc" "cher.example. is not in the cert's altnames: "
+     "DNS:\"b\\u00c3\\u00bccher.example\""},
+    {"b\xc3\xbc" "cher.example", {"CN=b\xc3\xbc" "cher.example"}, {{0}},
+     "Host: b\xc3\xbc" "cher.example. is not cert's CN: b\xc3\xbc" "cher.example"},
+    /* several CNs: any of them, and all in the message */
+    {"bar.com", {"CN=foo.com", "CN=bar.com"}, {{0}}, NULL},
+    {"baz.com", {"CN=foo.com", "CN=bar.com"}, {{0}},
+     "Host: baz.com. is not cert's CN: foo.com,bar.com"},
+    {"a.com", {"CN="}, {{0}}, "Cert does not contain a DNS name"},
+};
+
+static dx_tls_cert *case_cert(const id_case *t)
+{
+    size_t nsub = 0;
+    while (nsub < 4 && t->subject[nsub])
+        nsub++;
+    X509 *x = new_x509(t->subject, nsub);
+    if (t->sans[0].type) {
+        GENERAL_NAMES *g = sk_GENERAL_NAME_new_null();
+        for (size_t i = 0; i < 3 && t->sans[i].type; i++) {
+            const san *s = &t->sans[i];
+            GENERAL_NAME *gn = s->type == GEN_IPADD
+                                   ? (s->len ? gn_ip_raw(s->v, s->len) : gn_ip(s->v))
+                                   : gn_string(s->type, s->v, s->len ? s->len : strlen(s->v));
+            ck_assert_int_gt(sk_GENERAL_NAME_push(g, gn), 0);
+        }
+        add_altnames(x, g);
+    }
+    return finish(x);
+}
+
+START_TEST(identity_is_checked_as_node_checks_it)
+{
+    const id_case *t = &id_cases[_i];
+    dx_tls_cert *c = case_cert(t);
+    dx_error *err = NULL;
+    int rc = dx_tls_check_server_identity(t->host, c, &err);
+    ck_assert_int_eq(dx_tls_check_server_identity(t->host, c, NULL), rc);
+    if (!t->reason) {
+        ck_assert_msg(rc == 0, "case %d (%s): %s", _i, t->host, dx_error_message(err));
+        ck_assert_ptr_null(err);
+    } else {
+        char want[512];
+        snprintf(want, sizeof(want), ALTNAME_PREFIX "%s", t->reason);
+        ck_assert_msg(rc == DX_ETLS, "case %d (%s) matched", _i, t->host);
+        ck_assert_int_eq(dx_error_code(err), DX_ETLS);
+        ck_assert_str_eq(dx_error_name(err), "ERR_TLS_CERT_ALTNAME_INVALID");
+        ck_assert_str_eq(dx_error_layer(err), "tls");
+        ck_assert_str_eq(dx_error_message(err), want);
+        dx_error_free(err);
+    }
+    dx_tls_cert_free(c);
+    ck_assert_uint_eq(h_alloc_live(), 0);
+}
+END_TEST
+
+/* G-01 on a real leaf made by dx_pki, and the arguments. */
+START_TEST(identity_of_an_issued_certificate_and_bad_arguments)
+{
+    size_t base = h_alloc_live();
+    dx_tls_cert *c = from_pki(ec256);
+    ck_assert_int_eq(dx_tls_check_server_identity("www.example.com", c, NULL), 0);
+    ck_assert_int_eq(dx_tls_check_server_identity("x.example.net", c, NULL), 0);
+    ck_assert_int_eq(dx_tls_check_server_identity("127.0.0.1", c, NULL), 0);
+    ck_assert_int_eq(dx_tls_check_server_identity("::1", c, NULL), 0);
+    dx_error *err = NULL;
+    ck_assert_int_eq(dx_tls_check_server_identity("example.net", c, &err), DX_ETLS);
+    ck_assert_str_eq(dx_error_message(err),
+                     ALTNAME_PREFIX "Host: example.net. is not in the cert's altnames: "
+                                    "DNS:www.example.com, DNS:*.example.net, "
+                                    "IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1");
+    dx_error_free(err);
+    ck_assert_int_eq(dx_tls_check_server_identity("10.0.0.1", c, &err), DX_ETLS);
+    ck_assert_str_eq(dx_error_message(err),
+                     ALTNAME_PREFIX "IP: 10.0.0.1 is not in the cert's list: 127.0.0.1, ::1");
+    dx_error_free(err);
+
+    ck_assert_int_eq(dx_tls_check_server_identity(NULL, c, &err), DX_EINVAL);
+    ck_assert_int_eq(dx_error_code(err), DX_EINVAL);
+    ck_assert_str_eq(dx_error_layer(err), "tls");
+    dx_error_free(err);
+    ck_assert_int_eq(dx_tls_check_server_identity("a.com", NULL, &err), DX_EINVAL);
+    ck_assert_int_eq(dx_error_code(err), DX_EINVAL);
+    dx_error_free(err);
+    ck_assert_int_eq(dx_tls_check_server_identity(NULL, NULL, NULL), DX_EINVAL);
+    dx_tls_cert_free(c);
+    ck_assert_uint_eq(h_alloc_live(), base);
+}
+END_TEST
+
+static bool valid_utf8(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned char ch = (unsigned char)s[i];
+        size_t more = ch < 0x80 ? 0 : (ch & 0xe0) == 0xc0 ? 1 : (ch & 0xf0) == 0xe0 ? 2 : 3;
+        if (more && i + more >= n)
+            return false;
+        for (size_t k = 1; k <= more; k++)
+            if (((unsigned char)s[i + k] & 0xc0) != 0x80)
+                return false;
+        i += more + 1;
+    }
+    return true;
+}
+
+/* A message longer than an error object holds is cut between characters
+ * and ends in "...". */
+START_TEST(long_identity_messages_are_cut_cleanly)
+{
+    char cn[4][160];
+    const char *subject[4];
+    for (int i = 0; i < 4; i++) {
+        strcpy(cn[i], "CN=");
+        for (int k = 0; k < 70; k++)
+            strcat(cn[i], "\xc3\xa9"); /* é */
+        subject[i] = cn[i];
+    }
+    for (int shift = 0; shift < 2; shift++) {
+        dx_tls_cert *c = finish(new_x509(subject, 4));
+        dx_error *err = NULL;
+        const char *host = shift ? "ab.example" : "a.example";
+        ck_assert_int_eq(dx_tls_check_server_identity(host, c, &err), DX_ETLS);
+        const char *m = dx_error_message(err);
+        size_t n = strlen(m);
+        ck_assert_uint_ge(n, 250);
+        ck_assert_uint_le(n, 255);
+        ck_assert_str_eq(m + n - 3, "...");
+        ck_assert(valid_utf8(m, n - 3));
+        ck_assert_int_eq(strncmp(m, ALTNAME_PREFIX "Host: ", strlen(ALTNAME_PREFIX) + 6), 0);
+        dx_error_free(err);
+        dx_tls_cert_free(c);
+    }
+    ck_assert_uint_eq(h_alloc_live(), 0);
+}
+END_TEST
+
 Suite *tls_cert_suite(void)
 {
     Suite *s = suite_create("tls_cert");
@@ -924,6 +1203,7 @@ Suite *tls_cert_suite(void)
     tcase_add_loop_test(fields, ec_certificate_fields_match_openssl, 0, 2);
     tcase_add_test(fields, ed25519_certificate_has_its_type_and_bits_and_no_node_pubkey);
     tcase_add_test(fields, the_object_owns_its_memory_and_survives_shortage);
+    tcase_add_test(fields, identity_of_an_issued_certificate_and_bad_arguments);
     suite_add_tcase(s, fields);
 
     TCase *built = tcase_create("built");
@@ -936,6 +1216,13 @@ Suite *tls_cert_suite(void)
     tcase_add_test(built, garbage_is_refused_with_a_clear_error);
     tcase_add_test(built, pem_labels_and_surroundings_are_accepted);
     tcase_add_test(built, null_and_out_of_range_reads_are_safe);
+    tcase_add_test(built, long_identity_messages_are_cut_cleanly);
     suite_add_tcase(s, built);
+
+    TCase *identity = tcase_create("identity");
+    tcase_add_unchecked_fixture(identity, key_setup, key_teardown);
+    tcase_add_loop_test(identity, identity_is_checked_as_node_checks_it, 0,
+                        (int)(sizeof(id_cases) / sizeof(id_cases[0])));
+    suite_add_tcase(s, identity);
     return s;
 }

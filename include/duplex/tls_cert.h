@@ -1,5 +1,5 @@
 /*
- * libduplex: certificate objects.
+ * libduplex: certificate objects and the server identity check.
  *
  * A dx_tls_cert is one X.509 certificate, read once and immutable: what
  * Node.js's getPeerCertificate() returns, in C. Every field is worked out
@@ -13,6 +13,9 @@
  * keys, "Aug 14 00:00:00 2017 GMT", "0x10001", colon-separated
  * fingerprints, the subjectaltname string with its escaping), so that code
  * and tests written against Node.js carry over.
+ *
+ * dx_tls_check_server_identity() is Node's tls.checkServerIdentity(): the
+ * RFC 6125 check that a certificate names the host a client meant to reach.
  */
 #ifndef DUPLEX_TLS_CERT_H
 #define DUPLEX_TLS_CERT_H
@@ -262,6 +265,40 @@ DX_EXTERN int dx_tls_cert_pubkey(const dx_tls_cert *c, const uint8_t **data,
  */
 DX_EXTERN int dx_tls_cert_spki(const dx_tls_cert *c, const uint8_t **data,
                                size_t *len);
+
+/* ---- the server identity check ---- */
+
+/*
+ * Whether cert names host, with the rules of Node's
+ * tls.checkServerIdentity() (RFC 6125):
+ *
+ * - one trailing dot of host is ignored, and letters compare without case;
+ * - an IP address (v4, or v6 with an optional %zone) matches only an
+ *   "IP Address" name with the same address (so "::1" and
+ *   "0:0:0:0:0:0:0:1" are the same), never a DNS name nor the CN;
+ * - otherwise the DNS names are used if there are any, else the subject's
+ *   CNs; URI names are never used (CVE-2021-44531);
+ * - a wildcard is only the whole or part of the left-most label of a name
+ *   with at least three labels ("*.a.com", "w*.a.com"), stands for exactly
+ *   one non-empty label, and is taken literally in a label holding an
+ *   A-label ("xn--"); names with a byte outside 0x21-0x7f never match.
+ *
+ * Returns 0 when the certificate names host; DX_EINVAL for a NULL host or
+ * cert; DX_ETLS when it does not. Then, if err is not NULL, *err is set
+ * (the caller frees it): code DX_ETLS, name "ERR_TLS_CERT_ALTNAME_INVALID",
+ * layer "tls", and Node's message: "Hostname/IP does not match
+ * certificate's altnames: " followed by Node's reason, one of
+ *   "Host: a.com. is not in the cert's altnames: DNS:b.com"
+ *   "Host: a.com. is not cert's CN: b.com"
+ *   "IP: 1.2.3.4 is not in the cert's list: 1.2.3.5, ::1"
+ *   "Cert does not contain a DNS name"
+ * A message longer than an error object holds (255 bytes) is cut and ends
+ * in "...". DX_EINVAL also gives an error object (code DX_EINVAL, layer
+ * "tls"); on success *err is NULL.
+ */
+DX_EXTERN int dx_tls_check_server_identity(const char *host,
+                                           const dx_tls_cert *cert,
+                                           dx_error **err);
 
 #ifdef __cplusplus
 }
