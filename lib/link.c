@@ -35,6 +35,18 @@ static void link_unref(dx_link *l)
 
 static int side_of(dx_link *l, dx_stream *s) { return l->s[1] == s; }
 
+/* Releases the handles of both streams and the memory references the link
+ * kept on them (a stream may be shared with an object that releases its
+ * handle too, such as a TLS filter: the memory outlives both). */
+static void release_streams(dx_link *l, dx_stream *a, dx_stream *b)
+{
+    dx_stream_destroy(a);
+    dx_stream_destroy(b);
+    dx_stream_unref(a);
+    dx_stream_unref(b);
+    link_unref(l); /* the reference the streams held */
+}
+
 static void on_data(dx_stream *s, const uint8_t *data, size_t len, void *u)
 {
     dx_link *l = u;
@@ -100,11 +112,8 @@ static void on_close(dx_stream *s, void *u)
         /* The streams' last events have run: their handles can go. */
         dx_stream *a = l->s[0], *b = l->s[1];
         l->s[0] = l->s[1] = NULL;
-        if (a) {
-            dx_stream_destroy(a);
-            dx_stream_destroy(b);
-            link_unref(l); /* the reference the streams held */
-        }
+        if (a)
+            release_streams(l, a, b);
     }
     link_unref(l);
 }
@@ -134,6 +143,8 @@ int dx_link_new(dx_stream *a, dx_stream *b, dx_link_done_cb done, void *user,
     l->done = done;
     l->user = user;
     l->refs = 2; /* the owner's handle, and the streams' hold on it */
+    dx_stream_ref(a);
+    dx_stream_ref(b);
     *out = l;
     link_ref(l);
     dx_stream_set_events(a, &link_events, l);
@@ -156,9 +167,7 @@ void dx_link_destroy(dx_link *l)
     if (l->closed[0] && l->closed[1] && l->s[0]) {
         dx_stream *a = l->s[0], *b = l->s[1];
         l->s[0] = l->s[1] = NULL;
-        dx_stream_destroy(a);
-        dx_stream_destroy(b);
-        link_unref(l);
+        release_streams(l, a, b);
     }
     link_unref(l);
     link_unref(l); /* the owner's handle */

@@ -220,6 +220,8 @@ void dx_stream_destroy(dx_stream *s)
 
 /* ---- events ------------------------------------------------------------ */
 
+const dx_stream_ops *dx_stream_ops_of(const dx_stream *s) { return s ? s->ops : NULL; }
+
 void dx_stream_set_max_delivery(dx_stream *s, size_t max)
 {
     s->max_delivery = max;
@@ -527,7 +529,8 @@ int dx_stream_writev(dx_stream *s, const dx_iov *iov, size_t iovcnt)
         goto out;
     }
     if (s->closed) {
-        rc = DX_EDESTROYED;
+        /* The layer below failed (or a callback destroyed the stream). */
+        rc = s->err ? dx_error_code(s->err) : DX_EDESTROYED;
         goto out;
     }
     if (taken < total) {

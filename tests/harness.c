@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 /* ---- allocation accounting -------------------------------------------- */
 
 /* Each block carries its size in a header, so frees can be counted. */
@@ -59,8 +61,52 @@ static void *h_realloc(void *p, size_t n)
     return q;
 }
 
+/* OpenSSL's own allocations, counted apart (they include its lazily made
+ * global tables, so only differences mean something). */
+static size_t ossl_live;
+
+static void *o_malloc(size_t n, const char *file, int line)
+{
+    (void)file, (void)line;
+    h_hdr *h = malloc(sizeof(h_hdr) + n);
+    if (!h)
+        return NULL;
+    h->size = n;
+    ossl_live += n;
+    return h + 1;
+}
+
+static void o_free(void *p, const char *file, int line)
+{
+    (void)file, (void)line;
+    if (!p)
+        return;
+    h_hdr *h = (h_hdr *)p - 1;
+    ossl_live -= h->size;
+    free(h);
+}
+
+static void *o_realloc(void *p, size_t n, const char *file, int line)
+{
+    if (!p)
+        return o_malloc(n, file, line);
+    h_hdr *old = (h_hdr *)p - 1;
+    void *q = o_malloc(n, file, line);
+    if (!q)
+        return NULL;
+    memcpy(q, p, old->size < n ? old->size : n);
+    o_free(p, file, line);
+    return q;
+}
+
+size_t h_ossl_live(void) { return ossl_live; }
+
 void h_alloc_install(void)
 {
+    if (!CRYPTO_set_mem_functions(o_malloc, o_realloc, o_free)) {
+        fprintf(stderr, "CRYPTO_set_mem_functions: too late\n");
+        exit(1);
+    }
     int rc = dx_set_allocator(h_malloc, h_realloc, h_free);
     if (rc != 0) {
         fprintf(stderr, "dx_set_allocator: %s\n", dx_strerror(rc));

@@ -25,6 +25,9 @@ void h_alloc_reset_peak(void);
 /* Makes the n-th allocation from now (0-based) and every later one fail;
  * n < 0 turns failures off. */
 void h_alloc_fail_from(long n);
+/* Bytes OpenSSL has allocated and not freed (counted from
+ * h_alloc_install() on). */
+size_t h_ossl_live(void);
 /* Allocations made since the last h_alloc_fail_from(). */
 long h_alloc_count(void);
 
@@ -117,5 +120,6 @@ Suite *alloc_suite(void);
 Suite *pki_suite(void);
 Suite *tls_context_suite(void);
 Suite *tls_cert_suite(void);
+Suite *tls_filter_suite(void);
 
 #endif

@@ -34,6 +34,9 @@ typedef void (*dx_link_done_cb)(dx_link *l, const dx_error *err, void *user);
 /*
  * Links a and b. The link becomes the consumer of both (their events are
  * replaced) and owns both handles: they are released by dx_link_destroy().
+ * It also keeps their memory until then, so a stream whose handle is
+ * released elsewhere too (the streams of a TLS filter, which
+ * dx_tls_destroy() releases) stays valid for the link.
  * Data each had buffered is forwarded at once; a stream that had already
  * closed is seen closed at once. done may be NULL. The caller should not
  * write to linked streams itself (its bytes would interleave).
