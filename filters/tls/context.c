@@ -620,6 +620,12 @@ int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out, dx_error **err)
         ERR_clear_error();
         return DX_ENOMEM;
     }
+    if (dx_tls_ctx_prepare(ctx->ssl) != 0) {
+        SSL_CTX_free(ctx->ssl);
+        dx_free(ctx);
+        ERR_clear_error();
+        return DX_ENOMEM;
+    }
     dx_error *e = configure(ctx->ssl, cfg);
     ERR_clear_error();
     if (e) {

@@ -18,4 +18,9 @@ void dx_tls_openssl_code(unsigned long e, char *out, size_t size);
  * said nothing. Clears OpenSSL's error queue. Never NULL. */
 dx_error *dx_tls_error_openssl(const char *option, const char *fallback);
 
+/* Prepares a new SSL_CTX for TLS filters: the BIO method of the filter and
+ * the callbacks that report to connections (verification, keylog,
+ * sessions). 0 or DX_ENOMEM. */
+int dx_tls_ctx_prepare(SSL_CTX *ssl);
+
 #endif

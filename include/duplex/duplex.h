@@ -15,5 +15,6 @@
 #include <duplex/pki.h>
 #include <duplex/tls.h>
 #include <duplex/tls_cert.h>
+#include <duplex/tls_filter.h>
 
 #endif /* DUPLEX_DUPLEX_H */

@@ -1,0 +1,1751 @@
+/*
+ * The TLS filter (include/duplex/tls_filter.h): one SSL object between a
+ * cleartext (upper) stream and a TLS record (lower) stream.
+ *
+ * How bytes move. OpenSSL talks to one BIO of ours, never to a socket:
+ *  - its reads come straight from the buffers the lower stream's consumer
+ *    offers to our write op (f->in.iov), after any prefix bytes (f->inq): no
+ *    copy on our side;
+ *  - its writes (whole records) are appended to f->outq, which is pushed
+ *    to the lower stream's consumer once OpenSSL has returned.
+ * All OpenSSL calls happen inside run(), which never runs twice at once
+ * for one connection: a write to either stream that arrives while it runs
+ * (a peer answering synchronously through a memory pair, say) is refused
+ * for the moment (taken = 0) and offered again by the core once run() is
+ * over. User callbacks never run inside an OpenSSL call: what OpenSSL
+ * reports from inside (keylog lines, sessions, trace) is queued and
+ * emitted by run() between calls.
+ *
+ * Backpressure: cleartext is read from OpenSSL only while the upper
+ * consumer wants data, so unread records stay in the lower stream's write
+ * buffer; cleartext is encrypted only while f->outq holds less than a
+ * record or two, so a slow transport stops the application's writes.
+ */
+#include "config.h"
+
+#include <duplex/link.h>
+#include <duplex/tls_filter.h>
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "alloc.h"
+#include "bufq.h"
+#include "errors.h"
+#include "stream_internal.h"
+#include "cert_internal.h"
+#include "tls_internal.h"
+
+/* Encrypt more cleartext only while less than this waits to go below. */
+#define OUT_MARK ((size_t)2 * 16384)
+/* Largest record payload. */
+#define RECORD_MAX 16384
+
+/* ---- queued TLS events -------------------------------------------------- */
+
+typedef enum ev_kind { EV_KEYLOG, EV_SESSION, EV_TRACE } ev_kind;
+
+typedef struct tls_event {
+    struct tls_event *next;
+    ev_kind kind;
+    size_t len;
+    uint8_t data[]; /* NUL-terminated for text */
+} tls_event;
+
+/* ---- the connection ----------------------------------------------------- */
+
+/* Buffers a stream's core offers to our write op, and how far we got. */
+typedef struct offered {
+    const dx_iov *iov;
+    size_t n, idx, off, used;
+} offered;
+
+struct dx_tls {
+    unsigned refs; /* the handle, one per stream, one per running call */
+    dx_tls_ctx *ctx;
+    SSL *ssl;
+    BIO *bio;
+    dx_tls_role role;
+    dx_stream *upper, *lower;
+    dx_link *link;
+    dx_tls_events ev;
+    void *user;
+
+    /* input: prefix bytes, then the buffers offered to the lower write */
+    dx_bufq inq;
+    offered in;
+    /* output: records waiting to be pushed below */
+    dx_bufq outq;
+    /* cleartext offered to the upper write */
+    offered clear;
+    size_t retry_len; /* length of an SSL_write to repeat, 0 if none */
+
+    tls_event *evq, *evq_tail;
+
+    /* options */
+    char *servername, *host;
+    bool reject_unauthorized, request_cert, allow_half_open, allow_truncation;
+    bool release_buffers, trace;
+    unsigned min_dh_size;
+    size_t max_fragment;
+    dx_tls_identity_cb identity_cb;
+    void *identity_user;
+    dx_tls_clock_fn clock;
+    void *clock_arg;
+    uint64_t hs_timeout, idle_timeout;
+    uint64_t hs_deadline, idle_deadline, told_deadline;
+    BIO *trace_bio;
+
+    /* verification */
+    bool authorized;
+    long verify_result;
+    dx_error *verify_err;
+    char alerts[96]; /* alerts sent and received, for error details */
+
+    /* state */
+    bool started, hs_done, secure_emitted, failed, dead;
+    bool oom; /* an allocation of ours failed under OpenSSL */
+    const dx_error *own_err; /* during fail(): the error being reported */
+    bool running, again, in_step, flushing;
+    bool in_eof;          /* the transport ended (lower stream's end) */
+    bool read_done;       /* upper end pushed */
+    bool clean_end;       /* close_notify received */
+    bool end_requested;   /* upper stream's end: send close_notify */
+    bool notify_sent, lower_ended;
+    bool lower_blocked, upper_blocked;
+    dx_tls_stats stats;
+
+    /* certificate objects made on request */
+    dx_tls_cert *peer_cert, *local_cert, **chain;
+    size_t chain_len;
+    bool chain_made;
+    char sigalg[64];
+};
+
+static void run(dx_tls *f);
+static void fail(dx_tls *f, dx_error *err);
+
+static void tls_ref(dx_tls *f) { f->refs++; }
+
+static void free_events(dx_tls *f)
+{
+    for (tls_event *e = f->evq, *n; e; e = n) {
+        n = e->next;
+        dx_free(e);
+    }
+    f->evq = f->evq_tail = NULL;
+}
+
+static void free_certs(dx_tls *f)
+{
+    dx_tls_cert_free(f->peer_cert);
+    dx_tls_cert_free(f->local_cert);
+    for (size_t i = 0; i < f->chain_len; i++)
+        dx_tls_cert_free(f->chain[i]);
+    dx_free(f->chain);
+    f->peer_cert = f->local_cert = NULL;
+    f->chain = NULL;
+    f->chain_len = 0;
+    f->chain_made = false;
+}
+
+/* Frees the OpenSSL side; the connection answers as closed from then on. */
+static void drop_ssl(dx_tls *f)
+{
+    if (f->ssl) {
+        SSL_free(f->ssl); /* frees f->bio */
+        f->ssl = NULL;
+        f->bio = NULL;
+    }
+    BIO_free(f->trace_bio);
+    f->trace_bio = NULL;
+    dx_bufq_clear(&f->inq);
+    dx_bufq_clear(&f->outq);
+    free_events(f);
+}
+
+static void tls_unref(dx_tls *f)
+{
+    if (--f->refs > 0)
+        return;
+    drop_ssl(f);
+    free_certs(f);
+    dx_error_free(f->verify_err);
+    dx_free(f->servername);
+    dx_free(f->host);
+    dx_tls_ctx_unref(f->ctx);
+    dx_free(f);
+    dx_live_dec();
+}
+
+/* ---- the clock and deadlines ----------------------------------------- */
+
+static uint64_t mono_ms(void *arg)
+{
+    (void)arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_ms(const dx_tls *f) { return f->clock(f->clock_arg); }
+
+/* Closed: no more events, no more deadlines. */
+static bool is_closed(const dx_tls *f)
+{
+    return f->dead || f->failed || (dx_stream_state(f->upper) & DX_STREAM_CLOSED);
+}
+
+static uint64_t next_deadline(const dx_tls *f)
+{
+    if (!f->started || is_closed(f))
+        return DX_TLS_NO_DEADLINE;
+    uint64_t d = DX_TLS_NO_DEADLINE;
+    if (f->started && !f->hs_done && f->hs_deadline)
+        d = f->hs_deadline;
+    if (f->idle_deadline && f->idle_deadline < d)
+        d = f->idle_deadline;
+    return d;
+}
+
+/* Tells on_deadline when the next deadline moved. */
+static void tell_deadline(dx_tls *f)
+{
+    uint64_t d = next_deadline(f);
+    if (d == f->told_deadline)
+        return;
+    f->told_deadline = d;
+    if (f->ev.on_deadline)
+        f->ev.on_deadline(f, d, f->user);
+}
+
+/* Traffic: the idle timer starts over. */
+static void activity(dx_tls *f)
+{
+    if (f->idle_timeout && f->started)
+        f->idle_deadline = now_ms(f) + f->idle_timeout;
+}
+
+/* ---- errors --------------------------------------------------------------- */
+
+static dx_error *or_oom(dx_error *e) { return e ? e : (dx_error *)dx_error_oom(); }
+
+/* Node's name for an X509_V_ERR_* code. */
+static const char *verify_code_name(long code)
+{
+    static const struct {
+        long code;
+        const char *name;
+    } names[] = {
+        {X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, "UNABLE_TO_GET_ISSUER_CERT"},
+        {X509_V_ERR_UNABLE_TO_GET_CRL, "UNABLE_TO_GET_CRL"},
+        {X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE, "UNABLE_TO_DECRYPT_CERT_SIGNATURE"},
+        {X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE, "UNABLE_TO_DECRYPT_CRL_SIGNATURE"},
+        {X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY, "UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY"},
+        {X509_V_ERR_CERT_SIGNATURE_FAILURE, "CERT_SIGNATURE_FAILURE"},
+        {X509_V_ERR_CRL_SIGNATURE_FAILURE, "CRL_SIGNATURE_FAILURE"},
+        {X509_V_ERR_CERT_NOT_YET_VALID, "CERT_NOT_YET_VALID"},
+        {X509_V_ERR_CERT_HAS_EXPIRED, "CERT_HAS_EXPIRED"},
+        {X509_V_ERR_CRL_NOT_YET_VALID, "CRL_NOT_YET_VALID"},
+        {X509_V_ERR_CRL_HAS_EXPIRED, "CRL_HAS_EXPIRED"},
+        {X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD, "ERROR_IN_CERT_NOT_BEFORE_FIELD"},
+        {X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD, "ERROR_IN_CERT_NOT_AFTER_FIELD"},
+        {X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD, "ERROR_IN_CRL_LAST_UPDATE_FIELD"},
+        {X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD, "ERROR_IN_CRL_NEXT_UPDATE_FIELD"},
+        {X509_V_ERR_OUT_OF_MEM, "OUT_OF_MEM"},
+        {X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, "DEPTH_ZERO_SELF_SIGNED_CERT"},
+        {X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN, "SELF_SIGNED_CERT_IN_CHAIN"},
+        {X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, "UNABLE_TO_GET_ISSUER_CERT_LOCALLY"},
+        {X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, "UNABLE_TO_VERIFY_LEAF_SIGNATURE"},
+        {X509_V_ERR_CERT_CHAIN_TOO_LONG, "CERT_CHAIN_TOO_LONG"},
+        {X509_V_ERR_CERT_REVOKED, "CERT_REVOKED"},
+        {X509_V_ERR_INVALID_CA, "INVALID_CA"},
+        {X509_V_ERR_PATH_LENGTH_EXCEEDED, "PATH_LENGTH_EXCEEDED"},
+        {X509_V_ERR_INVALID_PURPOSE, "INVALID_PURPOSE"},
+        {X509_V_ERR_CERT_UNTRUSTED, "CERT_UNTRUSTED"},
+        {X509_V_ERR_CERT_REJECTED, "CERT_REJECTED"},
+        {X509_V_ERR_HOSTNAME_MISMATCH, "HOSTNAME_MISMATCH"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (names[i].code == code)
+            return names[i].name;
+    return "UNSPECIFIED";
+}
+
+/* The error for a failed OpenSSL call: the verification failure when that
+ * is what stopped the handshake, else OpenSSL's reason, else a reset. */
+static dx_error *ssl_error(dx_tls *f, int sslerr)
+{
+    unsigned long e = ERR_peek_last_error();
+    dx_error *err;
+    bool eof = e && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+               ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+    if (f->oom) {
+        ERR_clear_error();
+        return (dx_error *)dx_error_oom();
+    }
+    if (eof && !f->hs_done) {
+        e = 0; /* the transport went before the handshake: a reset */
+        sslerr = SSL_ERROR_SYSCALL;
+    }
+    if (f->verify_err && (!e || ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED)) {
+        err = dx_error_copy(f->verify_err);
+        if (err && !dx_error_detail(err)[0])
+            dx_error_set_detail(err, "verify result %ld%s%s", f->verify_result,
+                                f->alerts[0] ? "; " : "", f->alerts);
+    } else if (e) {
+        char name[96], text[256];
+        dx_tls_openssl_code(e, name, sizeof(name));
+        const char *reason = ERR_reason_error_string(e);
+        err = dx_error_new(DX_ETLS, name, "tls", "%s", reason ? reason : "TLS error");
+        ERR_error_string_n(e, text, sizeof(text));
+        if (err)
+            dx_error_set_detail(err, "%s%s%s", text, f->alerts[0] ? "; " : "",
+                                f->alerts);
+    } else if (sslerr == SSL_ERROR_SYSCALL || f->in_eof) {
+        err = dx_error_new(DX_ECONNRESET, "ECONNRESET", "tls", "%s",
+                           f->hs_done ? "socket hang up"
+                                      : "Client network socket disconnected "
+                                        "before secure TLS connection was established");
+    } else {
+        err = dx_error_new(DX_ETLS, "ERR_TLS", "tls", "TLS error %d", sslerr);
+    }
+    ERR_clear_error();
+    return or_oom(err);
+}
+
+/* ---- the BIO ---------------------------------------------------------------
+ * One BIO_METHOD per context, kept in the SSL_CTX's ex_data (and freed
+ * with it), so that nothing global outlives the library's users. */
+
+static CRYPTO_ONCE bio_once = CRYPTO_ONCE_STATIC_INIT;
+static int bio_index = -1;
+
+static void free_method(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                        long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    BIO_meth_free(ptr);
+}
+
+static void make_index(void)
+{
+    bio_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_method);
+}
+
+static int bio_read(BIO *b, char *out, int outl)
+{
+    dx_tls *f = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    size_t want = (size_t)outl, got = 0;
+    while (got < want && f->inq.bytes) {
+        dx_iov v;
+        dx_bufq_peekv(&f->inq, &v, 1);
+        size_t n = v.len < want - got ? v.len : want - got;
+        memcpy(out + got, v.base, n);
+        dx_bufq_consume(&f->inq, n);
+        got += n;
+    }
+    while (got < want && f->in.iov && f->in.idx < f->in.n) {
+        const dx_iov *v = &f->in.iov[f->in.idx];
+        size_t n = v->len - f->in.off;
+        if (n > want - got)
+            n = want - got;
+        memcpy(out + got, (const uint8_t *)v->base + f->in.off, n);
+        got += n;
+        f->in.off += n;
+        f->in.used += n;
+        if (f->in.off == v->len) {
+            f->in.idx++;
+            f->in.off = 0;
+        }
+    }
+    if (got) {
+        f->stats.enc_in += got;
+        activity(f);
+        return (int)got;
+    }
+    if (f->in_eof)
+        return 0;
+    BIO_set_retry_read(b);
+    return -1;
+}
+
+static int bio_write(BIO *b, const char *in, int inl)
+{
+    dx_tls *f = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (inl <= 0)
+        return 0;
+    if (dx_bufq_append(&f->outq, in, (size_t)inl) != 0) {
+        f->oom = true;
+        return -1;
+    }
+    return inl;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num, (void)ptr;
+    dx_tls *f = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_CTRL_PENDING:
+        return f ? (long)f->inq.bytes : 0;
+    case BIO_CTRL_WPENDING:
+        return f ? (long)f->outq.bytes : 0;
+    case BIO_CTRL_EOF:
+        return f && f->in_eof;
+    default:
+        return 0;
+    }
+}
+
+static int bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+/* ---- callbacks OpenSSL makes ------------------------------------------------ */
+
+static dx_tls *of_ssl(const SSL *ssl) { return ssl ? SSL_get_app_data(ssl) : NULL; }
+
+static void queue_event(dx_tls *f, ev_kind kind, const void *data, size_t len)
+{
+    tls_event *e = dx_malloc(sizeof(*e) + len + 1);
+    if (!e)
+        return; /* an event lost to memory shortage; the connection goes on */
+    e->next = NULL;
+    e->kind = kind;
+    e->len = len;
+    memcpy(e->data, data, len);
+    e->data[len] = '\0';
+    if (f->evq_tail)
+        f->evq_tail->next = e;
+    else
+        f->evq = e;
+    f->evq_tail = e;
+}
+
+static void keylog_cb(const SSL *ssl, const char *line)
+{
+    dx_tls *f = of_ssl(ssl);
+    if (f && f->ev.on_keylog)
+        queue_event(f, EV_KEYLOG, line, strlen(line));
+}
+
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    dx_tls *f = of_ssl(ssl);
+    if (!f || f->role != DX_TLS_CLIENT || !f->ev.on_session)
+        return 0;
+    int n = i2d_SSL_SESSION(sess, NULL);
+    if (n <= 0)
+        return 0;
+    uint8_t *buf = dx_malloc((size_t)n), *p = buf;
+    if (!buf)
+        return 0;
+    if (i2d_SSL_SESSION(sess, &p) == n)
+        queue_event(f, EV_SESSION, buf, (size_t)n);
+    dx_free(buf);
+    return 0; /* no reference kept */
+}
+
+static void info_cb(const SSL *ssl, int where, int ret)
+{
+    dx_tls *f = of_ssl(ssl);
+    if (!f || !(where & SSL_CB_ALERT))
+        return;
+    size_t used = strlen(f->alerts);
+    snprintf(f->alerts + used, sizeof(f->alerts) - used, "%salert %s %s",
+             used ? ", " : "", (where & SSL_CB_READ) ? "received" : "sent",
+             SSL_alert_desc_string_long(ret));
+}
+
+/* Records a verification failure (the first one counts). */
+static void set_verify_error(dx_tls *f, dx_error *err)
+{
+    if (!f->verify_err)
+        f->verify_err = or_oom(err);
+    else
+        dx_error_free(err);
+}
+
+/* Is text an IPv4 or IPv6 address? */
+static bool is_ip(const char *text)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, text, buf) == 1 || inet_pton(AF_INET6, text, buf) == 1;
+}
+
+/* The name a client checks the server's certificate against. */
+static const char *identity_name(const dx_tls *f)
+{
+    if (f->host)
+        return f->host;
+    if (f->servername)
+        return f->servername;
+    return "localhost";
+}
+
+/* Runs the identity check on the server's certificate. */
+static dx_error *check_identity(dx_tls *f, X509 *leaf)
+{
+    dx_tls_cert *cert = NULL;
+    int rc = dx_tls_cert_wrap(leaf, &cert);
+    if (rc != 0)
+        return or_oom(dx_error_new(rc, NULL, "tls", "cannot read the certificate"));
+    dx_error *err = NULL;
+    const char *host = identity_name(f);
+    int refused = f->identity_cb ? f->identity_cb(f, host, cert, &err, f->identity_user)
+                                 : dx_tls_check_server_identity(host, cert, &err);
+    dx_tls_cert_free(cert);
+    if (!refused) {
+        dx_error_free(err);
+        return NULL;
+    }
+    if (!err) /* refused without a reason, or no memory for one */
+        err = dx_error_new(DX_ETLS, "ERR_TLS_CERT_ALTNAME_INVALID", "tls",
+                           "the server's identity was refused");
+    return or_oom(err);
+}
+
+/*
+ * Replaces OpenSSL's chain check for every connection of a context: runs
+ * it, then the identity check on clients, records the outcome for
+ * dx_tls_authorized(), and fails the handshake only if unauthorized peers
+ * are refused.
+ */
+static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
+{
+    (void)arg;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+    dx_tls *f = of_ssl(ssl);
+    int ok = X509_verify_cert(sctx);
+    if (!f)
+        return ok;
+    if (ok <= 0) {
+        long code = X509_STORE_CTX_get_error(sctx);
+        set_verify_error(f, dx_error_new(DX_ETLS, verify_code_name(code), "tls",
+                                         "%s", X509_verify_cert_error_string(code)));
+        f->verify_result = code;
+    } else if (f->role == DX_TLS_CLIENT) {
+        dx_error *err = check_identity(f, X509_STORE_CTX_get0_cert(sctx));
+        if (err) {
+            dx_error_default_layer(err, "tls");
+            set_verify_error(f, err);
+            f->verify_result = X509_V_ERR_HOSTNAME_MISMATCH;
+            X509_STORE_CTX_set_error(sctx, X509_V_ERR_HOSTNAME_MISMATCH);
+        }
+    }
+    f->authorized = !f->verify_err;
+    if (f->verify_err && f->reject_unauthorized)
+        return 0;
+    return 1;
+}
+
+int dx_tls_ctx_prepare(SSL_CTX *ssl)
+{
+    if (!CRYPTO_THREAD_run_once(&bio_once, make_index) || bio_index < 0)
+        return DX_ENOMEM;
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                                 "libduplex");
+    if (!m || !BIO_meth_set_read(m, bio_read) || !BIO_meth_set_write(m, bio_write) ||
+        !BIO_meth_set_ctrl(m, bio_ctrl) || !BIO_meth_set_create(m, bio_create) ||
+        !SSL_CTX_set_ex_data(ssl, bio_index, m)) {
+        BIO_meth_free(m);
+        return DX_ENOMEM;
+    }
+    SSL_CTX_set_cert_verify_callback(ssl, cert_verify_cb, NULL);
+    SSL_CTX_set_keylog_callback(ssl, keylog_cb);
+    SSL_CTX_sess_set_new_cb(ssl, new_session_cb);
+    SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_BOTH);
+    SSL_CTX_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    return 0;
+}
+
+/* ---- the engine ------------------------------------------------------------ */
+
+static bool upper_wants(const dx_tls *f) { return dx_stream_wants_read(f->upper); }
+
+/* Can the connection take TLS bytes from below now? */
+static bool can_take_input(const dx_tls *f)
+{
+    return f->started && !f->dead && !f->failed &&
+           (!f->hs_done || (!f->read_done && upper_wants(f)));
+}
+
+/* Can it take cleartext now? */
+static bool can_take_clear(const dx_tls *f)
+{
+    return f->hs_done && !f->dead && !f->failed && !f->notify_sent &&
+           f->outq.bytes < OUT_MARK;
+}
+
+static void handshake_done(dx_tls *f)
+{
+    f->hs_done = true;
+    X509 *peer = SSL_get0_peer_certificate(f->ssl);
+    if (f->role == DX_TLS_CLIENT && SSL_session_reused(f->ssl)) {
+        /* No chain was verified now: the session's result stands, and the
+         * name must still match its certificate. */
+        long v = SSL_get_verify_result(f->ssl);
+        if (v != X509_V_OK)
+            set_verify_error(f, dx_error_new(DX_ETLS, verify_code_name(v), "tls", "%s",
+                                             X509_verify_cert_error_string(v)));
+        else if (!peer)
+            set_verify_error(f, dx_error_new(DX_ETLS, "UNABLE_TO_GET_ISSUER_CERT", "tls",
+                                             "the resumed session has no certificate"));
+        else {
+            dx_error *err = check_identity(f, peer);
+            if (err) {
+                dx_error_default_layer(err, "tls");
+                set_verify_error(f, err);
+            }
+        }
+        f->authorized = !f->verify_err;
+        if (f->verify_err && f->reject_unauthorized) {
+            fail(f, or_oom(dx_error_copy(f->verify_err)));
+            return;
+        }
+    }
+    if (f->role == DX_TLS_SERVER && !f->request_cert)
+        f->authorized = false;
+    if (f->role == DX_TLS_SERVER && f->request_cert && !peer && !f->verify_err) {
+        /* No certificate to verify: as Node, not authorized. */
+        set_verify_error(f, dx_error_new(DX_ETLS, "UNABLE_TO_GET_ISSUER_CERT", "tls",
+                                         "the peer sent no certificate"));
+        f->authorized = false;
+    }
+    if (f->role == DX_TLS_CLIENT && f->min_dh_size) {
+        EVP_PKEY *k = NULL;
+        if (SSL_get_peer_tmp_key(f->ssl, &k) && k) {
+            int bits = EVP_PKEY_get_bits(k);
+            bool dh = EVP_PKEY_is_a(k, "DH");
+            EVP_PKEY_free(k);
+            if (dh && bits < (int)f->min_dh_size) {
+                fail(f, or_oom(dx_error_new(DX_ETLS, "ERR_TLS_DH_PARAM_SIZE", "tls",
+                                            "DH parameter size %d is less than %u",
+                                            bits, f->min_dh_size)));
+                return;
+            }
+        }
+    }
+    activity(f);
+}
+
+/* Drives the handshake one step. */
+static void step_handshake(dx_tls *f)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(f->ssl);
+    if (r == 1) {
+        handshake_done(f);
+        return;
+    }
+    int e = SSL_get_error(f->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        if (f->in_eof && !f->inq.bytes)
+            fail(f, ssl_error(f, SSL_ERROR_SYSCALL));
+        return;
+    }
+    fail(f, ssl_error(f, e));
+}
+
+/* The next piece of cleartext to encrypt: a pointer into the offered
+ * buffers when the piece is large or alone, else small pieces gathered
+ * into stage. Returns its length (0: nothing). */
+static size_t next_clear(dx_tls *f, uint8_t *stage, size_t max, const uint8_t **p,
+                         bool *gathered)
+{
+    *gathered = false;
+    if (!f->clear.iov || f->clear.idx >= f->clear.n)
+        return 0;
+    const dx_iov *v = &f->clear.iov[f->clear.idx];
+    size_t left = v->len - f->clear.off;
+    if (f->retry_len)
+        max = f->retry_len;
+    if (left >= max || f->clear.idx + 1 == f->clear.n) {
+        *p = (const uint8_t *)v->base + f->clear.off;
+        return left < max ? left : max;
+    }
+    size_t n = 0, idx = f->clear.idx, off = f->clear.off;
+    while (n < max && idx < f->clear.n) {
+        const dx_iov *w = &f->clear.iov[idx];
+        size_t k = w->len - off;
+        if (k > max - n)
+            k = max - n;
+        memcpy(stage + n, (const uint8_t *)w->base + off, k);
+        n += k;
+        off += k;
+        if (off == w->len) {
+            idx++;
+            off = 0;
+        }
+    }
+    *p = stage;
+    *gathered = true;
+    return n;
+}
+
+static void advance_clear(dx_tls *f, size_t n)
+{
+    f->clear.used += n;
+    while (n) {
+        const dx_iov *v = &f->clear.iov[f->clear.idx];
+        size_t k = v->len - f->clear.off;
+        if (k > n)
+            k = n;
+        f->clear.off += k;
+        n -= k;
+        if (f->clear.off == v->len) {
+            f->clear.idx++;
+            f->clear.off = 0;
+        }
+    }
+}
+
+/* Encrypts the offered cleartext while there is room below. */
+static void step_write(dx_tls *f)
+{
+    uint8_t stage[RECORD_MAX];
+    while (can_take_clear(f)) {
+        const uint8_t *p;
+        bool gathered;
+        size_t max = f->max_fragment ? f->max_fragment : RECORD_MAX;
+        size_t n = next_clear(f, stage, max, &p, &gathered);
+        if (!n)
+            return;
+        ERR_clear_error();
+        int r = SSL_write(f->ssl, p, (int)n);
+        if (r > 0) {
+            f->retry_len = 0;
+            advance_clear(f, (size_t)r);
+            f->stats.clear_out += (uint64_t)r;
+            activity(f);
+            continue;
+        }
+        int e = SSL_get_error(f->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            f->retry_len = n; /* OpenSSL wants the same length again */
+            return;
+        }
+        fail(f, ssl_error(f, e));
+        return;
+    }
+}
+
+/* The transport ended without close_notify after the handshake. */
+static void truncated(dx_tls *f)
+{
+    if (f->allow_truncation) {
+        f->read_done = true;
+        dx_stream_push_end(f->upper);
+        if (!f->allow_half_open && !f->dead)
+            dx_stream_end(f->upper);
+        return;
+    }
+    fail(f, or_oom(dx_error_new(DX_ETLS, "ERR_SSL_UNEXPECTED_EOF_WHILE_READING", "tls",
+                                "the transport ended without close_notify "
+                                "(truncation)")));
+}
+
+/* Decrypts and delivers cleartext while the upper consumer wants it. */
+static void step_read(dx_tls *f)
+{
+    uint8_t buf[RECORD_MAX];
+    while (!f->read_done && !f->failed && !f->dead && upper_wants(f)) {
+        ERR_clear_error();
+        int r = SSL_read(f->ssl, buf, sizeof(buf));
+        if (r > 0) {
+            f->stats.clear_in += (uint64_t)r;
+            activity(f);
+            dx_stream_push(f->upper, buf, (size_t)r);
+            continue;
+        }
+        int e = SSL_get_error(f->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            return;
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            f->read_done = true;
+            f->clean_end = true;
+            dx_stream_push_end(f->upper);
+            if (!f->allow_half_open && !f->dead)
+                dx_stream_end(f->upper); /* answers once queued data went */
+            return;
+        }
+        unsigned long err = ERR_peek_last_error();
+        if (f->in_eof && ERR_GET_LIB(err) == ERR_LIB_SSL &&
+            ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            ERR_clear_error();
+            truncated(f);
+            return;
+        }
+        fail(f, ssl_error(f, e));
+        return;
+    }
+}
+
+/* Sends close_notify once the application ended and all it wrote went. */
+static void step_shutdown(dx_tls *f)
+{
+    if (!f->end_requested || f->notify_sent || !f->hs_done || f->failed || f->dead ||
+        f->retry_len)
+        return;
+    ERR_clear_error();
+    SSL_shutdown(f->ssl); /* 0: sent, peer's not yet seen; both are fine */
+    ERR_clear_error();
+    f->notify_sent = true;
+}
+
+/* All the OpenSSL work that can be done now. */
+static void step(dx_tls *f)
+{
+    if (!f->started || f->failed || f->dead)
+        return;
+    if (!f->hs_done) {
+        step_handshake(f);
+        if (!f->hs_done)
+            return;
+    }
+    step_write(f);
+    step_read(f);
+    step_shutdown(f);
+}
+
+/* Pushes waiting records to the lower stream's consumer. */
+static void flush_out(dx_tls *f)
+{
+    if (f->flushing)
+        return; /* the outer call goes on */
+    f->flushing = true;
+    while (f->outq.bytes && !f->dead && dx_stream_wants_read(f->lower)) {
+        dx_iov v;
+        dx_bufq_peekv(&f->outq, &v, 1);
+        size_t n = v.len;
+        /* The chunk is consumed after the push: copy the pointer out first,
+         * since pushing may re-enter the filter (which then only queues). */
+        f->stats.enc_out += n;
+        int r = dx_stream_push(f->lower, v.base, n);
+        if (f->dead)
+            return;
+        dx_bufq_consume(&f->outq, n);
+        activity(f);
+        if (r <= 0)
+            break;
+    }
+    f->flushing = false;
+    if (!f->outq.bytes && f->notify_sent && !f->lower_ended && !f->dead) {
+        f->lower_ended = true;
+        dx_stream_push_end(f->lower);
+    }
+}
+
+/* Emits queued events: the secure event first, sessions only after it. */
+static void emit_events(dx_tls *f)
+{
+    if (f->hs_done && !f->secure_emitted && !f->failed) {
+        f->secure_emitted = true;
+        if (f->ev.on_secure)
+            f->ev.on_secure(f, f->user);
+    }
+    tls_event **pp = &f->evq;
+    while (*pp && !f->dead) {
+        tls_event *e = *pp;
+        if (e->kind == EV_SESSION && !f->secure_emitted) {
+            pp = &e->next;
+            continue;
+        }
+        *pp = e->next;
+        if (e->kind == EV_KEYLOG && f->ev.on_keylog)
+            f->ev.on_keylog(f, (const char *)e->data, f->user);
+        else if (e->kind == EV_SESSION && f->ev.on_session && !f->failed)
+            f->ev.on_session(f, e->data, e->len, f->user);
+        else if (e->kind == EV_TRACE && f->ev.on_trace)
+            f->ev.on_trace(f, (const char *)e->data, f->user);
+        dx_free(e);
+    }
+    if (f->dead)
+        return;
+    f->evq_tail = NULL;
+    for (tls_event *e = f->evq; e; e = e->next)
+        f->evq_tail = e;
+}
+
+/* Moves trace text from OpenSSL's memory BIO to the event queue. */
+static void collect_trace(dx_tls *f)
+{
+    if (!f->trace_bio)
+        return;
+    char *text;
+    long n = BIO_get_mem_data(f->trace_bio, &text);
+    if (n > 0 && f->ev.on_trace)
+        queue_event(f, EV_TRACE, text, (size_t)n);
+    (void)BIO_reset(f->trace_bio);
+}
+
+static void run(dx_tls *f)
+{
+    if (f->running) {
+        f->again = true;
+        return;
+    }
+    if (f->dead)
+        return;
+    tls_ref(f);
+    f->running = true;
+    do {
+        f->again = false;
+        f->in_step = true;
+        step(f);
+        f->in_step = false;
+        collect_trace(f);
+        if (!f->dead)
+            emit_events(f);
+        if (!f->dead)
+            flush_out(f);
+    } while (f->again && !f->dead);
+    f->running = false;
+    if (!f->dead && f->lower_blocked && can_take_input(f)) {
+        f->lower_blocked = false;
+        dx_stream_writable(f->lower);
+    }
+    if (!f->dead && f->upper_blocked && can_take_clear(f)) {
+        f->upper_blocked = false;
+        dx_stream_writable(f->upper);
+    }
+    if (!f->dead)
+        tell_deadline(f);
+    tls_unref(f);
+}
+
+/* Fails the connection: the alert OpenSSL made goes out first, then both
+ * streams fail with err. */
+static void fail(dx_tls *f, dx_error *err)
+{
+    if (f->failed || f->dead) {
+        dx_error_free(err);
+        return;
+    }
+    f->failed = true;
+    tls_ref(f);
+    /* The alert OpenSSL made goes out first. A peer in the same process
+     * may fail in turn and fail our lower stream through the link before
+     * we fail ours: f->own_err makes our error the one reported. */
+    f->own_err = err;
+    flush_out(f);
+    f->own_err = NULL;
+    dx_error *copy = dx_error_copy(err);
+    if (!f->dead)
+        dx_stream_fail_with(f->upper, err);
+    else
+        dx_error_free(err);
+    if (!f->dead)
+        dx_stream_fail_with(f->lower, copy);
+    else
+        dx_error_free(copy);
+    tls_unref(f);
+}
+
+/* ---- the streams ------------------------------------------------------------ */
+
+typedef struct side {
+    dx_tls *f;
+} side;
+
+static dx_tls *tls_of(dx_stream *s) { return ((side *)dx_stream_impl(s))->f; }
+
+/*
+ * A write op: takes from iov what OpenSSL consumes now, through o. Refuses
+ * (taken 0) while run() is busy or the connection cannot take bytes yet;
+ * *blocked then asks run() to have the core offer them again.
+ */
+static void take(dx_tls *f, offered *o, bool *blocked, bool ready, const dx_iov *iov,
+                 size_t n, size_t *taken)
+{
+    *blocked = true;
+    if (f->running || !ready)
+        return;
+    *blocked = false;
+    *o = (offered){.iov = iov, .n = n};
+    run(f);
+    *taken = o->used;
+    bool all = o->idx == n;
+    *o = (offered){0};
+    if (!all)
+        *blocked = true;
+}
+
+static int upper_write(dx_stream *s, const dx_iov *iov, size_t n, size_t *taken)
+{
+    dx_tls *f = tls_of(s);
+    take(f, &f->clear, &f->upper_blocked, can_take_clear(f), iov, n, taken);
+    return 0;
+}
+
+static int upper_shutdown(dx_stream *s)
+{
+    dx_tls *f = tls_of(s);
+    f->end_requested = true;
+    run(f);
+    return 0;
+}
+
+static void upper_read_start(dx_stream *s) { run(tls_of(s)); }
+
+/*
+ * One stream closed: what happens to the other. A failure crosses over
+ * (our own, while fail() is sending its alert). An upper stream that
+ * closed after both its ends (peer's close_notify read, our end asked
+ * for) leaves the lower stream to send the close_notify and finish on its
+ * own, so that nothing buffered is lost; so does a lower
+ * stream that ended both ways at the transport (the upper stream still
+ * delivers what it holds, then the end or the truncation). Anything else
+ * is an abort: the other stream goes too, and an upper stream still
+ * reading fails with ECONNRESET.
+ */
+static void side_closed(dx_tls *f, dx_stream *self, dx_stream *other)
+{
+    if (dx_stream_state(other) & DX_STREAM_CLOSED)
+        return;
+    const dx_error *err = dx_stream_error(self);
+    if (err) {
+        dx_stream_fail_with(other, dx_error_copy(f->own_err ? f->own_err : err));
+        return;
+    }
+    if (self == f->upper) {
+        if (!(f->end_requested && f->read_done))
+            dx_stream_abort(other);
+        return;
+    }
+    if (f->in_eof && f->lower_ended)
+        return;
+    if (!f->read_done) {
+        fail(f, or_oom(dx_error_new(DX_ECONNRESET, "ECONNRESET", "tls", "%s",
+                                    f->hs_done ? "socket hang up"
+                                               : "Client network socket disconnected "
+                                                 "before secure TLS connection was "
+                                                 "established")));
+        return;
+    }
+    dx_stream_abort(other);
+}
+
+static void upper_close(dx_stream *s)
+{
+    dx_tls *f = tls_of(s);
+    if (!f)
+        return; /* a constructor that failed half-way */
+    tls_ref(f);
+    side_closed(f, s, f->lower);
+    tls_unref(f);
+}
+
+static void side_release(dx_stream *s)
+{
+    if (tls_of(s))
+        tls_unref(tls_of(s));
+}
+
+static int lower_write(dx_stream *s, const dx_iov *iov, size_t n, size_t *taken)
+{
+    dx_tls *f = tls_of(s);
+    take(f, &f->in, &f->lower_blocked, can_take_input(f), iov, n, taken);
+    return 0;
+}
+
+static int lower_shutdown(dx_stream *s)
+{
+    dx_tls *f = tls_of(s);
+    f->in_eof = true; /* before dx_tls_start(), it waits for it */
+    run(f);
+    return 0;
+}
+
+static void lower_read_start(dx_stream *s) { run(tls_of(s)); }
+
+static void lower_close(dx_stream *s)
+{
+    dx_tls *f = tls_of(s);
+    if (!f)
+        return;
+    tls_ref(f);
+    side_closed(f, s, f->upper);
+    tls_unref(f);
+}
+
+static const dx_stream_ops upper_ops = {
+    .name = "tls",
+    .write = upper_write,
+    .shutdown = upper_shutdown,
+    .read_start = upper_read_start,
+    .close = upper_close,
+    .release = side_release,
+};
+
+static const dx_stream_ops lower_ops = {
+    .name = "tls",
+    .write = lower_write,
+    .shutdown = lower_shutdown,
+    .read_start = lower_read_start,
+    .close = lower_close,
+    .release = side_release,
+};
+
+/* ---- public calls ------------------------------------------------------------ */
+
+int dx_tls_new(dx_tls_ctx *ctx, dx_tls_role role, dx_tls **out)
+{
+    if (!out)
+        return DX_EINVAL;
+    *out = NULL;
+    if (!ctx || (role != DX_TLS_CLIENT && role != DX_TLS_SERVER))
+        return DX_EINVAL;
+    SSL_CTX *sctx = dx_tls_ctx_ssl(ctx);
+    BIO_METHOD *m = bio_index >= 0 ? SSL_CTX_get_ex_data(sctx, bio_index) : NULL;
+    if (!m)
+        return DX_EINVAL;
+    dx_tls *f = dx_calloc(1, sizeof(*f));
+    if (!f)
+        return DX_ENOMEM;
+    dx_live_inc();
+    f->refs = 1;
+    f->ctx = dx_tls_ctx_ref(ctx);
+    f->role = role;
+    f->reject_unauthorized = true;
+    f->min_dh_size = 1024;
+    f->clock = mono_ms;
+    f->hs_timeout = DX_TLS_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    f->told_deadline = DX_TLS_NO_DEADLINE;
+    ERR_clear_error();
+    f->ssl = SSL_new(sctx);
+    f->bio = f->ssl ? BIO_new(m) : NULL;
+    int rc = dx_stream_new(&upper_ops, sizeof(side), &f->upper);
+    if (rc == 0)
+        rc = dx_stream_new(&lower_ops, sizeof(side), &f->lower);
+    if (!f->ssl || !f->bio || rc != 0) {
+        BIO_free(f->bio);
+        f->bio = NULL;
+        if (f->upper)
+            dx_stream_destroy(f->upper);
+        ERR_clear_error();
+        tls_unref(f);
+        return DX_ENOMEM;
+    }
+    ((side *)dx_stream_impl(f->upper))->f = f;
+    ((side *)dx_stream_impl(f->lower))->f = f;
+    f->refs += 2;
+    /* The connection keeps the memory of both streams beyond their handles
+     * (a user may destroy a stream handle or hand it to a link). */
+    dx_stream_ref(f->upper);
+    dx_stream_ref(f->lower);
+    BIO_set_data(f->bio, f);
+    SSL_set_bio(f->ssl, f->bio, f->bio);
+    SSL_set_app_data(f->ssl, f);
+    SSL_set_info_callback(f->ssl, info_cb);
+    if (role == DX_TLS_SERVER && dx_tls_ctx_honor_cipher_order(ctx))
+        SSL_set_options(f->ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    *out = f;
+    return 0;
+}
+
+void dx_tls_destroy(dx_tls *t)
+{
+    if (!t || t->dead)
+        return;
+    tls_ref(t);
+    /* Abort first (on_close on both streams), then release. */
+    t->dead = true;
+    dx_stream_abort(t->upper);
+    dx_stream_abort(t->lower);
+    dx_stream *upper = t->upper, *lower = t->lower;
+    if (t->link) {
+        dx_link_destroy(t->link); /* releases lower's handle and the transport */
+        t->link = NULL;
+    } else {
+        dx_stream_destroy(lower);
+    }
+    dx_stream_destroy(upper);
+    if (!t->in_step)
+        drop_ssl(t); /* else when the OpenSSL call has returned */
+    dx_stream_unref(upper);
+    dx_stream_unref(lower);
+    tls_unref(t);
+    tls_unref(t); /* the handle */
+}
+
+dx_stream *dx_tls_upper(dx_tls *t) { return t ? t->upper : NULL; }
+dx_stream *dx_tls_lower(dx_tls *t) { return t ? t->lower : NULL; }
+
+dx_tls *dx_tls_from_stream(const dx_stream *s)
+{
+    const dx_stream_ops *ops = dx_stream_ops_of(s);
+    if (ops != &upper_ops && ops != &lower_ops)
+        return NULL;
+    return ((side *)dx_stream_impl(s))->f;
+}
+
+int dx_tls_set_events(dx_tls *t, const dx_tls_events *ev, void *user)
+{
+    if (!t)
+        return DX_EINVAL;
+    if (ev)
+        t->ev = *ev;
+    else
+        memset(&t->ev, 0, sizeof(t->ev));
+    t->user = user;
+    return 0;
+}
+
+void *dx_tls_user(const dx_tls *t) { return t ? t->user : NULL; }
+
+int dx_tls_attach(dx_tls *t, dx_stream *transport)
+{
+    if (!t || !transport || t->link || transport == t->upper || transport == t->lower)
+        return DX_EINVAL;
+    if (t->started || t->dead)
+        return DX_ESTATE;
+    dx_link *l;
+    int rc = dx_link_new(t->lower, transport, NULL, NULL, &l);
+    if (rc != 0) {
+        dx_stream_destroy(transport);
+        return rc;
+    }
+    t->link = l;
+    return 0;
+}
+
+int dx_tls_prefix(dx_tls *t, const void *data, size_t len)
+{
+    if (!t || (len && !data))
+        return DX_EINVAL;
+    if (t->started || t->dead)
+        return DX_ESTATE;
+    return dx_bufq_append(&t->inq, data, len) == 0 ? 0 : DX_ENOMEM;
+}
+
+int dx_tls_start(dx_tls *t)
+{
+    if (!t)
+        return DX_EINVAL;
+    if (t->started || t->dead || t->failed ||
+        (dx_stream_state(t->upper) & DX_STREAM_CLOSED))
+        return DX_ESTATE;
+    t->started = true;
+    if (t->role == DX_TLS_CLIENT) {
+        SSL_set_connect_state(t->ssl);
+        if (t->servername && !is_ip(t->servername) &&
+            !SSL_set_tlsext_host_name(t->ssl, t->servername)) {
+            fail(t, ssl_error(t, SSL_ERROR_SSL));
+            return 0;
+        }
+        SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_set_accept_state(t->ssl);
+        int mode = SSL_VERIFY_NONE;
+        if (t->request_cert)
+            mode = SSL_VERIFY_PEER |
+                   (t->reject_unauthorized ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
+        SSL_set_verify(t->ssl, mode, NULL);
+    }
+    if (t->release_buffers)
+        SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+    if (t->hs_timeout)
+        t->hs_deadline = now_ms(t) + t->hs_timeout;
+    activity(t);
+    run(t);
+    return 0;
+}
+
+/* ---- options ------------------------------------------------------------------ */
+
+#define BEFORE_START(t)                                                        \
+    do {                                                                       \
+        if (!(t))                                                              \
+            return DX_EINVAL;                                                  \
+        if ((t)->started || (t)->dead)                                         \
+            return DX_ESTATE;                                                  \
+    } while (0)
+
+static int set_name(dx_tls *t, char **slot, const char *name)
+{
+    BEFORE_START(t);
+    if (!name || !*name)
+        return DX_EINVAL;
+    char *c = dx_strdup(name);
+    if (!c)
+        return DX_ENOMEM;
+    dx_free(*slot);
+    *slot = c;
+    return 0;
+}
+
+int dx_tls_set_servername(dx_tls *t, const char *name)
+{
+    if (t && t->role == DX_TLS_SERVER)
+        return DX_EINVAL;
+    return set_name(t, t ? &t->servername : NULL, name);
+}
+
+int dx_tls_set_host(dx_tls *t, const char *host)
+{
+    if (t && t->role == DX_TLS_SERVER)
+        return DX_EINVAL;
+    return set_name(t, t ? &t->host : NULL, host);
+}
+
+int dx_tls_set_reject_unauthorized(dx_tls *t, bool reject)
+{
+    BEFORE_START(t);
+    t->reject_unauthorized = reject;
+    return 0;
+}
+
+int dx_tls_set_request_cert(dx_tls *t, bool request)
+{
+    BEFORE_START(t);
+    if (t->role != DX_TLS_SERVER)
+        return DX_EINVAL;
+    t->request_cert = request;
+    return 0;
+}
+
+int dx_tls_set_check_identity(dx_tls *t, dx_tls_identity_cb cb, void *user)
+{
+    BEFORE_START(t);
+    if (t->role != DX_TLS_CLIENT)
+        return DX_EINVAL;
+    t->identity_cb = cb;
+    t->identity_user = user;
+    return 0;
+}
+
+int dx_tls_set_allow_half_open(dx_tls *t, bool allow)
+{
+    BEFORE_START(t);
+    t->allow_half_open = allow;
+    return 0;
+}
+
+int dx_tls_set_allow_truncation(dx_tls *t, bool allow)
+{
+    BEFORE_START(t);
+    t->allow_truncation = allow;
+    return 0;
+}
+
+int dx_tls_set_release_buffers(dx_tls *t, bool release)
+{
+    BEFORE_START(t);
+    t->release_buffers = release;
+    return 0;
+}
+
+int dx_tls_set_session(dx_tls *t, const void *session, size_t len)
+{
+    BEFORE_START(t);
+    if (t->role != DX_TLS_CLIENT || !session || !len || len > 0x7fffffff)
+        return DX_EINVAL;
+    const unsigned char *p = session;
+    SSL_SESSION *s = d2i_SSL_SESSION(NULL, &p, (long)len);
+    if (!s) {
+        ERR_clear_error();
+        return DX_EINVAL;
+    }
+    int ok = SSL_set_session(t->ssl, s);
+    SSL_SESSION_free(s);
+    ERR_clear_error();
+    return ok ? 0 : DX_EINVAL;
+}
+
+int dx_tls_set_min_dh_size(dx_tls *t, unsigned bits)
+{
+    BEFORE_START(t);
+    if (bits == 0 || t->role != DX_TLS_CLIENT)
+        return DX_EINVAL;
+    t->min_dh_size = bits;
+    return 0;
+}
+
+int dx_tls_set_clock(dx_tls *t, dx_tls_clock_fn now, void *arg)
+{
+    if (!t)
+        return DX_EINVAL;
+    t->clock = now ? now : mono_ms;
+    t->clock_arg = now ? arg : NULL;
+    return 0;
+}
+
+int dx_tls_set_handshake_timeout(dx_tls *t, uint64_t ms)
+{
+    if (!t)
+        return DX_EINVAL;
+    if (t->hs_done || t->dead)
+        return DX_ESTATE;
+    t->hs_timeout = ms;
+    if (t->started) {
+        t->hs_deadline = ms ? now_ms(t) + ms : 0;
+        tell_deadline(t);
+    }
+    return 0;
+}
+
+int dx_tls_set_idle_timeout(dx_tls *t, uint64_t ms)
+{
+    if (!t)
+        return DX_EINVAL;
+    t->idle_timeout = ms;
+    t->idle_deadline = 0;
+    activity(t);
+    if (!t->dead)
+        tell_deadline(t);
+    return 0;
+}
+
+uint64_t dx_tls_deadline(const dx_tls *t)
+{
+    return t ? next_deadline(t) : DX_TLS_NO_DEADLINE;
+}
+
+void dx_tls_check_timeouts(dx_tls *t)
+{
+    if (!t || !t->started || is_closed(t))
+        return;
+    tls_ref(t);
+    uint64_t now = now_ms(t);
+    if (t->started && !t->hs_done && t->hs_deadline && now >= t->hs_deadline) {
+        dx_error *err = dx_error_new(DX_ETIMEDOUT, "ERR_TLS_HANDSHAKE_TIMEOUT", "tls",
+                                     "TLS handshake timeout");
+        fail(t, or_oom(err));
+    }
+    if (!t->dead && !t->failed && t->idle_deadline && now >= t->idle_deadline) {
+        t->idle_deadline = now + t->idle_timeout;
+        if (t->ev.on_timeout)
+            t->ev.on_timeout(t, t->user);
+    }
+    if (!t->dead)
+        tell_deadline(t);
+    tls_unref(t);
+}
+
+int dx_tls_set_trace(dx_tls *t, bool on)
+{
+    if (!t)
+        return DX_EINVAL;
+    if (!t->ssl)
+        return DX_ESTATE;
+#ifndef OPENSSL_NO_SSL_TRACE
+    if (on && !t->trace_bio) {
+        t->trace_bio = BIO_new(BIO_s_mem());
+        if (!t->trace_bio)
+            return DX_ENOMEM;
+        SSL_set_msg_callback(t->ssl, SSL_trace);
+        SSL_set_msg_callback_arg(t->ssl, t->trace_bio);
+    } else if (!on && t->trace_bio) {
+        SSL_set_msg_callback(t->ssl, NULL);
+        SSL_set_msg_callback_arg(t->ssl, NULL);
+        BIO_free(t->trace_bio);
+        t->trace_bio = NULL;
+    }
+    t->trace = on;
+    return 0;
+#else
+    (void)on;
+    return DX_ENOTSUP;
+#endif
+}
+
+int dx_tls_set_max_send_fragment(dx_tls *t, size_t size)
+{
+    if (!t || size < 512 || size > 16384)
+        return DX_EINVAL;
+    if (!t->ssl)
+        return DX_ESTATE;
+    if (!SSL_set_max_send_fragment(t->ssl, (long)size))
+        return DX_EINVAL;
+    t->max_fragment = size;
+    return 0;
+}
+
+/* ---- introspection --------------------------------------------------------- */
+
+/* Open and past the handshake? */
+static bool live(const dx_tls *t)
+{
+    return t && t->ssl && !t->dead && !(dx_stream_state(t->upper) & DX_STREAM_CLOSED);
+}
+
+static bool secure(const dx_tls *t) { return live(t) && t->hs_done; }
+
+dx_tls_role dx_tls_get_role(const dx_tls *t) { return t ? t->role : DX_TLS_CLIENT; }
+
+bool dx_tls_is_secure(const dx_tls *t) { return secure(t); }
+
+bool dx_tls_authorized(const dx_tls *t) { return secure(t) && t->authorized; }
+
+const char *dx_tls_authorization_error(const dx_tls *t)
+{
+    return t && t->verify_err && !t->dead ? dx_error_name(t->verify_err) : NULL;
+}
+
+const dx_error *dx_tls_verify_error(const dx_tls *t)
+{
+    return t && !t->dead ? t->verify_err : NULL;
+}
+
+long dx_tls_verify_result(const dx_tls *t)
+{
+    return t && t->ssl ? SSL_get_verify_result(t->ssl) : X509_V_OK;
+}
+
+const char *dx_tls_protocol(const dx_tls *t)
+{
+    if (!live(t))
+        return NULL;
+    return t->hs_done ? SSL_get_version(t->ssl) : "unknown";
+}
+
+int dx_tls_cipher(const dx_tls *t, dx_tls_cipher_info *out)
+{
+    if (!t || !out)
+        return DX_EINVAL;
+    const SSL_CIPHER *c = secure(t) ? SSL_get_current_cipher(t->ssl) : NULL;
+    if (!c)
+        return DX_ESTATE;
+    out->name = SSL_CIPHER_get_name(c);
+    out->standard_name = SSL_CIPHER_standard_name(c);
+    out->version = SSL_CIPHER_get_version(c);
+    return 0;
+}
+
+int dx_tls_ephemeral_key(const dx_tls *t, dx_tls_kex_info *out)
+{
+    if (!t || !out)
+        return DX_EINVAL;
+    if (!secure(t))
+        return DX_ESTATE;
+    EVP_PKEY *k = NULL;
+    if (!SSL_get_peer_tmp_key(t->ssl, &k) || !k) {
+        ERR_clear_error();
+        return DX_ENOTSUP;
+    }
+    out->bits = EVP_PKEY_get_bits(k);
+    if (EVP_PKEY_is_a(k, "DH")) {
+        out->type = "DH";
+        out->name = NULL;
+    } else {
+        out->type = "ECDH";
+        int nid = SSL_get_negotiated_group(t->ssl);
+        const char *sn = nid != NID_undef ? OBJ_nid2sn(nid) : NULL;
+        if (EVP_PKEY_is_a(k, "X25519"))
+            sn = "X25519";
+        else if (EVP_PKEY_is_a(k, "X448"))
+            sn = "X448";
+        out->name = sn;
+    }
+    EVP_PKEY_free(k);
+    return 0;
+}
+
+const char *dx_tls_servername(const dx_tls *t)
+{
+    if (!t || t->dead)
+        return NULL;
+    if (t->role == DX_TLS_CLIENT)
+        return t->servername;
+    return t->ssl ? SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+}
+
+const dx_tls_cert *dx_tls_peer_cert(dx_tls *t)
+{
+    if (!secure(t))
+        return NULL;
+    if (!t->peer_cert) {
+        X509 *x = SSL_get0_peer_certificate(t->ssl);
+        if (x && dx_tls_cert_wrap(x, &t->peer_cert) != 0)
+            t->peer_cert = NULL;
+    }
+    return t->peer_cert;
+}
+
+/* Builds the chain objects once: the verified chain, else the sent one. */
+static void make_chain(dx_tls *t)
+{
+    if (t->chain_made)
+        return;
+    STACK_OF(X509) *sk = SSL_get0_verified_chain(t->ssl);
+    if (!sk || sk_X509_num(sk) == 0)
+        sk = SSL_get_peer_cert_chain(t->ssl);
+    int n = sk ? sk_X509_num(sk) : 0;
+    bool add_leaf = false;
+    X509 *leaf = SSL_get0_peer_certificate(t->ssl);
+    /* A server's sent chain omits the client's own certificate. */
+    if (leaf && (n == 0 || X509_cmp(sk_X509_value(sk, 0), leaf) != 0))
+        add_leaf = true;
+    size_t total = (size_t)n + (add_leaf ? 1 : 0);
+    if (total == 0) {
+        t->chain_made = true;
+        return;
+    }
+    t->chain = dx_calloc(total, sizeof(*t->chain));
+    if (!t->chain)
+        return;
+    size_t k = 0;
+    if (add_leaf && dx_tls_cert_wrap(leaf, &t->chain[k]) == 0)
+        k++;
+    for (int i = 0; i < n; i++)
+        if (dx_tls_cert_wrap(sk_X509_value(sk, i), &t->chain[k]) == 0)
+            k++;
+    t->chain_len = k;
+    t->chain_made = true;
+}
+
+size_t dx_tls_peer_chain_length(dx_tls *t)
+{
+    if (!secure(t))
+        return 0;
+    make_chain(t);
+    return t->chain_len;
+}
+
+const dx_tls_cert *dx_tls_peer_chain(dx_tls *t, size_t index)
+{
+    if (!secure(t))
+        return NULL;
+    make_chain(t);
+    return index < t->chain_len ? t->chain[index] : NULL;
+}
+
+const dx_tls_cert *dx_tls_local_cert(dx_tls *t)
+{
+    if (!secure(t))
+        return NULL;
+    if (!t->local_cert) {
+        X509 *x = SSL_get_certificate(t->ssl);
+        if (x && dx_tls_cert_wrap(x, &t->local_cert) != 0)
+            t->local_cert = NULL;
+    }
+    return t->local_cert;
+}
+
+size_t dx_tls_finished(const dx_tls *t, void *buf, size_t cap)
+{
+    if (!secure(t))
+        return 0;
+    return SSL_get_finished(t->ssl, buf, cap);
+}
+
+size_t dx_tls_peer_finished(const dx_tls *t, void *buf, size_t cap)
+{
+    if (!secure(t))
+        return 0;
+    return SSL_get_peer_finished(t->ssl, buf, cap);
+}
+
+const char *dx_tls_shared_sigalg(dx_tls *t, size_t index)
+{
+    if (!secure(t) || index > 0x7fffffff)
+        return NULL;
+    int sign, hash;
+    if (SSL_get_shared_sigalgs(t->ssl, (int)index, &sign, &hash, NULL, NULL, NULL) <= 0)
+        return NULL;
+    const char *s = sign == EVP_PKEY_RSA_PSS ? "RSA-PSS"
+                    : sign == EVP_PKEY_RSA   ? "RSA"
+                    : sign == EVP_PKEY_EC    ? "ECDSA"
+                                             : OBJ_nid2sn(sign);
+    if (sign == EVP_PKEY_ED25519 || sign == EVP_PKEY_ED448 || hash == NID_undef)
+        snprintf(t->sigalg, sizeof(t->sigalg), "%s", s ? s : "UNKNOWN");
+    else
+        snprintf(t->sigalg, sizeof(t->sigalg), "%s+%s", s ? s : "UNKNOWN",
+                 OBJ_nid2sn(hash));
+    return t->sigalg;
+}
+
+int dx_tls_export_keying_material(const dx_tls *t, void *out, size_t len,
+                                  const char *label, const void *context,
+                                  size_t context_len)
+{
+    if (!t || !out || !len || !label || (context_len && !context))
+        return DX_EINVAL;
+    if (!secure(t))
+        return DX_ESTATE;
+    int ok = SSL_export_keying_material(t->ssl, out, len, label, strlen(label),
+                                        context, context_len, context != NULL);
+    ERR_clear_error();
+    return ok == 1 ? 0 : DX_ETLS;
+}
+
+/* Copies a DER encoding into the caller's buffer. */
+static int copy_out(const unsigned char *der, size_t n, void *buf, size_t cap,
+                    size_t *len)
+{
+    if (len)
+        *len = n;
+    if (n > cap)
+        return DX_ENOBUFS;
+    if (n)
+        memcpy(buf, der, n);
+    return 0;
+}
+
+int dx_tls_get_session(const dx_tls *t, void *buf, size_t cap, size_t *len)
+{
+    if (!t || (cap && !buf))
+        return DX_EINVAL;
+    SSL_SESSION *s = secure(t) ? SSL_get_session(t->ssl) : NULL;
+    if (!s)
+        return DX_ESTATE;
+    int n = i2d_SSL_SESSION(s, NULL);
+    if (n <= 0)
+        return DX_ENOMEM;
+    unsigned char *der = dx_malloc((size_t)n), *p = der;
+    if (!der)
+        return DX_ENOMEM;
+    i2d_SSL_SESSION(s, &p);
+    int rc = copy_out(der, (size_t)n, buf, cap, len);
+    dx_free(der);
+    return rc;
+}
+
+int dx_tls_get_ticket(const dx_tls *t, void *buf, size_t cap, size_t *len)
+{
+    if (!t || (cap && !buf))
+        return DX_EINVAL;
+    SSL_SESSION *s = secure(t) ? SSL_get_session(t->ssl) : NULL;
+    if (!s)
+        return DX_ESTATE;
+    if (t->role != DX_TLS_CLIENT || !SSL_SESSION_has_ticket(s))
+        return DX_ENOTSUP;
+    const unsigned char *tick;
+    size_t n;
+    SSL_SESSION_get0_ticket(s, &tick, &n);
+    return copy_out(tick, n, buf, cap, len);
+}
+
+bool dx_tls_session_reused(const dx_tls *t)
+{
+    return secure(t) && SSL_session_reused(t->ssl);
+}
+
+bool dx_tls_clean_end(const dx_tls *t) { return t && (t->clean_end || !t->read_done); }
+
+void dx_tls_get_stats(const dx_tls *t, dx_tls_stats *out)
+{
+    if (!out)
+        return;
+    if (t)
+        *out = t->stats;
+    else
+        memset(out, 0, sizeof(*out));
+}
+
+void *dx_tls_openssl(const dx_tls *t) { return live(t) ? t->ssl : NULL; }

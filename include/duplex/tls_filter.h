@@ -1,0 +1,406 @@
+/*
+ * libduplex: the TLS filter.
+ *
+ * A dx_tls is one TLS connection with two streams: the upper stream
+ * carries cleartext (the application writes and reads it), the lower
+ * stream carries TLS records (what is written to it is what came from the
+ * peer; what it delivers goes to the peer). It is Node's SecurePair with
+ * its cleartext and encrypted streams. Attached to a transport stream
+ * (dx_tls_attach), the lower side is wired to it and the upper stream is
+ * Node's TLSSocket over any Duplex.
+ *
+ * LIFE OF A CONNECTION
+ *
+ *   dx_tls_new()          client or server, over a dx_tls_ctx
+ *   dx_tls_set_*()        options (before dx_tls_start)
+ *   dx_tls_set_events()   TLS events (secure, session, keylog, ...)
+ *   dx_stream_set_events(dx_tls_upper(t), ...)   the cleartext consumer
+ *   dx_tls_attach(t, transport) or the caller drives dx_tls_lower(t)
+ *   dx_tls_start()        the handshake begins: nothing is sent or read
+ *                         before, so no event can be missed
+ *   ... data ...
+ *   dx_stream_end(upper)  close_notify, then the transport's write side ends
+ *   dx_tls_destroy()
+ *
+ * Writes to the upper stream before the handshake completes are queued
+ * and sent after it (dx_stream_write returns 0 or DX_FULL as usual).
+ * Bytes written to the lower stream before dx_tls_start() wait for it.
+ *
+ * The upper stream keeps every contract of dx_stream (stream.h). On top:
+ *  - on_end means the peer sent close_notify, or, when truncation is
+ *    allowed, that the transport ended without it
+ *    (dx_tls_clean_end() tells which). A transport end without
+ *    close_notify is otherwise an error, "ERR_SSL_UNEXPECTED_EOF_WHILE_READING".
+ *    A transport that ends or goes away before the handshake completed
+ *    gives DX_ECONNRESET.
+ *  - After the peer's close_notify the connection ends its own side too
+ *    (Node's allowHalfOpen false), unless dx_tls_set_allow_half_open().
+ *  - dx_stream_end() on the upper stream sends close_notify once all data
+ *    before it was sent, then ends the lower stream's output (the link of
+ *    dx_tls_attach then ends the transport's write side).
+ *  - on_error carries a dx_error with layer "tls", Node's code string as
+ *    name (dx_error_name): a verification code such as
+ *    "UNABLE_TO_VERIFY_LEAF_SIGNATURE", "CERT_HAS_EXPIRED",
+ *    "DEPTH_ZERO_SELF_SIGNED_CERT", "ERR_TLS_CERT_ALTNAME_INVALID", an
+ *    OpenSSL reason as "ERR_SSL_<REASON>" (an alert the peer sent:
+ *    "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA"), "ERR_TLS_HANDSHAKE_TIMEOUT",
+ *    "ECONNRESET"; and as detail OpenSSL's error text, the verify result
+ *    and the alerts sent and received.
+ *  - A failure fails both streams (and, attached, the transport).
+ *
+ * "secure" (dx_tls_events.on_secure) means the handshake completed on
+ * this side. In TLS 1.3 a client is secure before the server has checked
+ * its certificate: an error may still follow.
+ *
+ * THREADS: a connection, its streams and its transport are used from one
+ * thread at a time; different connections on the same dx_tls_ctx may run
+ * on different threads.
+ *
+ * TIME comes from outside: the filter reads the clock given by
+ * dx_tls_set_clock() (by default CLOCK_MONOTONIC) only when called, never
+ * arms a timer itself, and tells its next deadline (dx_tls_deadline(),
+ * on_deadline). The host calls dx_tls_check_timeouts() when it is due.
+ *
+ * LIFETIME: dx_tls_destroy() releases the connection, its streams and the
+ * attached transport. dx_stream_destroy() on the upper or lower stream
+ * aborts the connection but does not release it; the dx_tls handle and
+ * both stream pointers stay valid until dx_tls_destroy().
+ */
+#ifndef DUPLEX_TLS_FILTER_H
+#define DUPLEX_TLS_FILTER_H
+
+#include <duplex/common.h>
+#include <duplex/error.h>
+#include <duplex/stream.h>
+#include <duplex/tls.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dx_tls dx_tls;
+/* The certificate object: <duplex/tls_cert.h>. */
+typedef struct dx_tls_cert dx_tls_cert;
+
+typedef enum dx_tls_role { DX_TLS_CLIENT = 0, DX_TLS_SERVER = 1 } dx_tls_role;
+
+/* No deadline (dx_tls_deadline). */
+#define DX_TLS_NO_DEADLINE UINT64_MAX
+/* Default handshake timeout, as Node's handshakeTimeout: 120 s. */
+#define DX_TLS_DEFAULT_HANDSHAKE_TIMEOUT_MS 120000u
+
+/*
+ * The TLS events. Any may be NULL. They run from the call that caused
+ * them (a write to the lower stream, dx_tls_start, ...), never from
+ * inside an OpenSSL call, and any libduplex call is allowed in them,
+ * dx_tls_destroy() included.
+ */
+typedef struct dx_tls_events {
+    /* The handshake completed (Node's secure / secureConnect /
+     * secureConnection). dx_tls_authorized() tells whether the peer was
+     * verified. */
+    void (*on_secure)(dx_tls *t, void *user);
+    /* Client: a session that can resume a later connection
+     * (dx_tls_set_session). Several may come (TLS 1.3 tickets); never
+     * before on_secure. The bytes are valid during the call. */
+    void (*on_session)(dx_tls *t, const uint8_t *session, size_t len,
+                       void *user);
+    /* A line of NSS key log format (SSLKEYLOGFILE), without newline. */
+    void (*on_keylog)(dx_tls *t, const char *line, void *user);
+    /* Protocol trace text (dx_tls_set_trace), one or more lines. */
+    void (*on_trace)(dx_tls *t, const char *text, void *user);
+    /* The idle timeout passed with no traffic (Node's 'timeout'); the
+     * connection stays open. */
+    void (*on_timeout)(dx_tls *t, void *user);
+    /* The next deadline changed: call dx_tls_check_timeouts() at when (on
+     * the filter's clock), or never for DX_TLS_NO_DEADLINE. */
+    void (*on_deadline)(dx_tls *t, uint64_t when, void *user);
+} dx_tls_events;
+
+/*
+ * A new connection over ctx (which gains a reference) in the given role.
+ * Nothing is sent before dx_tls_start(). Returns 0, DX_EINVAL (NULL ctx or
+ * out, bad role), DX_ENOMEM.
+ */
+DX_EXTERN int dx_tls_new(dx_tls_ctx *ctx, dx_tls_role role, dx_tls **out);
+
+/* Aborts the connection if it is open (on_close on both streams) and
+ * releases it with its streams and attached transport. Safe from any
+ * callback. NULL is ignored. */
+DX_EXTERN void dx_tls_destroy(dx_tls *t);
+
+/* The cleartext (upper) and TLS record (lower) streams. Owned by the
+ * connection: valid until dx_tls_destroy(). */
+DX_EXTERN dx_stream *dx_tls_upper(dx_tls *t);
+DX_EXTERN dx_stream *dx_tls_lower(dx_tls *t);
+/* The connection of an upper or lower stream, or NULL for other streams. */
+DX_EXTERN dx_tls *dx_tls_from_stream(const dx_stream *s);
+
+/* Sets the TLS events and their user pointer (copied). NULL clears.
+ * Returns 0 or DX_EINVAL. */
+DX_EXTERN int dx_tls_set_events(dx_tls *t, const dx_tls_events *ev,
+                                void *user);
+DX_EXTERN void *dx_tls_user(const dx_tls *t);
+
+/*
+ * The TLSSocket shape: links the lower stream to transport (dx_link), so
+ * that records flow to and from it with backpressure and half-close. The
+ * connection owns the transport from then on (also on failure other than
+ * DX_EINVAL and DX_ESTATE). A transport that already ended or failed is
+ * seen at once. Before dx_tls_start(), and with nothing else consuming
+ * the lower stream. Returns 0, DX_EINVAL (NULL, already attached, one of
+ * the connection's own streams), DX_ESTATE (started or destroyed),
+ * DX_ENOMEM.
+ *
+ * The standalone shape may hand the lower stream (or the upper) to a
+ * dx_link of the caller's: the link then owns that handle, and the link
+ * and the connection may be destroyed in either order.
+ */
+DX_EXTERN int dx_tls_attach(dx_tls *t, dx_stream *transport);
+
+/*
+ * Hands in TLS bytes that were read from the transport before the filter
+ * existed (STARTTLS, protocol sniffing). They are taken before anything
+ * written to the lower stream. Before dx_tls_start() only. Copies them.
+ * Returns 0, DX_EINVAL, DX_ESTATE (started), DX_ENOMEM.
+ */
+DX_EXTERN int dx_tls_prefix(dx_tls *t, const void *data, size_t len);
+
+/*
+ * Starts the handshake: a client sends its ClientHello, a server reads
+ * what came. Errors from here on are reported through the streams.
+ * Returns 0, DX_EINVAL, DX_ESTATE (already started or closed).
+ */
+DX_EXTERN int dx_tls_start(dx_tls *t);
+
+/* ---- options: before dx_tls_start() (else DX_ESTATE) ------------------ */
+
+/*
+ * Client: the server name sent in SNI (not sent for an IP address) and
+ * checked against the server's certificate. Returns 0, DX_EINVAL (an empty
+ * name; a server, "ERR_TLS_SNI_FROM_SERVER" in Node), DX_ESTATE, DX_ENOMEM.
+ */
+DX_EXTERN int dx_tls_set_servername(dx_tls *t, const char *name);
+/*
+ * Client: the identity the server's certificate must match when it
+ * differs from the servername (Node's host). By default the servername,
+ * else "localhost", as in Node. Returns 0, DX_EINVAL (a server, an empty
+ * name), DX_ESTATE, DX_ENOMEM.
+ */
+DX_EXTERN int dx_tls_set_host(dx_tls *t, const char *host);
+/*
+ * Whether a peer that fails verification is refused (default true).
+ * Client: the handshake fails with the verification code. Server: only
+ * with dx_tls_set_request_cert(); a client without a certificate is
+ * refused too. With false the connection proceeds and
+ * dx_tls_authorized() / dx_tls_authorization_error() tell the result.
+ */
+DX_EXTERN int dx_tls_set_reject_unauthorized(dx_tls *t, bool reject);
+/* Server: ask the client for a certificate (default false). Returns 0,
+ * DX_EINVAL (a client), DX_ESTATE. */
+DX_EXTERN int dx_tls_set_request_cert(dx_tls *t, bool request);
+
+/*
+ * Client: replaces the server identity check (Node's
+ * checkServerIdentity). Called during the handshake, after the chain was
+ * verified, with the name to check and the server's certificate. Return 0
+ * to accept; anything else refuses the server, with *err as the reason if
+ * the callback set it (ownership passes; its name is reported, e.g.
+ * "ERR_TLS_CERT_ALTNAME_INVALID"), else "ERR_TLS_CERT_ALTNAME_INVALID".
+ * dx_tls_check_server_identity() is the default and may be called from
+ * it. The callback must not destroy the connection. cb NULL restores the
+ * default. Returns 0, DX_EINVAL (server), DX_ESTATE.
+ */
+typedef int (*dx_tls_identity_cb)(dx_tls *t, const char *host,
+                                  const dx_tls_cert *cert, dx_error **err,
+                                  void *user);
+DX_EXTERN int dx_tls_set_check_identity(dx_tls *t, dx_tls_identity_cb cb,
+                                        void *user);
+
+/* Keep the write side open after the peer's close_notify (Node's
+ * allowHalfOpen; default false). */
+DX_EXTERN int dx_tls_set_allow_half_open(dx_tls *t, bool allow);
+/* Treat a transport end without close_notify as an end, not an error
+ * (default false: it is reported as truncation). */
+DX_EXTERN int dx_tls_set_allow_truncation(dx_tls *t, bool allow);
+/* Release OpenSSL's record buffers whenever the connection is idle
+ * (SSL_MODE_RELEASE_BUFFERS): less memory per idle connection, some CPU
+ * per record. Default false. */
+DX_EXTERN int dx_tls_set_release_buffers(dx_tls *t, bool release);
+/* Client: a session from on_session to resume. Returns 0, DX_EINVAL
+ * (a server, bytes that are not a session), DX_ESTATE. */
+DX_EXTERN int dx_tls_set_session(dx_tls *t, const void *session, size_t len);
+/* Client: the smallest DH group size accepted from the server (Node's
+ * minDHSize, default 1024); a smaller one fails with
+ * "ERR_TLS_DH_PARAM_SIZE". Returns 0, DX_EINVAL (0 bits, a server),
+ * DX_ESTATE. */
+DX_EXTERN int dx_tls_set_min_dh_size(dx_tls *t, unsigned bits);
+
+/* The clock, in milliseconds, that timeouts use. NULL restores
+ * CLOCK_MONOTONIC. Allowed at any time. */
+typedef uint64_t (*dx_tls_clock_fn)(void *arg);
+DX_EXTERN int dx_tls_set_clock(dx_tls *t, dx_tls_clock_fn now, void *arg);
+/* Handshake timeout in ms (0: none; default
+ * DX_TLS_DEFAULT_HANDSHAKE_TIMEOUT_MS), counted from dx_tls_start(), or
+ * from this call when made after it. When it passes the connection fails
+ * with "ERR_TLS_HANDSHAKE_TIMEOUT" (DX_ETIMEDOUT), which fails and closes
+ * the attached transport too (Node destroys the socket). Allowed until
+ * the handshake completes (then DX_ESTATE). */
+DX_EXTERN int dx_tls_set_handshake_timeout(dx_tls *t, uint64_t ms);
+/* Idle timeout in ms (0: none, the default): once started, on_timeout
+ * fires after ms with no TLS bytes in either direction, then again after
+ * each further ms of silence, until the connection closes. Allowed at any
+ * time. */
+DX_EXTERN int dx_tls_set_idle_timeout(dx_tls *t, uint64_t ms);
+/* The next deadline on the filter's clock, or DX_TLS_NO_DEADLINE. */
+DX_EXTERN uint64_t dx_tls_deadline(const dx_tls *t);
+/* Reads the clock and handles every deadline that passed. May trigger
+ * on_timeout, on_deadline, and the failure of the connection. */
+DX_EXTERN void dx_tls_check_timeouts(dx_tls *t);
+
+/* Protocol trace (SSL_trace format, as openssl s_client -trace) to
+ * on_trace. It shows handshake contents: keep it for debugging. Allowed
+ * while open. Returns 0, DX_EINVAL, DX_ESTATE (closed), DX_ENOMEM,
+ * DX_ENOTSUP (OpenSSL built without tracing). */
+DX_EXTERN int dx_tls_set_trace(dx_tls *t, bool on);
+
+/*
+ * Largest plaintext per record, 512 to 16384 (Node's setMaxSendFragment).
+ * Allowed at any time. Returns 0, DX_EINVAL (out of range).
+ */
+DX_EXTERN int dx_tls_set_max_send_fragment(dx_tls *t, size_t size);
+
+/* ---- state and introspection -----------------------------------------
+ * What was negotiated (protocol, cipher, keys, certificates, finished
+ * messages, session, keying material) is readable once the handshake
+ * completed and while the connection is open; after it closed those
+ * getters answer as before the handshake (NULL, false, 0, DX_ESTATE), as
+ * Node's return null after destroy. The verification outcome, the server
+ * name, the role, the counters and dx_tls_clean_end() stay readable until
+ * dx_tls_destroy(). */
+
+DX_EXTERN dx_tls_role dx_tls_get_role(const dx_tls *t);
+/* True once the handshake completed and until the connection closed. */
+DX_EXTERN bool dx_tls_is_secure(const dx_tls *t);
+/* Whether the peer's certificate was verified (chain and, on a client,
+ * identity). */
+DX_EXTERN bool dx_tls_authorized(const dx_tls *t);
+/* Why not (Node's authorizationError): a code such as
+ * "UNABLE_TO_VERIFY_LEAF_SIGNATURE" or "ERR_TLS_CERT_ALTNAME_INVALID", or
+ * NULL when authorized or nothing was checked. */
+DX_EXTERN const char *dx_tls_authorization_error(const dx_tls *t);
+/* The error object behind it (message, detail), or NULL. */
+DX_EXTERN const dx_error *dx_tls_verify_error(const dx_tls *t);
+/* OpenSSL's verify result (X509_V_OK is 0). */
+DX_EXTERN long dx_tls_verify_result(const dx_tls *t);
+
+/* "TLSv1.3", "TLSv1.2", ...; "unknown" before the handshake completed;
+ * NULL once closed (Node's getProtocol). */
+DX_EXTERN const char *dx_tls_protocol(const dx_tls *t);
+
+/* Node's getCipher(). Every getter below returns DX_EINVAL for a NULL
+ * connection or out-parameter. */
+typedef struct dx_tls_cipher_info {
+    const char *name;          /* OpenSSL name, "TLS_AES_256_GCM_SHA384" */
+    const char *standard_name; /* IANA name */
+    const char *version;       /* lowest protocol of the suite, "TLSv1.3" */
+} dx_tls_cipher_info;
+/* Returns 0, DX_EINVAL, DX_ESTATE before the handshake or after close. */
+DX_EXTERN int dx_tls_cipher(const dx_tls *t, dx_tls_cipher_info *out);
+
+/* Node's getEphemeralKeyInfo(), on both roles: the peer's key-exchange
+ * key. type "ECDH" (name "X25519", "prime256v1", ...) or "DH" (name
+ * NULL); bits its size. Returns 0, DX_ENOTSUP when there was none (plain
+ * RSA key exchange), DX_ESTATE. */
+typedef struct dx_tls_kex_info {
+    const char *type;
+    const char *name;
+    int bits;
+} dx_tls_kex_info;
+DX_EXTERN int dx_tls_ephemeral_key(const dx_tls *t, dx_tls_kex_info *out);
+
+/* The server name: sent (client) or received (server, as soon as the
+ * ClientHello was read, also during a failure). NULL if none. */
+DX_EXTERN const char *dx_tls_servername(const dx_tls *t);
+
+/*
+ * The peer's certificate (Node's getPeerCertificate()), NULL if it sent
+ * none, before the handshake or after close. Owned by the connection,
+ * valid until dx_tls_destroy().
+ */
+DX_EXTERN const dx_tls_cert *dx_tls_peer_cert(dx_tls *t);
+/*
+ * The certificate chain of the peer (Node's getPeerCertificate(true)):
+ * index 0 is the peer's certificate, then its issuers up to the root as
+ * verified, or as sent when verification did not complete. Its length
+ * through dx_tls_peer_chain_length(). NULL out of range.
+ */
+DX_EXTERN size_t dx_tls_peer_chain_length(dx_tls *t);
+DX_EXTERN const dx_tls_cert *dx_tls_peer_chain(dx_tls *t, size_t index);
+/* The certificate this side presented (Node's getCertificate()), NULL if
+ * none. */
+DX_EXTERN const dx_tls_cert *dx_tls_local_cert(dx_tls *t);
+
+/*
+ * The last Finished message sent / received (Node's getFinished,
+ * getPeerFinished; tls-unique, RFC 5929). Copies up to cap bytes to buf
+ * and returns the full length, 0 before the handshake.
+ */
+DX_EXTERN size_t dx_tls_finished(const dx_tls *t, void *buf, size_t cap);
+DX_EXTERN size_t dx_tls_peer_finished(const dx_tls *t, void *buf, size_t cap);
+
+/* The shared signature algorithms, in the order of preference, as
+ * "ECDSA+SHA256" or "RSA-PSS+SHA256" (Node's getSharedSigalgs): the
+ * index-th, or NULL past the end. Valid until the next call. */
+DX_EXTERN const char *dx_tls_shared_sigalg(dx_tls *t, size_t index);
+
+/*
+ * RFC 5705 keying material (Node's exportKeyingMaterial): len > 0 bytes
+ * into out for label; context may be NULL: up to TLS 1.2 no context
+ * differs from an empty one, TLS 1.3 (RFC 8446 7.5) treats them alike.
+ * Returns 0, DX_EINVAL, DX_ESTATE before the handshake
+ * ("ERR_TLS_INVALID_STATE" in Node), DX_ETLS.
+ */
+DX_EXTERN int dx_tls_export_keying_material(const dx_tls *t, void *out,
+                                            size_t len, const char *label,
+                                            const void *context,
+                                            size_t context_len);
+
+/*
+ * The current session as bytes (Node's getSession()); in TLS 1.3 prefer
+ * on_session: the session right after the handshake is not resumable.
+ * Copies up to cap bytes and sets *len to the full length. Returns 0,
+ * DX_ENOBUFS (cap too small; *len says how much is needed), DX_EINVAL,
+ * DX_ESTATE, DX_ENOMEM.
+ */
+DX_EXTERN int dx_tls_get_session(const dx_tls *t, void *buf, size_t cap,
+                                 size_t *len);
+/* Client: the session ticket (Node's getTLSTicket()), as above;
+ * DX_ENOTSUP if there is none. */
+DX_EXTERN int dx_tls_get_ticket(const dx_tls *t, void *buf, size_t cap,
+                                size_t *len);
+/* Whether the handshake resumed a session (Node's isSessionReused). */
+DX_EXTERN bool dx_tls_session_reused(const dx_tls *t);
+
+/* False if the connection closed without the peer's close_notify
+ * (truncation allowed), true otherwise. */
+DX_EXTERN bool dx_tls_clean_end(const dx_tls *t);
+
+/* Byte counters (Node's bytesWritten of CryptoStream, both sides). */
+typedef struct dx_tls_stats {
+    uint64_t clear_in;  /* cleartext delivered on the upper stream */
+    uint64_t clear_out; /* cleartext written by the application, sent */
+    uint64_t enc_in;    /* TLS bytes taken from the lower stream */
+    uint64_t enc_out;   /* TLS bytes delivered by the lower stream */
+} dx_tls_stats;
+DX_EXTERN void dx_tls_get_stats(const dx_tls *t, dx_tls_stats *out);
+
+/* The OpenSSL SSL object (as void *), NULL after close. For reading:
+ * changing it, or calling SSL_read/SSL_write on it, breaks the filter. */
+DX_EXTERN void *dx_tls_openssl(const dx_tls *t);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DUPLEX_TLS_FILTER_H */

@@ -1,0 +1,1889 @@
+/*
+ * The TLS filter (include/duplex/tls_filter.h): handshakes, transfers,
+ * verification, closing, time, backpressure and introspection, with a
+ * client and a server in one process over memory pairs, pipe pairs and a
+ * link of 1-byte deliveries. IDs in comments cite
+ * doc/../shared/spec checklist entries (C-, T-, E-, M-, D-, P-).
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "harness.h"
+
+/* ---- the test PKI, made once in the suite (before Check forks) ---------- */
+
+enum { CERT_EC, CERT_RSA, CERT_EXPIRED, CERT_FUTURE, CERT_SELF, CERT_UNTRUSTED,
+       CERT_CLIENT, CERT_NONAME, CERT_VIA_INTER, CERT_COUNT };
+
+static dx_pki_cert *ca, *ca2, *inter, *certs[CERT_COUNT];
+
+static const char *const server_dns[] = {"localhost", "server.test", NULL};
+static const char *const server_ip[] = {"127.0.0.1", NULL};
+
+/* Suite set-up runs outside any test: failures abort the run loudly. */
+#define MUST(call)                                                             \
+    do {                                                                       \
+        if ((call) != 0) {                                                     \
+            fprintf(stderr, "tls_filter set-up failed: %s\n", #call);          \
+            abort();                                                           \
+        }                                                                      \
+    } while (0)
+
+static void make_pki(void)
+{
+    dx_pki_opts o = {.key_type = DX_PKI_EC_P256, .common_name = "Test CA", .is_ca = true};
+    MUST(dx_pki_issue(NULL, &o, &ca, NULL));
+    o.common_name = "Other CA";
+    MUST(dx_pki_issue(NULL, &o, &ca2, NULL));
+    dx_pki_opts leaf = {.common_name = "server", .dns_names = server_dns,
+                        .ip_addresses = server_ip, .ext_key_usage = DX_PKI_EKU_SERVER};
+    MUST(dx_pki_issue(ca, &leaf, &certs[CERT_EC], NULL));
+    dx_pki_opts rsa = leaf;
+    rsa.key_type = DX_PKI_RSA_2048;
+    MUST(dx_pki_issue(ca, &rsa, &certs[CERT_RSA], NULL));
+    dx_pki_opts exp = leaf;
+    exp.not_before = -7200;
+    exp.not_after = -3600;
+    MUST(dx_pki_issue(ca, &exp, &certs[CERT_EXPIRED], NULL));
+    dx_pki_opts fut = leaf;
+    fut.not_before = 3600;
+    fut.not_after = 7200;
+    MUST(dx_pki_issue(ca, &fut, &certs[CERT_FUTURE], NULL));
+    MUST(dx_pki_issue(NULL, &leaf, &certs[CERT_SELF], NULL));
+    MUST(dx_pki_issue(ca2, &leaf, &certs[CERT_UNTRUSTED], NULL));
+    dx_pki_opts cli = {.common_name = "client", .ext_key_usage = DX_PKI_EKU_CLIENT};
+    MUST(dx_pki_issue(ca, &cli, &certs[CERT_CLIENT], NULL));
+    static const char *const other[] = {"other.test", NULL};
+    dx_pki_opts wrong = {.common_name = "other", .dns_names = other};
+    MUST(dx_pki_issue(ca, &wrong, &certs[CERT_NONAME], NULL));
+    dx_pki_opts io = {.common_name = "Intermediate CA", .is_ca = true};
+    MUST(dx_pki_issue(ca, &io, &inter, NULL));
+    MUST(dx_pki_issue(inter, &leaf, &certs[CERT_VIA_INTER], NULL));
+}
+
+static void free_pki(void)
+{
+    for (int i = 0; i < CERT_COUNT; i++)
+        dx_pki_cert_free(certs[i]);
+    dx_pki_cert_free(ca);
+    dx_pki_cert_free(ca2);
+    dx_pki_cert_free(inter);
+    memset(certs, 0, sizeof(certs));
+    ca = ca2 = inter = NULL;
+}
+
+/* ---- contexts -------------------------------------------------------------- */
+
+typedef struct ctx_opts {
+    int cert;          /* CERT_* or -1 for none */
+    bool trust_ca;     /* trust ca (else nothing but ca2) */
+    const char *min, *max;
+    const char *ciphers;
+    const char *groups, *sigalgs;
+    bool client_order; /* a server that follows the client's order */
+} ctx_opts;
+
+static dx_tls_ctx *make_ctx(const ctx_opts *o)
+{
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    const char *capem = dx_pki_cert_pem(o->trust_ca ? ca : ca2);
+    ck_assert_int_eq(dx_tls_config_add_ca(cfg, capem, strlen(capem)), 0);
+    if (o->cert >= 0) {
+        const char *c = dx_pki_cert_pem(certs[o->cert]), *k = dx_pki_key_pem(certs[o->cert]);
+        ck_assert_int_eq(dx_tls_config_add_cert(cfg, c, strlen(c), k, strlen(k), NULL), 0);
+    }
+    if (o->min)
+        ck_assert_int_eq(dx_tls_config_set_min_version(cfg, o->min), 0);
+    if (o->max)
+        ck_assert_int_eq(dx_tls_config_set_max_version(cfg, o->max), 0);
+    if (o->ciphers)
+        ck_assert_int_eq(dx_tls_config_set_ciphers(cfg, o->ciphers), 0);
+    if (o->groups)
+        ck_assert_int_eq(dx_tls_config_set_groups(cfg, o->groups), 0);
+    if (o->sigalgs)
+        ck_assert_int_eq(dx_tls_config_set_sigalgs(cfg, o->sigalgs), 0);
+    if (o->client_order)
+        ck_assert_int_eq(dx_tls_config_set_honor_cipher_order(cfg, false), 0);
+    dx_tls_ctx *ctx;
+    dx_error *err = NULL;
+    int rc = dx_tls_ctx_new(cfg, &ctx, &err);
+    ck_assert_msg(rc == 0, "ctx: %s", err ? dx_error_message(err) : "?");
+    dx_tls_config_free(cfg);
+    return ctx;
+}
+
+static dx_tls_ctx *server_ctx(int cert, const char *version)
+{
+    ctx_opts o = {.cert = cert, .trust_ca = true, .min = version, .max = version};
+    return make_ctx(&o);
+}
+
+static dx_tls_ctx *client_ctx(const char *version)
+{
+    ctx_opts o = {.cert = -1, .trust_ca = true, .min = version, .max = version};
+    return make_ctx(&o);
+}
+
+/* ---- one connection: a client and a server over a channel ------------------ */
+
+typedef struct tside {
+    dx_tls *t;
+    h_rec rec;
+    unsigned secure, sessions, keylogs, timeouts, deadlines;
+    bool secure_before_session_ok;
+    uint8_t session[8192];
+    size_t session_len;
+    char keylog[8192];
+    size_t keylog_len;
+    bool trace_hello;
+    uint64_t deadline;
+    bool destroy_on_secure;
+} tside;
+
+typedef struct tpair {
+    h_chan ch;
+    tside c, s;
+    bool direct; /* SecurePair shape: lowers linked without a transport */
+    dx_link *link;
+    size_t live0;
+} tpair;
+
+static void ev_secure(dx_tls *t, void *u)
+{
+    tside *sd = u;
+    ck_assert_ptr_eq(t, sd->t);
+    sd->secure++;
+    if (sd->destroy_on_secure) {
+        dx_tls_destroy(t);
+        sd->t = NULL;
+    }
+}
+
+static void ev_session(dx_tls *t, const uint8_t *sess, size_t len, void *u)
+{
+    tside *sd = u;
+    (void)t;
+    ck_assert_msg(sd->secure == 1, "session before secure");
+    sd->sessions++;
+    ck_assert_uint_le(len, sizeof(sd->session));
+    memcpy(sd->session, sess, len);
+    sd->session_len = len;
+}
+
+static void ev_keylog(dx_tls *t, const char *line, void *u)
+{
+    tside *sd = u;
+    (void)t;
+    ck_assert_ptr_null(strchr(line, '\n'));
+    sd->keylogs++;
+    size_t n = strlen(line);
+    if (sd->keylog_len + n + 2 < sizeof(sd->keylog)) {
+        memcpy(sd->keylog + sd->keylog_len, line, n);
+        sd->keylog_len += n;
+        sd->keylog[sd->keylog_len++] = '\n';
+        sd->keylog[sd->keylog_len] = '\0';
+    }
+}
+
+static void ev_trace(dx_tls *t, const char *text, void *u)
+{
+    tside *sd = u;
+    (void)t;
+    if (strstr(text, "ClientHello"))
+        sd->trace_hello = true;
+}
+
+static void ev_timeout(dx_tls *t, void *u)
+{
+    (void)t;
+    ((tside *)u)->timeouts++;
+}
+
+static void ev_deadline(dx_tls *t, uint64_t when, void *u)
+{
+    (void)t;
+    tside *sd = u;
+    sd->deadlines++;
+    sd->deadline = when;
+}
+
+static const dx_tls_events tls_events = {
+    .on_secure = ev_secure,
+    .on_session = ev_session,
+    .on_keylog = ev_keylog,
+    .on_trace = ev_trace,
+    .on_timeout = ev_timeout,
+    .on_deadline = ev_deadline,
+};
+
+static void side_new(tside *sd, dx_tls_ctx *ctx, dx_tls_role role)
+{
+    ck_assert_int_eq(dx_tls_new(ctx, role, &sd->t), 0);
+    ck_assert_int_eq(dx_tls_set_events(sd->t, &tls_events, sd), 0);
+    h_rec_attach(&sd->rec, dx_tls_upper(sd->t));
+}
+
+/* Opens a client and a server (not started) over a channel of kind (or
+ * joined directly when direct). The contexts keep their own references. */
+static void tp_open(tpair *p, h_kind kind, const dx_pair_opts *po, dx_tls_ctx *cctx,
+                    dx_tls_ctx *sctx, bool direct)
+{
+    memset(p, 0, sizeof(*p));
+    p->live0 = h_alloc_live();
+    side_new(&p->c, cctx, DX_TLS_CLIENT);
+    side_new(&p->s, sctx, DX_TLS_SERVER);
+    p->direct = direct;
+    if (direct) {
+        ck_assert_int_eq(dx_link_new(dx_tls_lower(p->c.t), dx_tls_lower(p->s.t), NULL,
+                                     NULL, &p->link), 0);
+        p->ch.kind = H_MEM;
+        return;
+    }
+    h_chan_open(&p->ch, kind, po);
+    ck_assert_int_eq(dx_tls_attach(p->c.t, p->ch.a), 0);
+    ck_assert_int_eq(dx_tls_attach(p->s.t, p->ch.b), 0);
+}
+
+static void tp_start(tpair *p)
+{
+    ck_assert_int_eq(dx_tls_start(p->s.t), 0);
+    ck_assert_int_eq(dx_tls_start(p->c.t), 0);
+}
+
+static bool both_secure(void *arg)
+{
+    tpair *p = arg;
+    return (p->c.secure && p->s.secure) || p->c.rec.errors || p->s.rec.errors;
+}
+
+static bool both_closed(void *arg)
+{
+    tpair *p = arg;
+    return p->c.rec.closes && p->s.rec.closes;
+}
+
+static void tp_run(tpair *p, bool (*done)(void *), int ms)
+{
+    h_run(&p->ch, done, p, ms);
+}
+
+static void tp_close(tpair *p)
+{
+    dx_tls_destroy(p->c.t);
+    dx_tls_destroy(p->s.t);
+    if (p->link)
+        dx_link_destroy(p->link);
+    h_rec_assert_clean(&p->c.rec);
+    h_rec_assert_clean(&p->s.rec);
+    h_rec_free(&p->c.rec);
+    h_rec_free(&p->s.rec);
+    ck_assert_msg(h_alloc_live() == p->live0, "%zu bytes leaked",
+                  h_alloc_live() - p->live0);
+}
+
+/* A connected pair: handshake done, asserted. */
+static void tp_connect(tpair *p, h_kind kind, const dx_pair_opts *po, dx_tls_ctx *cctx,
+                       dx_tls_ctx *sctx)
+{
+    tp_open(p, kind, po, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_servername(p->c.t, "localhost"), 0);
+    tp_start(p);
+    tp_run(p, both_secure, 10000);
+    ck_assert_msg(p->c.secure == 1 && p->s.secure == 1, "handshake: client %s, server %s",
+                  p->c.rec.error_name, p->s.rec.error_name);
+}
+
+/* ---- transfers ------------------------------------------------------------- */
+
+typedef struct xfer {
+    tpair *p;
+    dx_stream *from;
+    uint64_t seed, total, sent;
+    h_rec *to;
+    EVP_MD_CTX *sha_out;
+    bool ended;
+} xfer;
+
+/* Writes the next chunks until the writer is full or everything went. */
+static void xfer_pump(xfer *x)
+{
+    uint8_t buf[7000]; /* not a multiple of the record size */
+    while (x->sent < x->total) {
+        size_t n = sizeof(buf);
+        if (n > x->total - x->sent)
+            n = (size_t)(x->total - x->sent);
+        h_gen_fill(x->seed, x->sent, buf, n);
+        EVP_DigestUpdate(x->sha_out, buf, n);
+        int rc = dx_stream_write(x->from, buf, n);
+        ck_assert_int_ge(rc, 0);
+        x->sent += n;
+        if (rc == DX_FULL)
+            return;
+    }
+}
+
+static bool xfers_done(void *arg)
+{
+    xfer *x = arg;
+    for (; x->p; x++) {
+        if (x->sent < x->total && dx_stream_write_buffered(x->from) == 0)
+            xfer_pump(x);
+        if (x->to->received < x->total && !x->to->errors)
+            return false;
+    }
+    return true;
+}
+
+/* Moves total bytes each way at once, checking them byte by byte and by
+ * SHA-256 on both ends. */
+static void transfer_both(tpair *p, uint64_t total)
+{
+    xfer x[3] = {
+        {.p = p, .from = dx_tls_upper(p->c.t), .seed = 11, .total = total, .to = &p->s.rec},
+        {.p = p, .from = dx_tls_upper(p->s.t), .seed = 12, .total = total, .to = &p->c.rec},
+        {0},
+    };
+    p->s.rec.verify = true;
+    p->s.rec.verify_seed = 11;
+    p->c.rec.verify = true;
+    p->c.rec.verify_seed = 12;
+    p->s.rec.keep_data = p->c.rec.keep_data = true;
+    for (int i = 0; i < 2; i++) {
+        x[i].sha_out = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(x[i].sha_out, EVP_sha256(), NULL);
+    }
+    xfer_pump(&x[0]);
+    xfer_pump(&x[1]);
+    ck_assert(h_run(&p->ch, xfers_done, x, 60000));
+    for (int i = 0; i < 2; i++) {
+        unsigned char a[32], b[32];
+        EVP_DigestFinal_ex(x[i].sha_out, a, NULL);
+        EVP_MD_CTX_free(x[i].sha_out);
+        ck_assert_uint_eq(x[i].to->received, total);
+        ck_assert(!x[i].to->mismatch);
+        ck_assert_uint_eq(x[i].to->len, total);
+        EVP_Digest(x[i].to->data, x[i].to->len, b, NULL, EVP_sha256(), NULL);
+        ck_assert_mem_eq(a, b, 32);
+    }
+}
+
+/* ---- the matrix: versions × key types × channels ------------------------------ */
+
+static const char *const versions[] = {"TLSv1.2", "TLSv1.3"};
+
+/* _i: bit 0 version, bit 1 key type, bits 2-3 channel (mem, pipe, 1-byte). */
+START_TEST(transfer_matrix_moves_data_byte_exact)
+{
+    const char *v = versions[_i & 1];
+    int cert = (_i & 2) ? CERT_RSA : CERT_EC;
+    int chan = _i >> 2;
+    dx_pair_opts one = {.max_chunk = 1};
+    dx_tls_ctx *cctx = client_ctx(v), *sctx = server_ctx(cert, v);
+    tpair p;
+    tp_connect(&p, chan == 1 ? H_PIPE : H_MEM, chan == 2 ? &one : NULL, cctx, sctx);
+    ck_assert_str_eq(dx_tls_protocol(p.c.t), v);
+    ck_assert_str_eq(dx_tls_protocol(p.s.t), v);
+    ck_assert(dx_tls_authorized(p.c.t));
+    dx_tls_cipher_info ci, si;
+    ck_assert_int_eq(dx_tls_cipher(p.c.t, &ci), 0);
+    ck_assert_int_eq(dx_tls_cipher(p.s.t, &si), 0);
+    ck_assert_str_eq(ci.name, si.name);
+    if (_i & 1)
+        ck_assert_str_eq(ci.version, "TLSv1.3");
+    else
+        ck_assert_ptr_nonnull(strstr(ci.name, cert == CERT_RSA ? "RSA" : "ECDSA"));
+    transfer_both(&p, chan == 2 ? 64 * 1024 : 3 * 1024 * 1024);
+    dx_tls_stats cs, ss;
+    dx_tls_get_stats(p.c.t, &cs);
+    dx_tls_get_stats(p.s.t, &ss);
+    ck_assert_uint_eq(cs.enc_out, ss.enc_in);
+    ck_assert_uint_eq(ss.enc_out, cs.enc_in);
+    ck_assert_uint_eq(cs.clear_out, ss.clear_in);
+    ck_assert_uint_eq(ss.clear_out, cs.clear_in);
+    ck_assert_uint_gt(cs.enc_out, cs.clear_out);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* ---- closing ------------------------------------------------------------------ */
+
+/* D-03, D-05, D-07: end() sends close_notify; the peer sees a clean end,
+ * ends its own side (allowHalfOpen false), and both close without error. */
+START_TEST(end_sends_close_notify_and_both_close_cleanly)
+{
+    dx_tls_ctx *cctx = client_ctx(versions[_i]), *sctx = server_ctx(CERT_EC, versions[_i]);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    p.s.rec.keep_data = true;
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "bye", 3), 0);
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(p.c.t)), 0);
+    tp_run(&p, both_closed, 5000);
+    ck_assert_uint_eq(p.s.rec.received, 3);
+    ck_assert_mem_eq(p.s.rec.data, "bye", 3);
+    ck_assert_uint_eq(p.s.rec.ends, 1);
+    ck_assert_uint_eq(p.c.rec.ends, 1);
+    ck_assert_uint_eq(p.s.rec.errors, 0);
+    ck_assert_uint_eq(p.c.rec.errors, 0);
+    ck_assert_uint_eq(p.c.rec.closes, 1);
+    ck_assert_uint_eq(p.s.rec.closes, 1);
+    ck_assert(dx_tls_clean_end(p.s.t));
+    ck_assert(dx_tls_clean_end(p.c.t));
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+
+/* D-06: with allowHalfOpen the server stays writable after the client's
+ * end and its "Bye" arrives before its own end. */
+START_TEST(half_open_server_writes_after_peer_end)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_allow_half_open(p.s.t, true), 0);
+    tp_start(&p);
+    tp_run(&p, both_secure, 5000);
+    p.c.rec.keep_data = true;
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(p.c.t)), 0);
+    ck_assert_uint_eq(p.s.rec.ends, 1);
+    ck_assert_uint_eq(p.c.rec.ends, 0);
+    ck_assert(dx_stream_state(dx_tls_upper(p.s.t)) & DX_STREAM_WRITABLE);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "Bye", 3), 0);
+    ck_assert_uint_eq(p.c.rec.received, 3);
+    ck_assert_mem_eq(p.c.rec.data, "Bye", 3);
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(p.s.t)), 0);
+    tp_run(&p, both_closed, 5000);
+    ck_assert_str_eq(p.c.rec.log, "fdec");
+    ck_assert_uint_eq(p.s.rec.errors + p.c.rec.errors, 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* D-05: a transport end without close_notify is truncation: an error by
+ * default, an unclean end when allowed. */
+START_TEST(transport_eof_without_close_notify_is_truncation)
+{
+    bool allow = _i;
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_allow_truncation(p.c.t, allow), 0);
+    tp_start(&p);
+    ck_assert(p.c.secure && p.s.secure);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "data", 4), 0);
+    ck_assert_int_eq(dx_pair_inject_end(p.ch.a), 0); /* the client's transport sees EOF */
+    ck_assert_uint_eq(p.c.rec.received, 4);
+    if (allow) {
+        ck_assert_uint_eq(p.c.rec.ends, 1);
+        ck_assert_uint_eq(p.c.rec.errors, 0);
+        ck_assert(!dx_tls_clean_end(p.c.t));
+    } else {
+        ck_assert_uint_eq(p.c.rec.ends, 0);
+        ck_assert_uint_eq(p.c.rec.errors, 1);
+        ck_assert_str_eq(p.c.rec.error_name, "ERR_SSL_UNEXPECTED_EOF_WHILE_READING");
+        ck_assert_uint_eq(p.c.rec.closes, 1);
+    }
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Pitfalls 1, 8: a transport that goes away before the handshake gives
+ * ECONNRESET, then close. */
+START_TEST(transport_gone_before_handshake_is_econnreset)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_start(p.c.t), 0); /* the server never starts */
+    ck_assert_int_eq(dx_pair_inject_destroy(p.ch.a), 0);
+    ck_assert_uint_eq(p.c.rec.errors, 1);
+    ck_assert_int_eq(p.c.rec.error_code, DX_ECONNRESET);
+    ck_assert_str_eq(p.c.rec.error_name, "ECONNRESET");
+    ck_assert_uint_eq(p.c.rec.closes, 1);
+    ck_assert_uint_eq(p.c.secure, 0);
+    const dx_error *e = dx_stream_error(dx_tls_upper(p.c.t));
+    ck_assert_ptr_nonnull(strstr(dx_error_message(e), "before secure TLS connection"));
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* ---- verification ----------------------------------------------------------- */
+
+typedef struct vcase {
+    int cert;
+    const char *servername;
+    const char *code;
+} vcase;
+
+static const vcase vcases[] = {
+    {CERT_UNTRUSTED, "localhost", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY"},
+    {CERT_EXPIRED, "localhost", "CERT_HAS_EXPIRED"},
+    {CERT_FUTURE, "localhost", "CERT_NOT_YET_VALID"},
+    {CERT_SELF, "localhost", "DEPTH_ZERO_SELF_SIGNED_CERT"},
+    {CERT_EC, "wrong.test", "ERR_TLS_CERT_ALTNAME_INVALID"},
+    {CERT_NONAME, NULL, "ERR_TLS_CERT_ALTNAME_INVALID"}, /* "localhost" by default */
+};
+
+/* CL-08: a client refuses an unverified server with the verify code. */
+START_TEST(client_refuses_unverified_server_with_code)
+{
+    const vcase *v = &vcases[_i % 6];
+    const char *ver = versions[_i / 6];
+    dx_tls_ctx *cctx = client_ctx(ver), *sctx = server_ctx(v->cert, ver);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    if (v->servername)
+        ck_assert_int_eq(dx_tls_set_servername(p.c.t, v->servername), 0);
+    tp_start(&p);
+    ck_assert_uint_eq(p.c.secure, 0);
+    ck_assert_uint_eq(p.c.rec.errors, 1);
+    ck_assert_str_eq(p.c.rec.error_name, v->code);
+    ck_assert_str_eq(dx_error_layer(dx_stream_error(dx_tls_upper(p.c.t))), "tls");
+    ck_assert_msg(strstr(dx_error_detail(dx_stream_error(dx_tls_upper(p.c.t))), "alert sent"),
+                  "%s", dx_error_detail(dx_stream_error(dx_tls_upper(p.c.t))));
+    /* The server hears an alert, or the transport going away. */
+    ck_assert_uint_eq(p.s.rec.errors, 1);
+    ck_assert_uint_eq(p.s.secure, 0);
+    ck_assert_uint_eq(p.c.rec.closes + p.s.rec.closes, 2);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* M-02, M-03: with rejectUnauthorized false the same connection proceeds,
+ * is not authorized, says why, and carries data. */
+START_TEST(unverified_server_allowed_reports_why)
+{
+    const vcase *v = &vcases[_i];
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(v->cert, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    if (v->servername)
+        ck_assert_int_eq(dx_tls_set_servername(p.c.t, v->servername), 0);
+    ck_assert_int_eq(dx_tls_set_reject_unauthorized(p.c.t, false), 0);
+    tp_start(&p);
+    ck_assert_uint_eq(p.c.secure, 1);
+    ck_assert(!dx_tls_authorized(p.c.t));
+    ck_assert_str_eq(dx_tls_authorization_error(p.c.t), v->code);
+    ck_assert_int_ne(dx_tls_verify_result(p.c.t), 0);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "ok", 2), 0);
+    ck_assert_uint_eq(p.c.rec.received, 2);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* CL-11: a user identity check replaces the default: it can accept a name
+ * the certificate lacks, and refuse with its own error. */
+static int accept_all(dx_tls *t, const char *host, const dx_tls_cert *cert, dx_error **err,
+                      void *u)
+{
+    (void)t, (void)cert, (void)err;
+    ck_assert_str_eq(host, "wrong.test");
+    (*(int *)u)++;
+    return 0;
+}
+
+static int refuse_all(dx_tls *t, const char *host, const dx_tls_cert *cert, dx_error **err,
+                      void *u)
+{
+    (void)t, (void)host, (void)cert;
+    (*(int *)u)++;
+    *err = dx_error_new(DX_ETLS, "PINNING_FAILED", NULL, "pin mismatch");
+    return -1;
+}
+
+START_TEST(user_identity_check_replaces_the_default)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    int calls = 0;
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_servername(p.c.t, _i ? "localhost" : "wrong.test"), 0);
+    ck_assert_int_eq(dx_tls_set_check_identity(p.c.t, _i ? refuse_all : accept_all, &calls), 0);
+    tp_start(&p);
+    ck_assert_int_eq(calls, 1);
+    if (_i) {
+        ck_assert_uint_eq(p.c.rec.errors, 1);
+        ck_assert_str_eq(p.c.rec.error_name, "PINNING_FAILED");
+    } else {
+        ck_assert_uint_eq(p.c.secure, 1);
+        ck_assert(dx_tls_authorized(p.c.t));
+    }
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* S-05, S-06: a server that asks for a client certificate. */
+START_TEST(server_requests_client_certificate)
+{
+    /* _i: 0 client with a trusted cert; 1 none, refused; 2 none, allowed */
+    const char *ver = versions[_i / 3];
+    int mode = _i % 3;
+    ctx_opts co = {.cert = mode == 0 ? CERT_CLIENT : -1, .trust_ca = true, .min = ver, .max = ver};
+    dx_tls_ctx *cctx = make_ctx(&co), *sctx = server_ctx(CERT_EC, ver);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_request_cert(p.s.t, true), 0);
+    ck_assert_int_eq(dx_tls_set_reject_unauthorized(p.s.t, mode != 2), 0);
+    tp_start(&p);
+    tp_run(&p, both_secure, 5000);
+    if (mode == 0) {
+        ck_assert_uint_eq(p.s.secure, 1);
+        ck_assert(dx_tls_authorized(p.s.t));
+        ck_assert_ptr_null(dx_tls_authorization_error(p.s.t));
+    } else if (mode == 1) {
+        ck_assert_uint_eq(p.s.secure, 0);
+        ck_assert_uint_eq(p.s.rec.errors, 1);
+        ck_assert_uint_eq(p.c.rec.errors, 1);
+        /* TLS 1.3: the client was secure before the server refused it
+         * (pitfall 12). */
+        ck_assert_uint_eq(p.c.secure, _i / 3 == 1 ? 1u : 0u);
+        if (_i / 3 == 1)
+            ck_assert_str_eq(p.c.rec.error_name, "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED");
+    } else {
+        ck_assert_uint_eq(p.s.secure, 1);
+        ck_assert(!dx_tls_authorized(p.s.t));
+        ck_assert_str_eq(dx_tls_authorization_error(p.s.t), "UNABLE_TO_GET_ISSUER_CERT");
+    }
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* 3.8: versions that do not overlap fail on both sides. */
+START_TEST(version_mismatch_fails_both_sides)
+{
+    dx_tls_ctx *cctx = client_ctx("TLSv1.2"), *sctx = server_ctx(CERT_EC, "TLSv1.3");
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    tp_start(&p);
+    ck_assert_uint_eq(p.s.rec.errors, 1);
+    ck_assert_uint_eq(p.c.rec.errors, 1);
+    ck_assert_str_eq(p.s.rec.error_name, "ERR_SSL_UNSUPPORTED_PROTOCOL");
+    ck_assert_str_eq(p.c.rec.error_name, "ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION");
+    ck_assert_ptr_nonnull(strstr(dx_error_detail(dx_stream_error(dx_tls_upper(p.c.t))),
+                                 "alert received"));
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* 3.2: junk instead of a ClientHello fails the server with an SSL reason,
+ * and nothing is ever secure. */
+START_TEST(junk_instead_of_client_hello_fails_server)
+{
+    dx_tls_ctx *sctx = server_ctx(CERT_EC, NULL);
+    size_t live0 = h_alloc_live();
+    dx_tls *s;
+    h_rec r = {0};
+    ck_assert_int_eq(dx_tls_new(sctx, DX_TLS_SERVER, &s), 0);
+    h_rec_attach(&r, dx_tls_upper(s));
+    ck_assert_int_eq(dx_tls_start(s), 0);
+    const char *junk = _i ? "GET / HTTP/1.1\r\nHost: x\r\n\r\n" : "blah\nblah\nblah\nblah\n";
+    dx_stream_write(dx_tls_lower(s), junk, strlen(junk));
+    ck_assert_uint_eq(r.errors, 1);
+    ck_assert_uint_eq(r.closes, 1);
+    ck_assert_int_eq(r.error_code, DX_ETLS);
+    ck_assert_msg(strncmp(r.error_name, "ERR_SSL_", 8) == 0, "%s", r.error_name);
+    ck_assert(!dx_tls_is_secure(s));
+    dx_tls_destroy(s);
+    h_rec_assert_clean(&r);
+    h_rec_free(&r);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+
+/* ---- events ----------------------------------------------------------------- */
+
+/* E-03, E-04, M-18, CL-12: secure fires once; sessions come only after it
+ * (TLS 1.3: the tickets, TLS 1.2: one); one of them resumes a second
+ * connection, which then reports reuse. */
+START_TEST(session_event_resumes_next_connection)
+{
+    const char *ver = versions[_i];
+    dx_tls_ctx *cctx = client_ctx(ver), *sctx = server_ctx(CERT_EC, ver);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    /* TLS 1.3 tickets come after the handshake, with the first data. */
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "x", 1), 0);
+    ck_assert_uint_ge(p.c.sessions, 1);
+    ck_assert_uint_eq(p.s.sessions, 0); /* never on servers */
+    ck_assert(!dx_tls_session_reused(p.c.t));
+    uint8_t sess[8192];
+    size_t len = p.c.session_len;
+    memcpy(sess, p.c.session, len);
+    tp_close(&p);
+
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_servername(p.c.t, "localhost"), 0);
+    ck_assert_int_eq(dx_tls_set_session(p.c.t, sess, len), 0);
+    tp_start(&p);
+    ck_assert_uint_eq(p.c.secure, 1);
+    ck_assert(dx_tls_session_reused(p.c.t));
+    ck_assert(dx_tls_session_reused(p.s.t));
+    ck_assert(dx_tls_authorized(p.c.t));
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* E-01, SV-02, 3.15: both sides log the same TLS 1.3 secrets in NSS key
+ * log format. */
+START_TEST(keylog_lines_match_on_both_sides)
+{
+    dx_tls_ctx *cctx = client_ctx("TLSv1.3"), *sctx = server_ctx(CERT_EC, "TLSv1.3");
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    ck_assert_uint_eq(p.c.keylogs, 5);
+    ck_assert_uint_eq(p.s.keylogs, 5);
+    ck_assert_ptr_nonnull(strstr(p.c.keylog, "CLIENT_HANDSHAKE_TRAFFIC_SECRET "));
+    ck_assert_ptr_nonnull(strstr(p.c.keylog, "CLIENT_TRAFFIC_SECRET_0 "));
+    ck_assert_ptr_nonnull(strstr(p.c.keylog, "EXPORTER_SECRET "));
+    /* The same lines, in each side's order. */
+    for (char *line = p.c.keylog; *line;) {
+        char *nl = strchr(line, '\n');
+        *nl = '\0';
+        ck_assert_msg(strstr(p.s.keylog, line), "%s", line);
+        line = nl + 1;
+    }
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* S-03, M-05: the protocol trace goes to on_trace, not to stderr. */
+START_TEST(trace_reports_handshake_messages)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_trace(p.c.t, true), 0);
+    tp_start(&p);
+    ck_assert(p.c.trace_hello);
+    ck_assert(!p.s.trace_hello);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Destroying from inside on_secure is safe, and nothing follows. */
+START_TEST(destroy_inside_secure_is_safe)
+{
+    dx_tls_ctx *cctx = client_ctx(versions[_i]), *sctx = server_ctx(CERT_EC, versions[_i]);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    p.c.destroy_on_secure = true;
+    tp_start(&p);
+    ck_assert_uint_eq(p.c.secure, 1);
+    ck_assert_ptr_null(p.c.t);
+    ck_assert_uint_eq(p.c.rec.closes, 1);
+    /* The server sees the transport go: an error or an end, then close. */
+    ck_assert_uint_eq(p.s.rec.closes, 1);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+static void destroy_tls_on_data(h_rec *r, char ev)
+{
+    if (ev == H_EV_DATA) {
+        tside *sd = r->ctx;
+        dx_tls_destroy(sd->t);
+        sd->t = NULL;
+    }
+}
+
+/* Destroying from inside on_data (inside the filter's read loop). */
+START_TEST(destroy_inside_data_is_safe)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    p.s.rec.on_event = destroy_tls_on_data;
+    p.s.rec.ctx = &p.s;
+    static uint8_t big[100000];
+    /* The write may see the connection fail under it: no status check. */
+    dx_stream_write(dx_tls_upper(p.c.t), big, sizeof(big));
+    ck_assert_ptr_null(p.s.t);
+    ck_assert_uint_eq(p.s.rec.closes, 1);
+    ck_assert_uint_eq(p.c.rec.closes, 1);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* ---- writing --------------------------------------------------------------- */
+
+/* D-01: writes before the handshake are queued and sent after it, in
+ * order, with the end. */
+START_TEST(writes_before_handshake_are_sent_after)
+{
+    dx_tls_ctx *cctx = client_ctx(versions[_i]), *sctx = server_ctx(CERT_EC, versions[_i]);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    p.s.rec.keep_data = true;
+    dx_stream *up = dx_tls_upper(p.c.t);
+    ck_assert_int_eq(dx_stream_write(up, "hello ", 6), 0);
+    ck_assert_int_eq(dx_stream_write(up, "world", 5), 0);
+    ck_assert_int_eq(dx_stream_end(up), 0);
+    ck_assert_uint_eq(dx_stream_write_buffered(up), 11);
+    tp_start(&p);
+    ck_assert_uint_eq(p.s.rec.received, 11);
+    ck_assert_mem_eq(p.s.rec.data, "hello world", 11);
+    ck_assert_uint_eq(p.s.rec.ends, 1);
+    tp_run(&p, both_closed, 5000);
+    ck_assert_uint_eq(p.c.rec.errors + p.s.rec.errors, 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* D-02, pitfall 10: corked small writes become one record, uncorked ones
+ * one record each; writev is one record. */
+START_TEST(small_writes_coalesce_into_records)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    dx_stream *up = dx_tls_upper(p.c.t);
+    dx_tls_stats a, b, c;
+    dx_tls_get_stats(p.c.t, &a);
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(dx_stream_write(up, "0123456789", 10), 0);
+    dx_tls_get_stats(p.c.t, &b);
+    dx_stream_cork(up);
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(dx_stream_write(up, "0123456789", 10), 0);
+    dx_stream_uncork(up);
+    dx_tls_get_stats(p.c.t, &c);
+    uint64_t plain = b.enc_out - a.enc_out, corked = c.enc_out - b.enc_out;
+    /* 100 records of 10 bytes, each with a 22-byte overhead (TLS 1.3 AEAD) */
+    ck_assert_uint_ge(plain, 100 * (10 + 20));
+    ck_assert_uint_le(corked, 1000 + 30);
+    dx_iov v[50];
+    for (int i = 0; i < 50; i++)
+        v[i] = (dx_iov){"0123456789", 10};
+    ck_assert_int_eq(dx_stream_writev(up, v, 50), 0);
+    dx_tls_stats d;
+    dx_tls_get_stats(p.c.t, &d);
+    ck_assert_uint_le(d.enc_out - c.enc_out, 500 + 30);
+    ck_assert_uint_eq(p.s.rec.received, 2500);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* M-20, 3.4: the send fragment bounds every record; 511 and 16385 are
+ * refused. */
+START_TEST(max_send_fragment_bounds_records)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    ck_assert_int_eq(dx_tls_set_max_send_fragment(p.c.t, 511), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_set_max_send_fragment(p.c.t, 16385), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_set_max_send_fragment(p.c.t, 512), 0);
+    static uint8_t big[20000];
+    ck_assert_int_ge(dx_stream_write(dx_tls_upper(p.c.t), big, sizeof(big)), 0);
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(p.c.t)), 0);
+    ck_assert_uint_eq(p.s.rec.received, sizeof(big));
+    ck_assert_uint_le(p.s.rec.max_data_event, 512);
+    ck_assert_uint_eq(p.s.rec.ends, 1);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* 3.4, pitfall 11: a client that stops reading makes the server's writes
+ * report full through TLS and the transport; memory stays bounded; after
+ * resume every byte arrives. */
+static bool received_all(void *arg)
+{
+    xfer *x = arg;
+    return x->to->received >= x->total;
+}
+
+START_TEST(paused_reader_pushes_back_on_writer)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_connect(&p, _i ? H_PIPE : H_MEM, NULL, cctx, sctx);
+    dx_stream_pause(dx_tls_upper(p.c.t));
+    p.c.rec.verify = true;
+    p.c.rec.verify_seed = 5;
+    dx_stream *up = dx_tls_upper(p.s.t);
+    uint8_t buf[16384];
+    uint64_t sent = 0;
+    size_t base = h_alloc_live();
+    int rc = 0;
+    for (int i = 0; i < 2000 && rc != DX_FULL; i++) {
+        h_gen_fill(5, sent, buf, sizeof(buf));
+        rc = dx_stream_write(up, buf, sizeof(buf));
+        ck_assert_int_ge(rc, 0);
+        sent += sizeof(buf);
+        h_step(&p.ch, 1);
+    }
+    ck_assert_int_eq(rc, DX_FULL);
+    ck_assert_uint_lt(sent, 2 * 1024 * 1024);
+    ck_assert_uint_eq(p.c.rec.received, 0);
+    ck_assert_uint_lt(h_alloc_live() - base, 512 * 1024);
+    xfer x = {.p = &p, .to = &p.c.rec, .total = sent};
+    dx_stream_resume(dx_tls_upper(p.c.t));
+    ck_assert(h_run(&p.ch, received_all, &x, 10000));
+    ck_assert_uint_eq(p.c.rec.received, sent);
+    ck_assert(!p.c.rec.mismatch);
+    ck_assert_uint_ge(p.s.rec.drains, 1);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* D-04, nodejs/node#18973: writes after destroy fail cleanly; zero bytes
+ * is not an error. */
+START_TEST(write_after_destroy_and_empty_writes)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    dx_stream *up = dx_tls_upper(p.c.t);
+    ck_assert_int_eq(dx_stream_write(up, "", 0), 0);
+    dx_stream_destroy(up); /* aborts the connection; the handle lives on */
+    ck_assert_uint_eq(p.c.rec.closes, 1);
+    ck_assert_uint_eq(p.s.rec.closes, 1);
+    ck_assert_int_eq(dx_stream_write(up, "x", 1), DX_EDESTROYED);
+    ck_assert_ptr_null(dx_tls_protocol(p.c.t));
+    ck_assert_ptr_null(dx_tls_peer_cert(p.c.t));
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* ---- time ------------------------------------------------------------------- */
+
+static uint64_t fake_now;
+static uint64_t fake_clock(void *arg)
+{
+    (void)arg;
+    return fake_now;
+}
+
+/* S-04, pitfall 15: the handshake timeout is a deadline the host drives;
+ * when it passes the connection fails and the transport goes. */
+START_TEST(handshake_timeout_fires_from_driven_clock)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    fake_now = 1000;
+    ck_assert_int_eq(dx_tls_set_clock(p.c.t, fake_clock, NULL), 0);
+    ck_assert_int_eq(dx_tls_set_handshake_timeout(p.c.t, 50), 0);
+    ck_assert_uint_eq(dx_tls_deadline(p.c.t), DX_TLS_NO_DEADLINE);
+    ck_assert_int_eq(dx_tls_start(p.c.t), 0); /* the server never answers */
+    ck_assert_uint_eq(dx_tls_deadline(p.c.t), 1050);
+    ck_assert_uint_eq(p.c.deadline, 1050);
+    fake_now = 1049;
+    dx_tls_check_timeouts(p.c.t);
+    ck_assert_uint_eq(p.c.rec.errors, 0);
+    fake_now = 1050;
+    dx_tls_check_timeouts(p.c.t);
+    ck_assert_uint_eq(p.c.rec.errors, 1);
+    ck_assert_int_eq(p.c.rec.error_code, DX_ETIMEDOUT);
+    ck_assert_str_eq(p.c.rec.error_name, "ERR_TLS_HANDSHAKE_TIMEOUT");
+    ck_assert(dx_stream_state(p.ch.a) & DX_STREAM_CLOSED); /* the transport went */
+    ck_assert_uint_eq(dx_tls_deadline(p.c.t), DX_TLS_NO_DEADLINE);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* D-12: the idle timeout fires after silence, again after more, is pushed
+ * back by traffic, and leaves the connection open. */
+START_TEST(idle_timeout_fires_after_silence)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    fake_now = 5000;
+    ck_assert_int_eq(dx_tls_set_clock(p.s.t, fake_clock, NULL), 0);
+    ck_assert_int_eq(dx_tls_set_idle_timeout(p.s.t, 100), 0);
+    ck_assert_uint_eq(dx_tls_deadline(p.s.t), 5100);
+    fake_now = 5060;
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "x", 1), 0);
+    ck_assert_uint_eq(dx_tls_deadline(p.s.t), 5160);
+    fake_now = 5100;
+    dx_tls_check_timeouts(p.s.t);
+    ck_assert_uint_eq(p.s.timeouts, 0);
+    fake_now = 5160;
+    dx_tls_check_timeouts(p.s.t);
+    ck_assert_uint_eq(p.s.timeouts, 1);
+    fake_now = 5260;
+    dx_tls_check_timeouts(p.s.t);
+    ck_assert_uint_eq(p.s.timeouts, 2);
+    ck_assert(dx_tls_is_secure(p.s.t));
+    ck_assert_int_eq(dx_tls_set_idle_timeout(p.s.t, 0), 0);
+    ck_assert_uint_eq(dx_tls_deadline(p.s.t), DX_TLS_NO_DEADLINE);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* ---- shapes -------------------------------------------------------------------- */
+
+/* Pitfall 3, 3.1 delayed attach: bytes read from the transport before the
+ * filter existed are handed in first. */
+START_TEST(prefix_bytes_read_before_attach_are_used)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    size_t live0 = h_alloc_live();
+    dx_stream *a, *b;
+    ck_assert_int_eq(dx_pair_new(NULL, &a, &b), 0);
+    tside c = {0}, sv = {0};
+    side_new(&c, cctx, DX_TLS_CLIENT);
+    ck_assert_int_eq(dx_tls_attach(c.t, a), 0);
+    /* A sniffer reads the first bytes of the ClientHello from b. */
+    h_rec sniff = {0};
+    sniff.keep_data = true;
+    h_rec_attach(&sniff, b);
+    ck_assert_int_eq(dx_tls_start(c.t), 0);
+    ck_assert_uint_gt(sniff.received, 5);
+    ck_assert_uint_eq(sniff.data[0], 0x16); /* a handshake record */
+    dx_stream_set_events(b, NULL, NULL);
+    side_new(&sv, sctx, DX_TLS_SERVER);
+    ck_assert_int_eq(dx_tls_prefix(sv.t, sniff.data, sniff.len), 0);
+    ck_assert_int_eq(dx_tls_attach(sv.t, b), 0);
+    ck_assert_int_eq(dx_tls_start(sv.t), 0);
+    ck_assert_int_eq(dx_tls_prefix(sv.t, "x", 1), DX_ESTATE);
+    ck_assert_uint_eq(c.secure, 1);
+    ck_assert_uint_eq(sv.secure, 1);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(c.t), "hi", 2), 0);
+    ck_assert_uint_eq(sv.rec.received, 2);
+    dx_tls_destroy(c.t);
+    dx_tls_destroy(sv.t);
+    h_rec_free(&sniff);
+    h_rec_free(&c.rec);
+    h_rec_free(&sv.rec);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* P-01..P-04: the SecurePair shape: the two lower streams joined directly,
+ * no transport at all. */
+START_TEST(secure_pair_shape_without_transport)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_RSA, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, true);
+    tp_start(&p);
+    ck_assert(p.c.secure && p.s.secure);
+    ck_assert_ptr_eq(dx_tls_from_stream(dx_tls_upper(p.c.t)), p.c.t);
+    ck_assert_ptr_eq(dx_tls_from_stream(dx_tls_lower(p.s.t)), p.s.t);
+    transfer_both(&p, 1024 * 1024);
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(p.c.t)), 0);
+    tp_run(&p, both_closed, 1000);
+    ck_assert_uint_eq(p.c.rec.errors + p.s.rec.errors, 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* 3.1 inception: TLS inside TLS moves data byte-exactly and ends cleanly. */
+START_TEST(tls_inside_tls_moves_data_exactly)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair outer, inner;
+    tp_connect(&outer, _i ? H_PIPE : H_MEM, NULL, cctx, sctx);
+    memset(&inner, 0, sizeof(inner));
+    inner.live0 = h_alloc_live();
+    inner.ch = outer.ch; /* the loop is the outer channel's */
+    side_new(&inner.c, cctx, DX_TLS_CLIENT);
+    side_new(&inner.s, sctx, DX_TLS_SERVER);
+    h_rec_free(&outer.c.rec);
+    h_rec_free(&outer.s.rec);
+    memset(&outer.c.rec, 0, sizeof(outer.c.rec));
+    memset(&outer.s.rec, 0, sizeof(outer.s.rec));
+    /* The inner connection's transports are the outer cleartext streams. */
+    ck_assert_int_eq(dx_tls_attach(inner.c.t, dx_tls_upper(outer.c.t)), 0);
+    ck_assert_int_eq(dx_tls_attach(inner.s.t, dx_tls_upper(outer.s.t)), 0);
+    ck_assert_int_eq(dx_tls_set_servername(inner.c.t, "server.test"), 0);
+    tp_start(&inner);
+    tp_run(&inner, both_secure, 5000);
+    ck_assert(inner.c.secure && inner.s.secure);
+    transfer_both(&inner, 512 * 1024);
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(inner.c.t)), 0);
+    tp_run(&inner, both_closed, 5000);
+    ck_assert_uint_eq(inner.c.rec.errors + inner.s.rec.errors, 0);
+    dx_tls_destroy(inner.c.t);
+    dx_tls_destroy(inner.s.t);
+    h_rec_free(&inner.c.rec);
+    h_rec_free(&inner.s.rec);
+    outer.live0 = inner.live0 < outer.live0 ? inner.live0 : outer.live0;
+    dx_tls_destroy(outer.c.t);
+    dx_tls_destroy(outer.s.t);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* ---- introspection -------------------------------------------------------------- */
+
+/* M-08..M-17, 3.14: what each side can tell about the connection. */
+START_TEST(introspection_after_handshake)
+{
+    const char *ver = versions[_i];
+    dx_tls_ctx *cctx = client_ctx(ver), *sctx = server_ctx(CERT_EC, ver);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_str_eq(dx_tls_protocol(p.c.t), "unknown");
+    uint8_t k1[32], k2[32], k3[32];
+    ck_assert_int_eq(dx_tls_export_keying_material(p.c.t, k1, 32, "EXPORTER-test", NULL, 0),
+                     DX_ESTATE);
+    ck_assert_uint_eq(dx_tls_finished(p.c.t, k1, sizeof(k1)), 0);
+    dx_tls_cipher_info ci;
+    ck_assert_int_eq(dx_tls_cipher(p.c.t, &ci), DX_ESTATE);
+    ck_assert_int_eq(dx_tls_set_servername(p.c.t, "server.test"), 0);
+    tp_start(&p);
+    ck_assert(p.c.secure && p.s.secure);
+    ck_assert_str_eq(dx_tls_servername(p.c.t), "server.test");
+    ck_assert_str_eq(dx_tls_servername(p.s.t), "server.test");
+    ck_assert_int_eq(dx_tls_get_role(p.s.t), DX_TLS_SERVER);
+    /* Finished messages cross over. */
+    uint8_t f1[64], f2[64];
+    size_t n1 = dx_tls_finished(p.c.t, f1, sizeof(f1));
+    size_t n2 = dx_tls_peer_finished(p.s.t, f2, sizeof(f2));
+    ck_assert_uint_gt(n1, 0);
+    ck_assert_uint_eq(n1, n2);
+    ck_assert_mem_eq(f1, f2, n1);
+    n1 = dx_tls_finished(p.s.t, f1, sizeof(f1));
+    n2 = dx_tls_peer_finished(p.c.t, f2, sizeof(f2));
+    ck_assert_uint_eq(n1, n2);
+    ck_assert_mem_eq(f1, f2, n1);
+    /* Keying material agrees; a context, even empty, changes it. */
+    ck_assert_int_eq(dx_tls_export_keying_material(p.c.t, k1, 32, "EXPORTER-test", NULL, 0), 0);
+    ck_assert_int_eq(dx_tls_export_keying_material(p.s.t, k2, 32, "EXPORTER-test", NULL, 0), 0);
+    ck_assert_mem_eq(k1, k2, 32);
+    ck_assert_int_eq(dx_tls_export_keying_material(p.c.t, k3, 32, "EXPORTER-test", "", 0), 0);
+    if (_i == 0) /* TLS 1.3 treats no context as an empty one (RFC 8446 7.5) */
+        ck_assert(memcmp(k1, k3, 32) != 0);
+    ck_assert_int_eq(dx_tls_export_keying_material(p.c.t, k3, 0, "EXPORTER-test", NULL, 0),
+                     DX_EINVAL);
+    /* Key exchange: X25519 by default, 253 bits as Node reports. */
+    dx_tls_kex_info kx;
+    ck_assert_int_eq(dx_tls_ephemeral_key(p.c.t, &kx), 0);
+    ck_assert_str_eq(kx.type, "ECDH");
+    ck_assert_str_eq(kx.name, "X25519");
+    ck_assert_int_eq(kx.bits, 253);
+    ck_assert_ptr_nonnull(dx_tls_shared_sigalg(p.s.t, 0));
+    ck_assert_ptr_nonnull(strstr(dx_tls_shared_sigalg(p.s.t, 0), "+"));
+    ck_assert_ptr_null(dx_tls_shared_sigalg(p.s.t, 1000));
+    ck_assert_int_eq(dx_tls_cipher(p.s.t, &ci), 0);
+    ck_assert_ptr_nonnull(ci.standard_name);
+    ck_assert_str_eq(ci.version, _i ? "TLSv1.3" : "TLSv1.2");
+    /* Certificates: the client sees the server's and its chain to the CA. */
+    ck_assert_ptr_nonnull(dx_tls_peer_cert(p.c.t));
+    ck_assert_ptr_null(dx_tls_peer_cert(p.s.t)); /* the client sent none */
+    ck_assert_ptr_nonnull(dx_tls_local_cert(p.s.t));
+    ck_assert_ptr_null(dx_tls_local_cert(p.c.t));
+    /* 3.6: what the client sees is what the server presented. */
+    ck_assert_str_eq(dx_tls_cert_fingerprint(dx_tls_peer_cert(p.c.t), DX_TLS_SHA256),
+                     dx_tls_cert_fingerprint(dx_tls_local_cert(p.s.t), DX_TLS_SHA256));
+    ck_assert_str_eq(dx_tls_name_get(dx_tls_cert_subject(dx_tls_peer_cert(p.c.t)), "CN", 0),
+                     "server");
+    ck_assert_str_eq(dx_tls_cert_nist_curve(dx_tls_peer_cert(p.c.t)), "P-256");
+    ck_assert_uint_eq(dx_tls_peer_chain_length(p.c.t), 2);
+    ck_assert(dx_tls_cert_is_ca(dx_tls_peer_chain(p.c.t, 1)));
+    ck_assert(dx_tls_cert_is_self_issued(dx_tls_peer_chain(p.c.t, 1)));
+    ck_assert_ptr_nonnull(dx_tls_peer_chain(p.c.t, 1));
+    ck_assert_ptr_null(dx_tls_peer_chain(p.c.t, 2));
+    /* The session as bytes, with the caller's buffer too small first. */
+    size_t len = 0;
+    ck_assert_int_eq(dx_tls_get_session(p.c.t, NULL, 0, &len), DX_ENOBUFS);
+    ck_assert_uint_gt(len, 0);
+    uint8_t sess[8192];
+    ck_assert_int_eq(dx_tls_get_session(p.c.t, sess, sizeof(sess), &len), 0);
+    ck_assert_ptr_nonnull(dx_tls_openssl(p.c.t));
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* ---- misuse ------------------------------------------------------------------- */
+
+START_TEST(calls_out_of_order_are_refused)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    size_t live0 = h_alloc_live();
+    dx_tls *c, *s;
+    ck_assert_int_eq(dx_tls_new(NULL, DX_TLS_CLIENT, &c), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_new(cctx, (dx_tls_role)7, &c), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, NULL), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &c), 0);
+    ck_assert_int_eq(dx_tls_new(sctx, DX_TLS_SERVER, &s), 0);
+    ck_assert_int_eq(dx_tls_set_servername(s, "a.test"), DX_EINVAL); /* M-23 */
+    ck_assert_int_eq(dx_tls_set_request_cert(c, true), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_set_session(c, "garbage", 7), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_set_servername(c, ""), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_attach(c, NULL), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_attach(c, dx_tls_upper(c)), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_start(c), 0);
+    ck_assert_int_eq(dx_tls_start(c), DX_ESTATE);
+    dx_stream *pa, *pb;
+    ck_assert_int_eq(dx_pair_new(NULL, &pa, &pb), 0);
+    ck_assert_int_eq(dx_tls_attach(c, pa), DX_ESTATE); /* the transport stays ours */
+    dx_stream_destroy(pa);
+    dx_stream_destroy(pb);
+    ck_assert_int_eq(dx_tls_set_servername(c, "a.test"), DX_ESTATE);
+    ck_assert_int_eq(dx_tls_set_reject_unauthorized(c, false), DX_ESTATE);
+    ck_assert_int_eq(dx_tls_prefix(c, "x", 1), DX_ESTATE);
+    ck_assert_ptr_null(dx_tls_from_stream(NULL));
+    ck_assert(!dx_tls_is_secure(c));
+    ck_assert(!dx_tls_authorized(NULL));
+    ck_assert_ptr_null(dx_tls_protocol(NULL));
+    dx_tls_destroy(c);
+    dx_tls_destroy(s);
+    dx_tls_destroy(NULL);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* P-06: creating and destroying many connections leaks nothing. */
+START_TEST(many_connections_created_and_destroyed)
+{
+    dx_tls_ctx *sctx = server_ctx(CERT_EC, NULL);
+    size_t live0 = h_alloc_live();
+    for (int i = 0; i < 2000; i++) {
+        dx_tls *t;
+        ck_assert_int_eq(dx_tls_new(sctx, i & 1 ? DX_TLS_SERVER : DX_TLS_CLIENT, &t), 0);
+        if (i % 3 == 0)
+            ck_assert_int_eq(dx_tls_start(t), 0);
+        dx_tls_destroy(t);
+    }
+    ck_assert_uint_eq(h_alloc_live(), live0);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+
+/* ---- pitfalls (checklist section 2) ---------------------------------------- */
+
+/* Pitfall 5: nothing is written to the transport before dx_tls_start(),
+ * so a transport that fails at once is reported through the events. */
+START_TEST(no_transport_io_before_start)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL);
+    size_t live0 = h_alloc_live();
+    dx_stream *a, *b;
+    ck_assert_int_eq(dx_pair_new(NULL, &a, &b), 0);
+    h_rec peer = {0}, up = {0};
+    h_rec_attach(&peer, b);
+    dx_tls *c;
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &c), 0);
+    ck_assert_int_eq(dx_tls_attach(c, a), 0);
+    ck_assert_uint_eq(peer.received, 0);
+    dx_stream_destroy(b); /* writes to a now fail with EPIPE */
+    h_rec_attach(&up, dx_tls_upper(c));
+    ck_assert_int_eq(dx_tls_start(c), 0);
+    ck_assert_uint_eq(up.errors, 1);
+    ck_assert_uint_eq(up.closes, 1);
+    dx_tls_destroy(c);
+    h_rec_assert_clean(&up);
+    h_rec_free(&up);
+    h_rec_free(&peer);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* Pitfall 2: attaching to a transport that already ended is seen at once. */
+START_TEST(attach_to_ended_transport_is_seen)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL);
+    size_t live0 = h_alloc_live();
+    dx_stream *a, *b;
+    ck_assert_int_eq(dx_pair_new(NULL, &a, &b), 0);
+    ck_assert_int_eq(dx_pair_inject_end(a), 0);
+    dx_tls *c;
+    h_rec up = {0};
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &c), 0);
+    h_rec_attach(&up, dx_tls_upper(c));
+    ck_assert_int_eq(dx_tls_attach(c, a), 0);
+    ck_assert_int_eq(dx_tls_start(c), 0);
+    ck_assert_uint_eq(up.errors, 1);
+    ck_assert_str_eq(up.error_name, "ECONNRESET");
+    ck_assert_uint_eq(up.closes, 1);
+    dx_tls_destroy(c);
+    dx_stream_destroy(b);
+    h_rec_assert_clean(&up);
+    h_rec_free(&up);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* Pitfall 16: the server name is readable in the error callback of a
+ * failed handshake. */
+static void check_servername_on_error(h_rec *r, char ev)
+{
+    if (ev == H_EV_ERROR) {
+        tside *sd = r->ctx;
+        const char *name = dx_tls_servername(sd->t);
+        ck_assert_ptr_nonnull(name);
+        ck_assert_str_eq(name, "server.test");
+        sd->keylogs = 1000; /* marks the check as done */
+    }
+}
+
+START_TEST(servername_readable_in_error_callback)
+{
+    ctx_opts co = {.cert = -1, .trust_ca = true};
+    dx_tls_ctx *cctx = make_ctx(&co), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_servername(p.c.t, "server.test"), 0);
+    ck_assert_int_eq(dx_tls_set_request_cert(p.s.t, true), 0);
+    p.s.rec.on_event = check_servername_on_error;
+    p.s.rec.ctx = &p.s;
+    tp_start(&p);
+    ck_assert_uint_eq(p.s.rec.errors, 1);
+    ck_assert_uint_eq(p.s.keylogs, 1000);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Pitfall 1, nodejs/node#14605: a peer that destroys (not ends) its side
+ * is seen by ours: data before it intact, then an error and close. */
+START_TEST(peer_destroy_reaches_the_other_side)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_connect(&p, _i ? H_PIPE : H_MEM, NULL, cctx, sctx);
+    p.c.rec.keep_data = true;
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "last words", 10), 0);
+    dx_tls_destroy(p.s.t); /* and with it its transport */
+    p.s.t = NULL;
+    p.ch.b = NULL;
+    tp_run(&p, both_closed, 5000);
+    ck_assert_uint_eq(p.c.rec.received, 10);
+    ck_assert_mem_eq(p.c.rec.data, "last words", 10);
+    ck_assert_uint_eq(p.c.rec.errors, 1);
+    ck_assert_uint_eq(p.c.rec.closes, 1);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+
+/* The release-buffers policy: an idle connection holds no record buffers. */
+START_TEST(release_buffers_shrinks_idle_connections)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    size_t held[2];
+    for (int release = 0; release < 2; release++) {
+        size_t before = h_ossl_live();
+        tpair p;
+        tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+        ck_assert_int_eq(dx_tls_set_release_buffers(p.s.t, release), 0);
+        ck_assert_int_eq(dx_tls_set_release_buffers(p.c.t, release), 0);
+        tp_start(&p);
+        ck_assert(p.c.secure && p.s.secure);
+        static uint8_t big[64 * 1024];
+        ck_assert_int_ge(dx_stream_write(dx_tls_upper(p.c.t), big, sizeof(big)), 0);
+        ck_assert_int_ge(dx_stream_write(dx_tls_upper(p.s.t), big, sizeof(big)), 0);
+        ck_assert_uint_eq(p.s.rec.received, sizeof(big));
+        held[release] = h_ossl_live() - before;
+        tp_close(&p);
+    }
+    /* Two connections, each side with a read and a write buffer of about
+     * 17 KiB released. */
+    ck_assert_msg(held[1] + 2 * 32 * 1024 < held[0], "idle: %zu kept, %zu released",
+                  held[0], held[1]);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+
+/* C-02, 3.5: the server's chain reaches the client: with the intermediate
+ * it verifies (chain of three), without it the client cannot find the
+ * issuer; a chain given in the wrong order is refused when the context is
+ * built. */
+static dx_tls_ctx *chain_ctx(bool with_inter, bool reversed, dx_error **err)
+{
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    char chain[8192];
+    const char *leaf = dx_pki_cert_pem(certs[CERT_VIA_INTER]), *mid = dx_pki_cert_pem(inter);
+    snprintf(chain, sizeof(chain), "%s%s", reversed ? mid : leaf,
+             with_inter ? (reversed ? leaf : mid) : "");
+    const char *key = dx_pki_key_pem(certs[CERT_VIA_INTER]);
+    ck_assert_int_eq(dx_tls_config_add_cert(cfg, chain, strlen(chain), key, strlen(key), NULL), 0);
+    dx_tls_ctx *ctx = NULL;
+    dx_tls_ctx_new(cfg, &ctx, err);
+    dx_tls_config_free(cfg);
+    return ctx;
+}
+
+START_TEST(server_chain_with_and_without_intermediate)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL);
+    dx_error *err = NULL;
+    ck_assert_ptr_null(chain_ctx(true, true, &err));
+    ck_assert_ptr_nonnull(err);
+    ck_assert_ptr_nonnull(strstr(dx_error_message(err), "key"));
+    dx_error_free(err);
+    for (int with = 0; with < 2; with++) {
+        dx_tls_ctx *sctx = chain_ctx(with, false, NULL);
+        ck_assert_ptr_nonnull(sctx);
+        tpair p;
+        tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+        ck_assert_int_eq(dx_tls_set_reject_unauthorized(p.c.t, false), 0);
+        tp_start(&p);
+        ck_assert_uint_eq(p.c.secure, 1);
+        if (with) {
+            ck_assert(dx_tls_authorized(p.c.t));
+            ck_assert_uint_eq(dx_tls_peer_chain_length(p.c.t), 3);
+        } else {
+            ck_assert_str_eq(dx_tls_authorization_error(p.c.t),
+                             "UNABLE_TO_GET_ISSUER_CERT_LOCALLY");
+        }
+        tp_close(&p);
+        dx_tls_ctx_unref(sctx);
+    }
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* Pitfall 9: destroying a connection whose transport still holds a write
+ * that the peer does not read is safe and frees everything. */
+START_TEST(destroy_with_transport_write_pending)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_connect(&p, H_PIPE, NULL, cctx, sctx);
+    dx_stream_pause(dx_tls_upper(p.s.t));
+    static uint8_t big[256 * 1024];
+    int rc = 0;
+    for (int i = 0; i < 64 && rc != DX_FULL; i++) {
+        rc = dx_stream_write(dx_tls_upper(p.c.t), big, sizeof(big));
+        h_step(&p.ch, 1);
+    }
+    ck_assert_int_eq(rc, DX_FULL);
+    ck_assert_uint_gt(dx_stream_write_buffered(p.ch.a), 0);
+    dx_tls_destroy(p.c.t);
+    p.c.t = NULL;
+    p.ch.a = NULL;
+    dx_stream_resume(dx_tls_upper(p.s.t));
+    tp_run(&p, both_closed, 5000);
+    ck_assert_uint_eq(p.s.rec.closes, 1);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+
+/* ---- protocol choices (3.8) ----------------------------------------------- */
+
+/* Runs one handshake between contexts made from co and so; returns the
+ * pair, handshake done or failed. */
+static void handshake_with(tpair *p, const ctx_opts *co, const ctx_opts *so)
+{
+    size_t live0 = h_alloc_live();
+    dx_tls_ctx *cctx = make_ctx(co), *sctx = make_ctx(so);
+    tp_open(p, H_MEM, NULL, cctx, sctx, false);
+    p->live0 = live0;
+    tp_start(p);
+    dx_tls_ctx_unref(cctx); /* the connections hold their own references */
+    dx_tls_ctx_unref(sctx);
+}
+
+/* C-04, C-09, M-08: the shared cipher is chosen identically on both ends;
+ * the server's order wins unless it honours the client's. */
+START_TEST(cipher_choice_follows_the_preference)
+{
+    static const char *const want[] = {"ECDHE-ECDSA-AES256-GCM-SHA384",
+                                       "ECDHE-ECDSA-AES128-GCM-SHA256"};
+    ctx_opts co = {.cert = -1, .trust_ca = true, .max = "TLSv1.2",
+                   .ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384"};
+    ctx_opts so = {.cert = CERT_EC, .trust_ca = true, .max = "TLSv1.2",
+                   .ciphers = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256",
+                   .client_order = _i};
+    tpair p;
+    handshake_with(&p, &co, &so);
+    dx_tls_cipher_info c, s;
+    ck_assert_int_eq(dx_tls_cipher(p.c.t, &c), 0);
+    ck_assert_int_eq(dx_tls_cipher(p.s.t, &s), 0);
+    ck_assert_str_eq(c.name, want[_i]);
+    ck_assert_str_eq(s.name, want[_i]);
+    ck_assert_str_eq(c.version, "TLSv1.2");
+    ck_assert_str_eq(c.standard_name, _i ? "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+                                          : "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384");
+    tp_close(&p);
+}
+END_TEST
+
+/* 3.8: no shared cipher fails the handshake on both ends. */
+START_TEST(no_shared_cipher_fails_both)
+{
+    ctx_opts co = {.cert = -1, .trust_ca = true, .max = "TLSv1.2",
+                   .ciphers = "ECDHE-RSA-AES128-GCM-SHA256"};
+    ctx_opts so = {.cert = CERT_EC, .trust_ca = true, .max = "TLSv1.2",
+                   .ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256"};
+    tpair p;
+    handshake_with(&p, &co, &so);
+    ck_assert_str_eq(p.s.rec.error_name, "ERR_SSL_NO_SHARED_CIPHER");
+    ck_assert_str_eq(p.c.rec.error_name, "ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE");
+    tp_close(&p);
+}
+END_TEST
+
+/* C-08, M-09: the group decides the ephemeral key the client sees. */
+START_TEST(groups_decide_the_ephemeral_key)
+{
+    /* In TLS 1.2 the groups also bound the curve of an ECDSA certificate:
+     * P-256 stays in the list there. */
+    static const struct {
+        const char *groups, *version, *name;
+        int bits;
+    } g[] = {{"P-256", NULL, "prime256v1", 256},
+             {"P-384", NULL, "secp384r1", 384},
+             {"X25519", NULL, "X25519", 253},
+             {"P-256", "TLSv1.2", "prime256v1", 256},
+             {"X25519:P-256", "TLSv1.2", "X25519", 253}};
+    ctx_opts co = {.cert = -1, .trust_ca = true, .groups = g[_i].groups, .max = g[_i].version};
+    ctx_opts so = {.cert = CERT_EC, .trust_ca = true};
+    tpair p;
+    handshake_with(&p, &co, &so);
+    dx_tls_kex_info k;
+    ck_assert_int_eq(dx_tls_ephemeral_key(p.c.t, &k), 0);
+    ck_assert_str_eq(k.type, "ECDH");
+    ck_assert_str_eq(k.name, g[_i].name);
+    ck_assert_int_eq(k.bits, g[_i].bits);
+    tp_close(&p);
+}
+END_TEST
+
+/* C-03, M-15: shared signature algorithms; none in common fails. */
+START_TEST(sigalgs_shared_or_refused)
+{
+    ctx_opts co = {.cert = -1, .trust_ca = true, .sigalgs = _i ? "RSA-PSS+SHA256" : "ECDSA+SHA256"};
+    ctx_opts so = {.cert = CERT_EC, .trust_ca = true};
+    tpair p;
+    handshake_with(&p, &co, &so);
+    if (_i) {
+        ck_assert_uint_eq(p.s.rec.errors, 1);
+        ck_assert_uint_eq(p.c.rec.errors, 1);
+    } else {
+        ck_assert_str_eq(dx_tls_shared_sigalg(p.s.t, 0), "ECDSA+SHA256");
+        ck_assert_ptr_null(dx_tls_shared_sigalg(p.s.t, 1));
+    }
+    tp_close(&p);
+}
+END_TEST
+
+/* 3.15: TLS 1.2 key log lines (CLIENT_RANDOM) are the same on both sides. */
+START_TEST(keylog_tls12_client_random)
+{
+    dx_tls_ctx *cctx = client_ctx("TLSv1.2"), *sctx = server_ctx(CERT_EC, "TLSv1.2");
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    ck_assert_uint_eq(p.c.keylogs, 1);
+    ck_assert_uint_eq(p.s.keylogs, 1);
+    ck_assert_str_eq(p.c.keylog, p.s.keylog);
+    ck_assert_int_eq(strncmp(p.c.keylog, "CLIENT_RANDOM ", 14), 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* M-17: a TLS 1.3 client holds its ticket once one came; servers never. */
+START_TEST(ticket_bytes_on_the_client)
+{
+    dx_tls_ctx *cctx = client_ctx("TLSv1.3"), *sctx = server_ctx(CERT_EC, "TLSv1.3");
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "x", 1), 0);
+    uint8_t buf[4096];
+    size_t len = 0;
+    ck_assert_int_eq(dx_tls_get_ticket(p.c.t, buf, sizeof(buf), &len), 0);
+    ck_assert_uint_gt(len, 16);
+    ck_assert_int_eq(dx_tls_get_ticket(p.s.t, buf, sizeof(buf), &len), DX_ENOTSUP);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* 3.2: a record with a bad version injected into an open connection fails
+ * the receiver with ERR_SSL_WRONG_VERSION_NUMBER; no data is delivered. */
+START_TEST(bad_record_mid_connection_fails_receiver)
+{
+    dx_tls_ctx *cctx = client_ctx(versions[_i]), *sctx = server_ctx(CERT_EC, versions[_i]);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    static const uint8_t rec[] = {0x17, 0x09, 0x09, 0x00, 0x05, 'h', 'e', 'l', 'l', 'o'};
+    ck_assert_int_eq(dx_stream_write(dx_tls_lower(p.s.t), rec, sizeof(rec)), DX_ETLS);
+    ck_assert_uint_eq(p.s.rec.errors, 1);
+    ck_assert_str_eq(p.s.rec.error_name, "ERR_SSL_WRONG_VERSION_NUMBER");
+    ck_assert_uint_eq(p.s.rec.received, 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+
+/* Bad input from the allocator: every allocation of libduplex's that can
+ * fail, failing in turn through a connection's making, handshake and
+ * close, ends in success or a clean error; nothing leaks. */
+START_TEST(allocation_failures_end_cleanly)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    bool succeeded = false;
+    for (long n = 0; n < 400 && !succeeded; n++) {
+        size_t live0 = h_alloc_live();
+        h_alloc_fail_from(n);
+        dx_stream *a = NULL, *b = NULL;
+        dx_tls *c = NULL, *sv = NULL;
+        h_rec rc = {0}, rs = {0};
+        if (dx_pair_new(NULL, &a, &b) == 0 && dx_tls_new(cctx, DX_TLS_CLIENT, &c) == 0 &&
+            dx_tls_new(sctx, DX_TLS_SERVER, &sv) == 0) {
+            h_rec_attach(&rc, dx_tls_upper(c));
+            h_rec_attach(&rs, dx_tls_upper(sv));
+            int r1 = dx_tls_attach(c, a);
+            a = NULL;
+            int r2 = dx_tls_attach(sv, b);
+            b = NULL;
+            if (r1 == 0 && r2 == 0 && dx_tls_start(sv) == 0 && dx_tls_start(c) == 0 &&
+                dx_stream_write(dx_tls_upper(c), "ping", 4) >= 0 &&
+                dx_stream_end(dx_tls_upper(c)) == 0)
+                succeeded = rs.received == 4 && rc.closes && rs.closes && !rc.errors &&
+                            !rs.errors;
+            /* Each side either worked or failed with a code, once. */
+            ck_assert_uint_le(rc.errors, 1);
+            ck_assert_uint_le(rs.errors, 1);
+        }
+        h_alloc_fail_from(-1);
+        dx_tls_destroy(c);
+        dx_tls_destroy(sv);
+        dx_stream_destroy(a);
+        dx_stream_destroy(b);
+        h_rec_assert_clean(&rc);
+        h_rec_assert_clean(&rs);
+        h_rec_free(&rc);
+        h_rec_free(&rs);
+        ck_assert_msg(h_alloc_live() == live0, "n=%ld: %zu bytes leaked", n,
+                      h_alloc_live() - live0);
+    }
+    ck_assert(succeeded);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+
+/* In the SecurePair shape the peer answers inside our failure: each side
+ * still reports its own error. */
+START_TEST(secure_pair_failure_reports_own_error)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_UNTRUSTED, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, true);
+    tp_start(&p);
+    ck_assert_str_eq(p.c.rec.error_name, "UNABLE_TO_GET_ISSUER_CERT_LOCALLY");
+    ck_assert_str_eq(p.s.rec.error_name, "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA");
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* A refusing identity callback that gives no reason still refuses. */
+static int refuse_silently(dx_tls *t, const char *host, const dx_tls_cert *cert,
+                           dx_error **err, void *u)
+{
+    (void)t, (void)host, (void)cert, (void)err, (void)u;
+    return 1;
+}
+
+START_TEST(identity_refusal_without_reason_refuses)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_check_identity(p.c.t, refuse_silently, NULL), 0);
+    tp_start(&p);
+    ck_assert_uint_eq(p.c.secure, 0);
+    ck_assert_str_eq(p.c.rec.error_name, "ERR_TLS_CERT_ALTNAME_INVALID");
+    ck_assert_int_eq(dx_tls_attach(p.c.t, p.ch.a), DX_EINVAL); /* attached already */
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Deadlines exist only between start and close; received bytes count as
+ * traffic even before they make a record. */
+START_TEST(deadlines_only_while_open)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    fake_now = 100;
+    ck_assert_int_eq(dx_tls_set_clock(p.s.t, fake_clock, NULL), 0);
+    ck_assert_int_eq(dx_tls_set_handshake_timeout(p.s.t, 0), 0);
+    ck_assert_int_eq(dx_tls_set_idle_timeout(p.s.t, 50), 0);
+    ck_assert_uint_eq(dx_tls_deadline(p.s.t), DX_TLS_NO_DEADLINE); /* not started */
+    tp_start(&p);
+    ck_assert_uint_eq(dx_tls_deadline(p.s.t), 150);
+    fake_now = 140;
+    /* Half a record: bytes arrive, no cleartext yet. */
+    static const uint8_t half[] = {0x17, 0x03, 0x03, 0x00, 0x40, 1, 2, 3};
+    dx_stream_write(dx_tls_lower(p.s.t), half, sizeof(half));
+    ck_assert_uint_eq(dx_tls_deadline(p.s.t), 190);
+    dx_stream_abort(dx_tls_upper(p.s.t));
+    ck_assert_uint_eq(dx_tls_deadline(p.s.t), DX_TLS_NO_DEADLINE);
+    fake_now = 1000;
+    dx_tls_check_timeouts(p.s.t);
+    ck_assert_uint_eq(p.s.timeouts, 0);
+    ck_assert_int_eq(dx_tls_attach(p.s.t, p.ch.b), DX_EINVAL);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* ---- suite ------------------------------------------------------------------- */
+
+Suite *tls_filter_suite(void)
+{
+    Suite *s = suite_create("tls_filter");
+    TCase *tc = tcase_create("transfer");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, transfer_matrix_moves_data_byte_exact, 0, 12);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("close");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_add_loop_test(tc, end_sends_close_notify_and_both_close_cleanly, 0, 2);
+    tcase_add_test(tc, half_open_server_writes_after_peer_end);
+    tcase_add_loop_test(tc, transport_eof_without_close_notify_is_truncation, 0, 2);
+    tcase_add_test(tc, transport_gone_before_handshake_is_econnreset);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("verify");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_add_loop_test(tc, client_refuses_unverified_server_with_code, 0, 12);
+    tcase_add_loop_test(tc, unverified_server_allowed_reports_why, 0, 6);
+    tcase_add_loop_test(tc, user_identity_check_replaces_the_default, 0, 2);
+    tcase_add_test(tc, identity_refusal_without_reason_refuses);
+    tcase_add_loop_test(tc, server_requests_client_certificate, 0, 6);
+    tcase_add_test(tc, version_mismatch_fails_both_sides);
+    tcase_add_test(tc, server_chain_with_and_without_intermediate);
+    tcase_add_loop_test(tc, junk_instead_of_client_hello_fails_server, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("events");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_add_loop_test(tc, session_event_resumes_next_connection, 0, 2);
+    tcase_add_test(tc, keylog_lines_match_on_both_sides);
+    tcase_add_test(tc, trace_reports_handshake_messages);
+    tcase_add_loop_test(tc, destroy_inside_secure_is_safe, 0, 2);
+    tcase_add_test(tc, destroy_inside_data_is_safe);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("write");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, writes_before_handshake_are_sent_after, 0, 2);
+    tcase_add_test(tc, small_writes_coalesce_into_records);
+    tcase_add_test(tc, max_send_fragment_bounds_records);
+    tcase_add_loop_test(tc, paused_reader_pushes_back_on_writer, 0, 2);
+    tcase_add_test(tc, write_after_destroy_and_empty_writes);
+    tcase_add_test(tc, release_buffers_shrinks_idle_connections);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("time");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_add_test(tc, handshake_timeout_fires_from_driven_clock);
+    tcase_add_test(tc, idle_timeout_fires_after_silence);
+    tcase_add_test(tc, deadlines_only_while_open);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("shapes");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, prefix_bytes_read_before_attach_are_used);
+    tcase_add_test(tc, secure_pair_shape_without_transport);
+    tcase_add_test(tc, secure_pair_failure_reports_own_error);
+    tcase_add_loop_test(tc, tls_inside_tls_moves_data_exactly, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("protocol");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_add_loop_test(tc, cipher_choice_follows_the_preference, 0, 2);
+    tcase_add_test(tc, no_shared_cipher_fails_both);
+    tcase_add_loop_test(tc, groups_decide_the_ephemeral_key, 0, 5);
+    tcase_add_loop_test(tc, sigalgs_shared_or_refused, 0, 2);
+    tcase_add_test(tc, keylog_tls12_client_random);
+    tcase_add_test(tc, ticket_bytes_on_the_client);
+    tcase_add_loop_test(tc, bad_record_mid_connection_fails_receiver, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("pitfalls");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_add_test(tc, no_transport_io_before_start);
+    tcase_add_test(tc, attach_to_ended_transport_is_seen);
+    tcase_add_test(tc, servername_readable_in_error_callback);
+    tcase_add_test(tc, destroy_with_transport_write_pending);
+    tcase_add_test(tc, allocation_failures_end_cleanly);
+    tcase_add_loop_test(tc, peer_destroy_reaches_the_other_side, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("introspection");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_add_loop_test(tc, introspection_after_handshake, 0, 2);
+    tcase_add_test(tc, calls_out_of_order_are_refused);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, many_connections_created_and_destroyed);
+    suite_add_tcase(s, tc);
+    return s;
+}
