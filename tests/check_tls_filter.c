@@ -1799,6 +1799,25 @@ START_TEST(deadlines_only_while_open)
 }
 END_TEST
 
+
+/* Pitfall 17: an error of the transport reaches the application through
+ * the connection's error event, with the transport's code. */
+START_TEST(transport_error_reaches_the_application)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    ck_assert_int_eq(dx_pair_inject_error(p.ch.a, DX_EIO), 0);
+    ck_assert_uint_eq(p.c.rec.errors, 1);
+    ck_assert_int_eq(p.c.rec.error_code, DX_EIO);
+    ck_assert_uint_eq(p.c.rec.closes, 1);
+    ck_assert_uint_eq(p.s.rec.closes, 1); /* the peer sees its transport go */
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 /* ---- suite ------------------------------------------------------------------- */
 
 Suite *tls_filter_suite(void)
@@ -1876,6 +1895,7 @@ Suite *tls_filter_suite(void)
     tcase_add_test(tc, servername_readable_in_error_callback);
     tcase_add_test(tc, destroy_with_transport_write_pending);
     tcase_add_test(tc, allocation_failures_end_cleanly);
+    tcase_add_test(tc, transport_error_reaches_the_application);
     tcase_add_loop_test(tc, peer_destroy_reaches_the_other_side, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("introspection");
