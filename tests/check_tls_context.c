@@ -9,11 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "harness.h"
 
@@ -52,6 +55,17 @@ static void pki_teardown(void)
     ck_assert_uint_eq(h_alloc_live(), 0);
 }
 
+/* The PKI is made once for all tests (key generation is slow under
+ * valgrind); each test must leave the library's memory as it found it. */
+static size_t live_before_test;
+
+static void leak_setup(void) { live_before_test = h_alloc_live(); }
+
+static void leak_teardown(void)
+{
+    ck_assert_uint_eq(h_alloc_live(), live_before_test);
+}
+
 static const char *pem(const dx_pki_cert *c) { return dx_pki_cert_pem(c); }
 static size_t pem_len(const dx_pki_cert *c) { return strlen(dx_pki_cert_pem(c)); }
 
@@ -88,6 +102,18 @@ static dx_error *build_fails(dx_tls_config *cfg)
     return err;
 }
 
+/* Checks that err has a name and a message that starts with the option
+ * ("ciphers: ..."), and frees it. */
+static void assert_option_error(dx_error *err, const char *option)
+{
+    size_t n = strlen(option);
+    ck_assert_msg(strncmp(dx_error_message(err), option, n) == 0 &&
+                      strncmp(dx_error_message(err) + n, ": ", 2) == 0,
+                  "\"%s\" does not name %s", dx_error_message(err), option);
+    ck_assert_str_ne(dx_error_name(err), "");
+    dx_error_free(err);
+}
+
 static dx_tls_config *server_config(const dx_pki_cert *c)
 {
     dx_tls_config *cfg;
@@ -113,6 +139,7 @@ typedef struct hs {
     char cipher[64];
     char group[32];
     int server_key_type;    /* EVP_PKEY id of the certificate served */
+    uint8_t served[32];     /* SHA-256 of the certificate served */
 } hs;
 
 static hs handshake(dx_tls_ctx *server, dx_tls_ctx *client, const char *client_sigalgs)
@@ -159,10 +186,24 @@ static hs handshake(dx_tls_ctx *server, dx_tls_ctx *client, const char *client_s
         snprintf(r.group, sizeof(r.group), "%s", gn ? gn : "");
         X509 *x = SSL_get0_peer_certificate(c);
         r.server_key_type = x ? EVP_PKEY_get_id(X509_get0_pubkey(x)) : 0;
+        unsigned n;
+        if (x)
+            ck_assert_int_eq(X509_digest(x, EVP_sha256(), r.served, &n), 1);
     }
     SSL_free(s);
     SSL_free(c);
     ERR_clear_error();
+    return r;
+}
+
+/* Builds a context from each configuration (freeing them), runs one
+ * handshake between them, and drops both contexts. */
+static hs shake(dx_tls_config *server, dx_tls_config *client)
+{
+    dx_tls_ctx *s = build(server), *c = build(client);
+    hs r = handshake(s, c, NULL);
+    dx_tls_ctx_unref(s);
+    dx_tls_ctx_unref(c);
     return r;
 }
 
@@ -172,45 +213,51 @@ START_TEST(each_key_type_serves_a_verified_handshake)
 {
     dx_pki_cert *certs[] = {rsa, ec, ed};
     int types[] = {EVP_PKEY_RSA, EVP_PKEY_EC, EVP_PKEY_ED25519};
-    dx_tls_ctx *s = build(server_config(certs[_i]));
-    dx_tls_ctx *c = build(client_config(ca));
-    hs r = handshake(s, c, NULL);
+    hs r = shake(server_config(certs[_i]), client_config(ca));
     ck_assert(r.ok);
     ck_assert_int_eq(r.verify, X509_V_OK);
     ck_assert_int_eq(r.server_key_type, types[_i]);
     ck_assert_str_eq(r.version, "TLSv1.3");
-    dx_tls_ctx_unref(s);
-    dx_tls_ctx_unref(c);
 }
 END_TEST
+
+/* A server holding an RSA, an ECDSA and an Ed25519 identity serves each to
+ * a client whose signature algorithms allow only that one. */
+static void assert_serves_each_key_type(dx_tls_ctx *s)
+{
+    static const struct {
+        const char *sigalgs;
+        int type;
+    } want[] = {{"rsa_pss_rsae_sha256", EVP_PKEY_RSA},
+                {"ECDSA+SHA256", EVP_PKEY_EC},
+                {"ed25519", EVP_PKEY_ED25519}};
+    dx_tls_ctx *c = build(client_config(ca));
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        hs r = handshake(s, c, want[i].sigalgs);
+        ck_assert_msg(r.ok, "%s", want[i].sigalgs);
+        ck_assert_int_eq(r.verify, X509_V_OK);
+        ck_assert_int_eq(r.server_key_type, want[i].type);
+    }
+    dx_tls_ctx_unref(c);
+}
 
 /* Several credentials at once: the peer's signature algorithms pick. */
 START_TEST(several_credentials_are_chosen_by_the_peer)
 {
     dx_tls_config *cfg = server_config(rsa);
     add_cert(cfg, ec);
+    add_cert(cfg, ed);
     dx_tls_ctx *s = build(cfg);
-    dx_tls_ctx *c = build(client_config(ca));
-    hs r = handshake(s, c, "rsa_pss_rsae_sha256");
-    ck_assert(r.ok);
-    ck_assert_int_eq(r.server_key_type, EVP_PKEY_RSA);
-    r = handshake(s, c, "ECDSA+SHA256");
-    ck_assert(r.ok);
-    ck_assert_int_eq(r.server_key_type, EVP_PKEY_EC);
+    assert_serves_each_key_type(s);
     dx_tls_ctx_unref(s);
-    dx_tls_ctx_unref(c);
 }
 END_TEST
 
 START_TEST(a_certificate_from_another_ca_is_not_verified)
 {
-    dx_tls_ctx *s = build(server_config(ec));
-    dx_tls_ctx *c = build(client_config(other_ca));
-    hs r = handshake(s, c, NULL);
+    hs r = shake(server_config(ec), client_config(other_ca));
     ck_assert(!r.ok);
     ck_assert_int_eq(r.verify, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY);
-    dx_tls_ctx_unref(s);
-    dx_tls_ctx_unref(c);
 }
 END_TEST
 
@@ -230,11 +277,7 @@ START_TEST(encrypted_keys_need_their_passphrase)
     dx_tls_config *cfg;
     ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
     ck_assert_int_eq(dx_tls_config_add_cert(cfg, pem(ec), pem_len(ec), enc, (size_t)n, "sesame"), 0);
-    dx_tls_ctx *s = build(cfg);
-    dx_tls_ctx *c = build(client_config(ca));
-    ck_assert(handshake(s, c, NULL).ok);
-    dx_tls_ctx_unref(s);
-    dx_tls_ctx_unref(c);
+    ck_assert(shake(cfg, client_config(ca)).ok);
 
     const char *wrong[] = {"wrong", NULL};
     for (int i = 0; i < 2; i++) {
@@ -263,13 +306,9 @@ START_TEST(der_certificates_and_keys_are_accepted)
     dx_tls_config *cfg;
     ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
     ck_assert_int_eq(dx_tls_config_add_cert(cfg, der, len, kder, (size_t)klen, NULL), 0);
-    dx_tls_ctx *s = build(cfg);
-    dx_tls_ctx *c = build(client_config(ca));
-    hs r = handshake(s, c, NULL);
+    hs r = shake(cfg, client_config(ca));
     ck_assert(r.ok);
     ck_assert_int_eq(r.server_key_type, EVP_PKEY_RSA);
-    dx_tls_ctx_unref(s);
-    dx_tls_ctx_unref(c);
     OPENSSL_free(kder);
     EVP_PKEY_free(k);
     BIO_free(in);
@@ -310,6 +349,21 @@ START_TEST(bad_credentials_name_the_option_and_the_cause)
     err = build_fails(cfg);
     ck_assert_msg(strncmp(dx_error_message(err), "ca: ", 4) == 0, "%s", dx_error_message(err));
     dx_error_free(err);
+    /* a damaged certificate after good ones, in a chain and in a CA list */
+    static const char damaged[] = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    char bad_chain[8192];
+    snprintf(bad_chain, sizeof(bad_chain), "%s%s", pem(ec), damaged);
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    const char *k = dx_pki_key_pem(ec);
+    ck_assert_int_eq(dx_tls_config_add_cert(cfg, bad_chain, strlen(bad_chain), k, strlen(k), NULL), 0);
+    err = build_fails(cfg);
+    ck_assert_str_eq(dx_error_name(err), "ERR_OSSL_PEM_ASN1_LIB");
+    assert_option_error(err, "cert");
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    ck_assert_int_eq(dx_tls_config_add_ca(cfg, bad_chain, strlen(bad_chain)), 0);
+    err = build_fails(cfg);
+    ck_assert_str_eq(dx_error_name(err), "ERR_OSSL_PEM_ASN1_LIB");
+    assert_option_error(err, "ca");
     ck_assert_uint_eq(h_alloc_live() > 0, 1); /* the PKI is still alive */
 }
 END_TEST
@@ -370,13 +424,9 @@ START_TEST(versions_are_checked_and_applied)
     /* a 1.3-only server and a 1.2-only client do not meet */
     cfg = server_config(ec);
     dx_tls_config_set_min_version(cfg, "TLSv1.3");
-    dx_tls_ctx *s = build(cfg);
-    cfg = client_config(ca);
-    dx_tls_config_set_max_version(cfg, "TLSv1.2");
-    dx_tls_ctx *c = build(cfg);
-    ck_assert(!handshake(s, c, NULL).ok);
-    dx_tls_ctx_unref(s);
-    dx_tls_ctx_unref(c);
+    dx_tls_config *client = client_config(ca);
+    dx_tls_config_set_max_version(client, "TLSv1.2");
+    ck_assert(!shake(cfg, client).ok);
 }
 END_TEST
 
@@ -384,13 +434,9 @@ START_TEST(groups_and_sigalgs_are_checked_and_applied)
 {
     dx_tls_config *cfg = server_config(ec);
     ck_assert_int_eq(dx_tls_config_set_groups(cfg, "P-384"), 0);
-    dx_tls_ctx *s = build(cfg);
-    dx_tls_ctx *c = build(client_config(ca));
-    hs r = handshake(s, c, NULL);
+    hs r = shake(cfg, client_config(ca));
     ck_assert(r.ok);
     ck_assert_str_eq(r.group, "secp384r1");
-    dx_tls_ctx_unref(s);
-    dx_tls_ctx_unref(c);
 
     ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
     dx_tls_config_set_groups(cfg, "not-a-curve");
@@ -419,16 +465,12 @@ START_TEST(files_are_read_when_the_context_is_built)
 {
     char *cert = write_temp(pem(ec)), *key = write_temp(dx_pki_key_pem(ec));
     char *cafile = write_temp(pem(ca));
-    dx_tls_config *cfg;
+    dx_tls_config *cfg, *client;
     ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
     ck_assert_int_eq(dx_tls_config_add_cert_file(cfg, cert, key, NULL), 0);
-    dx_tls_ctx *s = build(cfg);
-    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
-    ck_assert_int_eq(dx_tls_config_add_ca_file(cfg, cafile), 0);
-    dx_tls_ctx *c = build(cfg);
-    ck_assert(handshake(s, c, NULL).ok);
-    dx_tls_ctx_unref(s);
-    dx_tls_ctx_unref(c);
+    ck_assert_int_eq(dx_tls_config_new(&client), 0);
+    ck_assert_int_eq(dx_tls_config_add_ca_file(client, cafile), 0);
+    ck_assert(shake(cfg, client).ok);
 
     ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
     ck_assert_int_eq(dx_tls_config_add_ca_file(cfg, "/nonexistent/ca.pem"), 0);
@@ -460,6 +502,11 @@ START_TEST(setters_refuse_bad_arguments)
     ck_assert_int_eq(dx_tls_config_set_session_timeout(cfg, 0), DX_EINVAL);
     ck_assert_int_eq(dx_tls_config_set_session_timeout(cfg, 600), 0);
     ck_assert_int_eq(dx_tls_config_set_honor_cipher_order(NULL, true), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_config_add_pfx(cfg, NULL, 1, NULL), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_config_add_pfx(cfg, "x", 0, NULL), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_config_add_pfx_file(cfg, "", NULL), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_config_add_cert_uri(cfg, "x", 1, "", NULL), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_config_add_cert_uri(cfg, NULL, 0, "file:/k", NULL), DX_EINVAL);
     ck_assert_int_eq(dx_tls_ctx_new(NULL, NULL, NULL), DX_EINVAL);
     dx_tls_ctx *ctx = build(cfg);
     ck_assert_int_eq(SSL_CTX_get_timeout(dx_tls_ctx_openssl(ctx)), 600);
@@ -509,12 +556,355 @@ START_TEST(a_context_is_shared_safely_between_threads)
 }
 END_TEST
 
+/* ---- OpenSSL objects of the test PKI ---- */
+
+static X509 *x509_of(const dx_pki_cert *c)
+{
+    BIO *b = BIO_new_mem_buf(pem(c), -1);
+    X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    BIO_free(b);
+    ck_assert_ptr_nonnull(x);
+    return x;
+}
+
+static EVP_PKEY *key_of(const dx_pki_cert *c)
+{
+    BIO *b = BIO_new_mem_buf(dx_pki_key_pem(c), -1);
+    EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+    BIO_free(b);
+    ck_assert_ptr_nonnull(k);
+    return k;
+}
+
+static void sha256_of(const dx_pki_cert *c, uint8_t out[32])
+{
+    X509 *x = x509_of(c);
+    unsigned n;
+    ck_assert_int_eq(X509_digest(x, EVP_sha256(), out, &n), 1);
+    X509_free(x);
+}
+
+/* What a memory BIO holds, as a NUL-terminated string for free(). */
+static char *bio_text(BIO *b)
+{
+    char *data;
+    long n = BIO_get_mem_data(b, &data);
+    char *text = strndup(data, (size_t)n);
+    ck_assert_ptr_nonnull(text);
+    return text;
+}
+
+static dx_pki_cert *intermediate(void)
+{
+    dx_pki_opts o = {.common_name = "Test Intermediate", .is_ca = true};
+    dx_pki_cert *c;
+    ck_assert_int_eq(dx_pki_issue(ca, &o, &c, NULL), 0);
+    return c;
+}
+
+/* A PKCS#12 archive (DER) of c's certificate and key, with extra as its
+ * chain when not NULL. OPENSSL_free() it. */
+static unsigned char *make_pfx(const dx_pki_cert *c, const dx_pki_cert *extra,
+                               const char *pass, size_t *len)
+{
+    X509 *x = x509_of(c);
+    EVP_PKEY *k = key_of(c);
+    STACK_OF(X509) *chain = NULL;
+    if (extra) {
+        chain = sk_X509_new_null();
+        ck_assert_int_eq(sk_X509_push(chain, x509_of(extra)), 1);
+    }
+    PKCS12 *p12 = PKCS12_create(pass, "test", k, x, chain, 0, 0, 0, 0, 0);
+    ck_assert_ptr_nonnull(p12);
+    unsigned char *der = NULL;
+    int n = i2d_PKCS12(p12, &der);
+    ck_assert_int_gt(n, 0);
+    *len = (size_t)n;
+    PKCS12_free(p12);
+    sk_X509_pop_free(chain, X509_free);
+    EVP_PKEY_free(k);
+    X509_free(x);
+    return der;
+}
+
+/* c's key encrypted with AES-256 under pass, as PKCS#8 PEM for free(). */
+static char *encrypted_key(const dx_pki_cert *c, const char *pass)
+{
+    EVP_PKEY *k = key_of(c);
+    BIO *out = BIO_new(BIO_s_mem());
+    ck_assert_int_eq(PEM_write_bio_PKCS8PrivateKey(out, k, EVP_aes_256_cbc(), NULL, 0,
+                                                   NULL, (void *)pass), 1);
+    char *text = bio_text(out);
+    BIO_free(out);
+    EVP_PKEY_free(k);
+    return text;
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(data, 1, len, f), len);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* A fresh directory under /tmp and the paths made in it, removed by
+ * tmp_remove(). */
+typedef struct tmpdir {
+    char dir[64];
+    char paths[8][128];
+    int n;
+} tmpdir;
+
+static void tmp_make(tmpdir *t)
+{
+    t->n = 0;
+    snprintf(t->dir, sizeof(t->dir), "/tmp/dx-tls-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(t->dir));
+}
+
+/* The path of name in t (removed, file or directory, by tmp_remove()). */
+static const char *tmp_path(tmpdir *t, const char *name)
+{
+    ck_assert_int_lt(t->n, 8);
+    char *dst = t->paths[t->n];
+    size_t dl = strlen(t->dir), nl = strlen(name);
+    ck_assert_uint_lt(dl + 1 + nl, sizeof(t->paths[0]));
+    memcpy(dst, t->dir, dl);
+    dst[dl] = '/';
+    memcpy(dst + dl + 1, name, nl + 1);
+    t->n++;
+    return dst;
+}
+
+static void tmp_remove(tmpdir *t)
+{
+    while (t->n > 0)
+        remove(t->paths[--t->n]);
+    ck_assert_int_eq(rmdir(t->dir), 0);
+}
+
+/* ---- PKCS#12, key URIs ---- */
+
+START_TEST(pfx_credentials_carry_their_chain)
+{
+    dx_pki_cert *inter = intermediate();
+    dx_pki_cert *srv = leaf(inter, DX_PKI_EC_P256);
+    size_t len;
+    unsigned char *der = make_pfx(srv, inter, "sesame", &len);
+    tmpdir t;
+    tmp_make(&t);
+    const char *path = tmp_path(&t, "server.pfx");
+    write_file(path, der, len);
+
+    for (int from_file = 0; from_file < 2; from_file++) {
+        dx_tls_config *cfg;
+        ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+        if (from_file)
+            ck_assert_int_eq(dx_tls_config_add_pfx_file(cfg, path, "sesame"), 0);
+        else
+            ck_assert_int_eq(dx_tls_config_add_pfx(cfg, der, len, "sesame"), 0);
+        /* the client trusts the root only: the intermediate came from the
+         * archive */
+        hs r = shake(cfg, client_config(ca));
+        ck_assert(r.ok);
+        ck_assert_int_eq(r.verify, X509_V_OK);
+    }
+    tmp_remove(&t);
+    OPENSSL_free(der);
+    dx_pki_cert_free(srv);
+    dx_pki_cert_free(inter);
+}
+END_TEST
+
+START_TEST(several_pfx_serve_several_key_types)
+{
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    dx_pki_cert *certs[] = {ed, rsa, ec};
+    for (int i = 0; i < 3; i++) {
+        size_t len;
+        unsigned char *der = make_pfx(certs[i], NULL, "pfx", &len);
+        ck_assert_int_eq(dx_tls_config_add_pfx(cfg, der, len, "pfx"), 0);
+        OPENSSL_free(der);
+    }
+    dx_tls_ctx *s = build(cfg);
+    assert_serves_each_key_type(s);
+    dx_tls_ctx_unref(s);
+}
+END_TEST
+
+START_TEST(pfx_passphrases_are_checked_at_build)
+{
+    size_t len;
+    unsigned char *der = make_pfx(ec, NULL, "sesame", &len);
+    const char *wrong[] = {"wrong", NULL};
+    for (int i = 0; i < 2; i++) {
+        dx_tls_config *cfg;
+        ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+        ck_assert_int_eq(dx_tls_config_add_pfx(cfg, der, len, wrong[i]), 0);
+        dx_error *err = build_fails(cfg);
+        ck_assert_str_eq(dx_error_name(err), "ERR_OSSL_PKCS12_MAC_VERIFY_FAILURE");
+        ck_assert_str_eq(dx_error_message(err), "pfx: mac verify failure");
+        dx_error_free(err);
+    }
+    OPENSSL_free(der);
+
+    /* an archive under the empty passphrase opens without one */
+    der = make_pfx(ec, NULL, "", &len);
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    ck_assert_int_eq(dx_tls_config_add_pfx(cfg, der, len, NULL), 0);
+    ck_assert(shake(cfg, client_config(ca)).ok);
+    OPENSSL_free(der);
+
+    /* not an archive; a file that is not there */
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    ck_assert_int_eq(dx_tls_config_add_pfx(cfg, pem(ec), pem_len(ec), NULL), 0);
+    dx_error *err = build_fails(cfg);
+    ck_assert_msg(strncmp(dx_error_name(err), "ERR_OSSL_", 9) == 0, "%s", dx_error_name(err));
+    assert_option_error(err, "pfx");
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    ck_assert_int_eq(dx_tls_config_add_pfx_file(cfg, "/nonexistent/a.pfx", NULL), 0);
+    err = build_fails(cfg);
+    ck_assert_str_eq(dx_error_name(err), "ERR_TLS_FILE");
+    assert_option_error(err, "pfx");
+}
+END_TEST
+
+START_TEST(a_key_is_fetched_by_uri)
+{
+    char *enc = encrypted_key(ec, "sesame");
+    tmpdir t;
+    tmp_make(&t);
+    const char *path = tmp_path(&t, "key.pem");
+    write_file(path, enc, strlen(enc));
+    char uri[200];
+    snprintf(uri, sizeof(uri), "file:%s", path);
+
+    const char *names[] = {uri, path};
+    for (int i = 0; i < 2; i++) {
+        dx_tls_config *cfg;
+        ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+        ck_assert_int_eq(dx_tls_config_add_cert_uri(cfg, pem(ec), pem_len(ec), names[i], "sesame"), 0);
+        hs r = shake(cfg, client_config(ca));
+        ck_assert(r.ok);
+        ck_assert_int_eq(r.server_key_type, EVP_PKEY_EC);
+    }
+
+    /* a store with several keys gives its first */
+    const char *two = tmp_path(&t, "two.pem");
+    char *keys = malloc(strlen(enc) + strlen(dx_pki_key_pem(rsa)) + 1);
+    ck_assert_ptr_nonnull(keys);
+    strcpy(keys, dx_pki_key_pem(rsa));
+    strcat(keys, enc);
+    write_file(two, keys, strlen(keys));
+    free(keys);
+    for (int i = 0; i < 2; i++) {
+        const dx_pki_cert *owner = i == 0 ? rsa : ec;
+        dx_tls_config *cfg;
+        ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+        ck_assert_int_eq(dx_tls_config_add_cert_uri(cfg, pem(owner), pem_len(owner), two, "sesame"), 0);
+        dx_tls_ctx *ctx = NULL;
+        dx_error *err = NULL;
+        ck_assert_int_eq(dx_tls_ctx_new(cfg, &ctx, &err), i == 0 ? 0 : DX_ETLS);
+        dx_tls_ctx_unref(ctx);
+        dx_error_free(err);
+        dx_tls_config_free(cfg);
+    }
+
+    /* wrong or missing passphrase, a key of another certificate, no key */
+    static const char *const pass[] = {"wrong", NULL, "sesame"};
+    for (int i = 0; i < 3; i++) {
+        dx_tls_config *cfg;
+        ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+        const dx_pki_cert *owner = i == 2 ? rsa : ec;
+        ck_assert_int_eq(dx_tls_config_add_cert_uri(cfg, pem(owner), pem_len(owner), uri, pass[i]), 0);
+        dx_error *err = build_fails(cfg);
+        if (i == 2)
+            ck_assert_str_eq(dx_error_name(err), "ERR_OSSL_X509_KEY_TYPE_MISMATCH");
+        assert_option_error(err, "key");
+    }
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    ck_assert_int_eq(dx_tls_config_add_cert_uri(cfg, pem(ec), pem_len(ec), "file:/nonexistent/key.pem", NULL), 0);
+    dx_error *err = build_fails(cfg);
+    ck_assert_str_eq(dx_error_name(err), "ERR_OSSL_SYS_NO_SUCH_FILE_OR_DIRECTORY");
+    ck_assert_str_eq(dx_error_message(err), "key: No such file or directory");
+    dx_error_free(err);
+    /* a file that holds no key */
+    const char *cert_only = tmp_path(&t, "cert.pem");
+    write_file(cert_only, pem(ec), pem_len(ec));
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    ck_assert_int_eq(dx_tls_config_add_cert_uri(cfg, pem(ec), pem_len(ec), cert_only, NULL), 0);
+    err = build_fails(cfg);
+    ck_assert_str_eq(dx_error_message(err), "key: no private key found");
+    dx_error_free(err);
+
+    tmp_remove(&t);
+    struct stat st;
+    ck_assert_int_ne(stat(t.dir, &st), 0);
+    free(enc);
+}
+END_TEST
+
+/* PEM, PKCS#12 and a key URI in one configuration, one per key type. */
+START_TEST(identities_from_every_source_live_side_by_side)
+{
+    size_t len;
+    unsigned char *der = make_pfx(ec, NULL, "pfx", &len);
+    tmpdir t;
+    tmp_make(&t);
+    const char *path = tmp_path(&t, "ed.pem");
+    write_file(path, dx_pki_key_pem(ed), strlen(dx_pki_key_pem(ed)));
+
+    dx_tls_config *cfg = server_config(rsa);
+    ck_assert_int_eq(dx_tls_config_add_pfx(cfg, der, len, "pfx"), 0);
+    ck_assert_int_eq(dx_tls_config_add_cert_uri(cfg, pem(ed), pem_len(ed), path, NULL), 0);
+    dx_tls_ctx *s = build(cfg);
+    assert_serves_each_key_type(s);
+    dx_tls_ctx_unref(s);
+    tmp_remove(&t);
+    OPENSSL_free(der);
+}
+END_TEST
+
+START_TEST(a_second_identity_of_a_type_replaces_the_first)
+{
+    dx_pki_cert *ec2 = leaf(ca, DX_PKI_EC_P256);
+    dx_tls_config *cfg = server_config(ec);
+    add_cert(cfg, ec2);
+    hs r = shake(cfg, client_config(ca));
+    ck_assert(r.ok);
+    uint8_t want[32];
+    sha256_of(ec2, want);
+    ck_assert_mem_eq(r.served, want, 32);
+    dx_pki_cert_free(ec2);
+}
+END_TEST
+
+/* Node: a server context without a certificate can be made (for
+ * certificate-less suites); a handshake that needs one then fails. */
+START_TEST(a_server_without_a_certificate_still_builds)
+{
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    dx_tls_ctx *s = build(cfg);
+    dx_tls_ctx *c = build(client_config(ca));
+    ck_assert_ptr_null(SSL_CTX_get0_certificate(dx_tls_ctx_openssl(s)));
+    ck_assert(!handshake(s, c, NULL).ok);
+    dx_tls_ctx_unref(s);
+    dx_tls_ctx_unref(c);
+}
+END_TEST
+
 Suite *tls_context_suite(void)
 {
     Suite *s = suite_create("tls_context");
     TCase *tc = tcase_create("context");
     tcase_set_timeout(tc, 120);
-    tcase_add_checked_fixture(tc, pki_setup, pki_teardown);
+    tcase_add_unchecked_fixture(tc, pki_setup, pki_teardown);
+    tcase_add_checked_fixture(tc, leak_setup, leak_teardown);
     tcase_add_loop_test(tc, each_key_type_serves_a_verified_handshake, 0, 3);
     tcase_add_test(tc, several_credentials_are_chosen_by_the_peer);
     tcase_add_test(tc, a_certificate_from_another_ca_is_not_verified);
@@ -528,6 +918,13 @@ Suite *tls_context_suite(void)
     tcase_add_test(tc, files_are_read_when_the_context_is_built);
     tcase_add_test(tc, setters_refuse_bad_arguments);
     tcase_add_test(tc, a_context_is_shared_safely_between_threads);
+    tcase_add_test(tc, pfx_credentials_carry_their_chain);
+    tcase_add_test(tc, several_pfx_serve_several_key_types);
+    tcase_add_test(tc, pfx_passphrases_are_checked_at_build);
+    tcase_add_test(tc, a_key_is_fetched_by_uri);
+    tcase_add_test(tc, identities_from_every_source_live_side_by_side);
+    tcase_add_test(tc, a_second_identity_of_a_type_replaces_the_first);
+    tcase_add_test(tc, a_server_without_a_certificate_still_builds);
     suite_add_tcase(s, tc);
     return s;
 }

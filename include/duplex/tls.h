@@ -35,15 +35,24 @@ typedef struct dx_tls_ctx dx_tls_ctx;
 #define DX_TLS_DEFAULT_MAX_VERSION "TLSv1.3"
 #define DX_TLS_DEFAULT_SESSION_TIMEOUT 300
 
-/* A new, empty configuration. Returns 0, DX_EINVAL, DX_ENOMEM. */
+/*
+ * A new configuration: OpenSSL's ciphers and groups, the default versions,
+ * honoring the cipher order, a session timeout of
+ * DX_TLS_DEFAULT_SESSION_TIMEOUT, and nothing else. The caller
+ * owns *out and frees it with dx_tls_config_free(). Returns 0, DX_EINVAL
+ * (NULL out), DX_ENOMEM.
+ */
 DX_EXTERN int dx_tls_config_new(dx_tls_config **out);
-/* Frees it (keys' text is cleared). Contexts built from it live on. */
+/* Frees a configuration; the text of keys, PFX and passphrases is cleared
+ * first. Contexts built from it live on. NULL is ignored. */
 DX_EXTERN void dx_tls_config_free(dx_tls_config *cfg);
 
 /*
- * Every setter below copies what it is given, returns 0, DX_EINVAL for a
- * NULL configuration or a missing argument, or DX_ENOMEM, and leaves the
- * real check to dx_tls_ctx_new().
+ * Every setter below copies what it is given (the caller keeps its own
+ * buffers), returns 0, DX_EINVAL for a NULL configuration or a missing
+ * argument, or DX_ENOMEM, and leaves the real check to dx_tls_ctx_new().
+ * A setter called twice keeps the last value; the add_ functions add.
+ * A configuration is used from one thread at a time.
  */
 
 /*
@@ -54,32 +63,62 @@ DX_EXTERN void dx_tls_config_free(dx_tls_config *cfg);
  */
 DX_EXTERN int dx_tls_config_add_ca(dx_tls_config *cfg, const void *pem,
                                    size_t len);
-/* The same from a PEM file (read when the context is built). */
+/* The same from a PEM file, read when the context is built. */
 DX_EXTERN int dx_tls_config_add_ca_file(dx_tls_config *cfg, const char *path);
 
 /*
  * Credentials: a certificate chain (leaf first, then intermediates; PEM,
  * or a single DER certificate) and its private key (PEM or DER, PKCS#8 or
- * traditional; encrypted keys need the passphrase, NULL otherwise). Several
- * may be added, one per key type (RSA, ECDSA, Ed25519): the handshake
- * picks the one the peer supports.
+ * traditional; encrypted keys need the passphrase, NULL otherwise; no
+ * terminal is ever asked). Several may be added, one per key type (RSA,
+ * ECDSA, Ed25519), from any of the add_cert and add_pfx calls: the
+ * handshake picks the one the peer supports. A second one of the same key
+ * type replaces the first. A configuration with none still builds (a
+ * server can then use only suites without certificates).
  */
 DX_EXTERN int dx_tls_config_add_cert(dx_tls_config *cfg, const void *chain,
                                      size_t chain_len, const void *key,
                                      size_t key_len, const char *passphrase);
-/* The same from files (read when the context is built). */
+/* The same from files, read when the context is built. */
 DX_EXTERN int dx_tls_config_add_cert_file(dx_tls_config *cfg,
                                           const char *chain_path,
                                           const char *key_path,
                                           const char *passphrase);
+/*
+ * The same with the key named by an OSSL_STORE URI (Node's
+ * privateKeyEngine and privateKeyIdentifier, the OpenSSL 3 way): "file:"
+ * URIs and plain paths work with every OpenSSL; "pkcs11:" and others need
+ * the provider that serves them, loaded in OpenSSL's default library
+ * context. The key is fetched when the context is built; the passphrase
+ * (or PIN) is given to the store when it asks, NULL for none. A store that
+ * holds several keys gives its first.
+ */
+DX_EXTERN int dx_tls_config_add_cert_uri(dx_tls_config *cfg,
+                                         const void *chain, size_t chain_len,
+                                         const char *key_uri,
+                                         const char *passphrase);
+/*
+ * Credentials from a PKCS#12 (PFX) archive in DER: its certificate, its
+ * private key, and its other certificates as the chain. passphrase NULL
+ * tries both no password and the empty one. Archives protected by legacy
+ * algorithms (RC2, 3DES) need OpenSSL's legacy provider.
+ */
+DX_EXTERN int dx_tls_config_add_pfx(dx_tls_config *cfg, const void *data,
+                                    size_t len, const char *passphrase);
+/* The same from a file, read when the context is built. */
+DX_EXTERN int dx_tls_config_add_pfx_file(dx_tls_config *cfg,
+                                         const char *path,
+                                         const char *passphrase);
 
 /*
  * Ciphers, with Node's semantics: names that start with "TLS_" are TLS 1.3
  * cipher suites, everything else is an OpenSSL cipher string for TLS 1.2
  * and below; a list that names no TLS 1.3 suite leaves the 1.3 defaults.
+ * Names are upper-case, as OpenSSL spells them.
  */
 DX_EXTERN int dx_tls_config_set_ciphers(dx_tls_config *cfg, const char *list);
-/* TLS 1.3 cipher suites alone ("TLS_AES_128_GCM_SHA256:..."). */
+/* TLS 1.3 cipher suites alone ("TLS_AES_128_GCM_SHA256:..."), applied
+ * after the ciphers. */
 DX_EXTERN int dx_tls_config_set_ciphersuites(dx_tls_config *cfg,
                                              const char *list);
 /* Signature algorithms ("ECDSA+SHA256:RSA-PSS+SHA256:ed25519"). */
@@ -87,9 +126,12 @@ DX_EXTERN int dx_tls_config_set_sigalgs(dx_tls_config *cfg, const char *list);
 /* Key-exchange groups (Node's ecdhCurve): "X25519:P-256", or "auto" for
  * OpenSSL's defaults (the default). */
 DX_EXTERN int dx_tls_config_set_groups(dx_tls_config *cfg, const char *list);
-/* Protocol versions: "TLSv1", "TLSv1.1", "TLSv1.2" or "TLSv1.3". */
+/* Lowest protocol version: "TLSv1", "TLSv1.1", "TLSv1.2" or "TLSv1.3"
+ * (default DX_TLS_DEFAULT_MIN_VERSION). */
 DX_EXTERN int dx_tls_config_set_min_version(dx_tls_config *cfg,
                                             const char *version);
+/* Highest protocol version, the same names (default
+ * DX_TLS_DEFAULT_MAX_VERSION). */
 DX_EXTERN int dx_tls_config_set_max_version(dx_tls_config *cfg,
                                             const char *version);
 /* Servers choose by their own cipher order (the default for servers). */
@@ -98,36 +140,41 @@ DX_EXTERN int dx_tls_config_set_honor_cipher_order(dx_tls_config *cfg,
 /* Extra SSL_OP_* bits (Node's secureOptions), or-ed into the defaults. */
 DX_EXTERN int dx_tls_config_set_secure_options(dx_tls_config *cfg,
                                                uint64_t options);
-/* Server session id context, 1 to 32 bytes. */
+/* Server session id context, 1 to 32 bytes (DX_EINVAL otherwise). */
 DX_EXTERN int dx_tls_config_set_session_id_context(dx_tls_config *cfg,
                                                    const void *id, size_t len);
-/* Session lifetime in seconds (default 300; 1 to 2^31-1). */
+/* Session lifetime in seconds (default 300; 1 to 2^31-1, DX_EINVAL
+ * otherwise). */
 DX_EXTERN int dx_tls_config_set_session_timeout(dx_tls_config *cfg,
                                                 unsigned seconds);
 
 /*
- * Builds a context from cfg. Returns 0, DX_EINVAL (NULL cfg or out),
- * DX_ENOMEM, or DX_ETLS when an option is refused; then, if err is not
- * NULL, *err describes it: layer "tls", a Node-style name, a message that
- * starts with the option ("ciphers: no cipher match"), and OpenSSL's full
- * error text as detail. The caller frees *err. Nothing is leaked on
- * failure.
+ * Builds a context from cfg, which stays the caller's and may be freed or
+ * changed at once. Files and key URIs are read now. Returns 0 with *out
+ * holding one reference (drop it with dx_tls_ctx_unref()), DX_EINVAL (NULL
+ * cfg or out), DX_ENOMEM, or DX_ETLS when an option is refused; then, if
+ * err is not NULL, *err describes it: layer "tls", a Node-style name, a
+ * message that starts with the option ("ciphers: no cipher match"), and
+ * OpenSSL's full error text as detail. The caller frees *err. On failure
+ * *out is NULL and nothing is leaked.
  */
 DX_EXTERN int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out,
                              dx_error **err);
-/* Takes a reference (thread-safe); returns ctx. */
+/* Takes a reference (thread-safe); returns ctx. NULL gives NULL. */
 DX_EXTERN dx_tls_ctx *dx_tls_ctx_ref(dx_tls_ctx *ctx);
 /* Drops a reference (thread-safe); the last frees. NULL is ignored. */
 DX_EXTERN void dx_tls_ctx_unref(dx_tls_ctx *ctx);
 
 /*
  * The context's OpenSSL SSL_CTX (as void *, so that this header needs no
- * OpenSSL headers), for reading it or making SSL objects of one's own. It
- * is shared: changing it breaks the context's promise of immutability.
+ * OpenSSL headers), for reading it or making SSL objects of one's own; NULL
+ * for a NULL ctx. It lives as long as the context and is shared: changing
+ * it breaks the context's promise of immutability.
  */
 DX_EXTERN void *dx_tls_ctx_openssl(const dx_tls_ctx *ctx);
 
-/* Whether servers built on ctx choose by their own cipher order. */
+/* Whether servers built on ctx choose by their own cipher order; false for
+ * a NULL ctx. */
 DX_EXTERN bool dx_tls_ctx_honor_cipher_order(const dx_tls_ctx *ctx);
 
 #ifdef __cplusplus
