@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -507,6 +508,9 @@ START_TEST(setters_refuse_bad_arguments)
     ck_assert_int_eq(dx_tls_config_add_pfx_file(cfg, "", NULL), DX_EINVAL);
     ck_assert_int_eq(dx_tls_config_add_cert_uri(cfg, "x", 1, "", NULL), DX_EINVAL);
     ck_assert_int_eq(dx_tls_config_add_cert_uri(cfg, NULL, 0, "file:/k", NULL), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_config_add_crl(NULL, "x", 1), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_config_add_crl_file(cfg, NULL), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_config_set_allow_partial_trust_chain(NULL, true), DX_EINVAL);
     ck_assert_int_eq(dx_tls_ctx_new(NULL, NULL, NULL), DX_EINVAL);
     dx_tls_ctx *ctx = build(cfg);
     ck_assert_int_eq(SSL_CTX_get_timeout(dx_tls_ctx_openssl(ctx)), 600);
@@ -594,6 +598,17 @@ static char *bio_text(BIO *b)
     return text;
 }
 
+/* A leaf's PEM followed by its issuer's: a chain for dx_tls_config_add_cert. */
+static char *chain_of(const dx_pki_cert *leaf_cert, const dx_pki_cert *issuer)
+{
+    size_t a = pem_len(leaf_cert), b = pem_len(issuer);
+    char *text = malloc(a + b + 1);
+    ck_assert_ptr_nonnull(text);
+    memcpy(text, pem(leaf_cert), a);
+    memcpy(text + a, pem(issuer), b + 1);
+    return text;
+}
+
 static dx_pki_cert *intermediate(void)
 {
     dx_pki_opts o = {.common_name = "Test Intermediate", .is_ca = true};
@@ -625,6 +640,42 @@ static unsigned char *make_pfx(const dx_pki_cert *c, const dx_pki_cert *extra,
     EVP_PKEY_free(k);
     X509_free(x);
     return der;
+}
+
+/* A CRL (PEM, for free()) signed by issuer, revoking the certificates of
+ * the NULL-terminated list. */
+static char *make_crl(const dx_pki_cert *issuer, const dx_pki_cert *const *revoked)
+{
+    X509 *ix = x509_of(issuer);
+    EVP_PKEY *k = key_of(issuer);
+    X509_CRL *crl = X509_CRL_new();
+    ck_assert_ptr_nonnull(crl);
+    ck_assert_int_eq(X509_CRL_set_version(crl, 1), 1); /* v2 */
+    ck_assert_int_eq(X509_CRL_set_issuer_name(crl, X509_get_subject_name(ix)), 1);
+    time_t now = time(NULL);
+    ASN1_TIME *last = ASN1_TIME_adj(NULL, now, -1, 0), *next = ASN1_TIME_adj(NULL, now, 1, 0);
+    ck_assert_int_eq(X509_CRL_set1_lastUpdate(crl, last), 1);
+    ck_assert_int_eq(X509_CRL_set1_nextUpdate(crl, next), 1);
+    for (; *revoked; revoked++) {
+        X509 *rx = x509_of(*revoked);
+        X509_REVOKED *r = X509_REVOKED_new();
+        ck_assert_int_eq(X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(rx)), 1);
+        ck_assert_int_eq(X509_REVOKED_set_revocationDate(r, last), 1);
+        ck_assert_int_eq(X509_CRL_add0_revoked(crl, r), 1);
+        X509_free(rx);
+    }
+    ck_assert_int_eq(X509_CRL_sort(crl), 1);
+    ck_assert_int_gt(X509_CRL_sign(crl, k, EVP_sha256()), 0);
+    BIO *out = BIO_new(BIO_s_mem());
+    ck_assert_int_eq(PEM_write_bio_X509_CRL(out, crl), 1);
+    char *text = bio_text(out);
+    BIO_free(out);
+    ASN1_TIME_free(last);
+    ASN1_TIME_free(next);
+    X509_CRL_free(crl);
+    EVP_PKEY_free(k);
+    X509_free(ix);
+    return text;
 }
 
 /* c's key encrypted with AES-256 under pass, as PKCS#8 PEM for free(). */
@@ -898,6 +949,149 @@ START_TEST(a_server_without_a_certificate_still_builds)
 }
 END_TEST
 
+/* ---- revocation and partial chains ---- */
+
+static dx_tls_ctx *client_with_crls(const char *const *crls)
+{
+    dx_tls_config *cfg = client_config(ca);
+    for (; *crls; crls++)
+        ck_assert_int_eq(dx_tls_config_add_crl(cfg, *crls, strlen(*crls)), 0);
+    return build(cfg);
+}
+
+START_TEST(revoked_certificates_fail_verification)
+{
+    const dx_pki_cert *revoked[] = {ec, NULL};
+    char *crl = make_crl(ca, revoked);
+    dx_tls_ctx *s_ec = build(server_config(ec)), *s_rsa = build(server_config(rsa));
+
+    /* without the CRL, both verify */
+    dx_tls_ctx *c = build(client_config(ca));
+    ck_assert(handshake(s_ec, c, NULL).ok);
+    dx_tls_ctx_unref(c);
+
+    tmpdir t;
+    tmp_make(&t);
+    const char *path = tmp_path(&t, "ca.crl");
+    write_file(path, crl, strlen(crl));
+    for (int from_file = 0; from_file < 2; from_file++) {
+        dx_tls_config *cfg = client_config(ca);
+        if (from_file)
+            ck_assert_int_eq(dx_tls_config_add_crl_file(cfg, path), 0);
+        else
+            ck_assert_int_eq(dx_tls_config_add_crl(cfg, crl, strlen(crl)), 0);
+        c = build(cfg);
+        hs r = handshake(s_ec, c, NULL);
+        ck_assert(!r.ok);
+        ck_assert_int_eq(r.verify, X509_V_ERR_CERT_REVOKED);
+        r = handshake(s_rsa, c, NULL);
+        ck_assert(r.ok);
+        ck_assert_int_eq(r.verify, X509_V_OK);
+        dx_tls_ctx_unref(c);
+    }
+    tmp_remove(&t);
+    dx_tls_ctx_unref(s_ec);
+    dx_tls_ctx_unref(s_rsa);
+    free(crl);
+}
+END_TEST
+
+/* Node's CRL_CHECK_ALL: the intermediate is checked as well as the leaf,
+ * and each needs a CRL from its issuer. */
+START_TEST(crls_are_checked_down_to_the_root)
+{
+    dx_pki_cert *inter = intermediate();
+    dx_pki_cert *srv = leaf(inter, DX_PKI_EC_P256);
+    const dx_pki_cert *none[] = {NULL}, *inter_revoked[] = {inter, NULL};
+    char *root_crl = make_crl(ca, none), *root_revokes = make_crl(ca, inter_revoked);
+    char *inter_crl = make_crl(inter, none);
+    char *chain = chain_of(srv, inter);
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    const char *k = dx_pki_key_pem(srv);
+    ck_assert_int_eq(dx_tls_config_add_cert(cfg, chain, strlen(chain), k, strlen(k), NULL), 0);
+    dx_tls_ctx *s = build(cfg);
+
+    const char *both[] = {root_crl, inter_crl, NULL};
+    dx_tls_ctx *c = client_with_crls(both);
+    hs r = handshake(s, c, NULL);
+    ck_assert(r.ok);
+    ck_assert_int_eq(r.verify, X509_V_OK);
+    dx_tls_ctx_unref(c);
+
+    const char *revoking[] = {root_revokes, inter_crl, NULL};
+    c = client_with_crls(revoking);
+    r = handshake(s, c, NULL);
+    ck_assert(!r.ok);
+    ck_assert_int_eq(r.verify, X509_V_ERR_CERT_REVOKED);
+    dx_tls_ctx_unref(c);
+
+    const char *root_only[] = {root_crl, NULL};
+    c = client_with_crls(root_only);
+    r = handshake(s, c, NULL);
+    ck_assert(!r.ok);
+    ck_assert_int_eq(r.verify, X509_V_ERR_UNABLE_TO_GET_CRL);
+    dx_tls_ctx_unref(c);
+
+    dx_tls_ctx_unref(s);
+    free(chain);
+    free(root_crl);
+    free(root_revokes);
+    free(inter_crl);
+    dx_pki_cert_free(srv);
+    dx_pki_cert_free(inter);
+}
+END_TEST
+
+START_TEST(bad_crls_are_refused)
+{
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    ck_assert_int_eq(dx_tls_config_add_crl(cfg, pem(ca), pem_len(ca)), 0);
+    dx_error *err = build_fails(cfg);
+    ck_assert_str_eq(dx_error_name(err), "ERR_OSSL_PEM_NO_START_LINE");
+    assert_option_error(err, "crl");
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    ck_assert_int_eq(dx_tls_config_add_crl_file(cfg, "/nonexistent/ca.crl"), 0);
+    err = build_fails(cfg);
+    ck_assert_str_eq(dx_error_name(err), "ERR_TLS_FILE");
+    assert_option_error(err, "crl");
+}
+END_TEST
+
+START_TEST(partial_trust_chains_are_opt_in)
+{
+    dx_pki_cert *inter = intermediate();
+    dx_pki_cert *srv = leaf(inter, DX_PKI_EC_P256);
+    char *chain = chain_of(srv, inter);
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    const char *k = dx_pki_key_pem(srv);
+    ck_assert_int_eq(dx_tls_config_add_cert(cfg, chain, strlen(chain), k, strlen(k), NULL), 0);
+    dx_tls_ctx *s = build(cfg);
+
+    /* the client trusts the intermediate alone */
+    dx_tls_ctx *c = build(client_config(inter));
+    hs r = handshake(s, c, NULL);
+    ck_assert(!r.ok);
+    ck_assert_int_eq(r.verify, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT);
+    dx_tls_ctx_unref(c);
+
+    cfg = client_config(inter);
+    ck_assert_int_eq(dx_tls_config_set_allow_partial_trust_chain(cfg, true), 0);
+    c = build(cfg);
+    r = handshake(s, c, NULL);
+    ck_assert(r.ok);
+    ck_assert_int_eq(r.verify, X509_V_OK);
+    dx_tls_ctx_unref(c);
+
+    dx_tls_ctx_unref(s);
+    free(chain);
+    dx_pki_cert_free(srv);
+    dx_pki_cert_free(inter);
+}
+END_TEST
+
 Suite *tls_context_suite(void)
 {
     Suite *s = suite_create("tls_context");
@@ -925,6 +1119,10 @@ Suite *tls_context_suite(void)
     tcase_add_test(tc, identities_from_every_source_live_side_by_side);
     tcase_add_test(tc, a_second_identity_of_a_type_replaces_the_first);
     tcase_add_test(tc, a_server_without_a_certificate_still_builds);
+    tcase_add_test(tc, revoked_certificates_fail_verification);
+    tcase_add_test(tc, crls_are_checked_down_to_the_root);
+    tcase_add_test(tc, bad_crls_are_refused);
+    tcase_add_test(tc, partial_trust_chains_are_opt_in);
     suite_add_tcase(s, tc);
     return s;
 }

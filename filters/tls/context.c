@@ -43,7 +43,7 @@ static dx_error *oom(void)
 /* ---- the configuration ---------------------------------------------------- */
 
 typedef enum item_kind {
-    ITEM_CA, ITEM_CA_FILE,
+    ITEM_CA, ITEM_CA_FILE, ITEM_CRL, ITEM_CRL_FILE,
     ITEM_CERT, ITEM_CERT_FILE, ITEM_CERT_URI, ITEM_PFX, ITEM_PFX_FILE
 } item_kind;
 
@@ -53,6 +53,7 @@ static const struct {
     bool file;
 } kinds[] = {
     [ITEM_CA] = {"ca", false},         [ITEM_CA_FILE] = {"ca", true},
+    [ITEM_CRL] = {"crl", false},       [ITEM_CRL_FILE] = {"crl", true},
     [ITEM_CERT] = {"cert", false},     [ITEM_CERT_FILE] = {"cert", true},
     [ITEM_CERT_URI] = {"cert", false}, [ITEM_PFX] = {"pfx", false},
     [ITEM_PFX_FILE] = {"pfx", true},
@@ -70,7 +71,7 @@ struct dx_tls_config {
     item *items, *last;
     char *ciphers, *ciphersuites, *sigalgs, *groups;
     char *min_version, *max_version;
-    bool honor_cipher_order;
+    bool honor_cipher_order, partial_chain;
     uint64_t secure_options;
     uint8_t sid_ctx[SSL_MAX_SID_CTX_LENGTH];
     size_t sid_ctx_len;
@@ -220,6 +221,28 @@ int dx_tls_config_add_pfx_file(dx_tls_config *cfg, const char *path,
     if (!cfg || !path || !*path)
         return DX_EINVAL;
     return add_item(cfg, ITEM_PFX_FILE, path, strlen(path), NULL, 0, passphrase);
+}
+
+int dx_tls_config_add_crl(dx_tls_config *cfg, const void *pem, size_t len)
+{
+    if (!cfg || !pem || !len)
+        return DX_EINVAL;
+    return add_item(cfg, ITEM_CRL, pem, len, NULL, 0, NULL);
+}
+
+int dx_tls_config_add_crl_file(dx_tls_config *cfg, const char *path)
+{
+    if (!cfg || !path || !*path)
+        return DX_EINVAL;
+    return add_item(cfg, ITEM_CRL_FILE, path, strlen(path), NULL, 0, NULL);
+}
+
+int dx_tls_config_set_allow_partial_trust_chain(dx_tls_config *cfg, bool allow)
+{
+    if (!cfg)
+        return DX_EINVAL;
+    cfg->partial_chain = allow;
+    return 0;
 }
 
 static int set_text(dx_tls_config *cfg, char **slot, const char *text)
@@ -682,28 +705,38 @@ static dx_error *load_pfx(SSL_CTX *ssl, const char *data, size_t len,
     return err;
 }
 
-/* Adds every PEM certificate of the data to the trust store. */
-static dx_error *load_ca(X509_STORE *store, const char *data, size_t len)
+/* Adds every PEM certificate (crl false) or CRL (crl true) of the data to
+ * the trust store. */
+static dx_error *load_store_pem(X509_STORE *store, const char *option, bool crl,
+                                const char *data, size_t len)
 {
     BIO *b = BIO_new_mem_buf(data, (int)len);
     if (!b)
         return oom();
     int n = 0, ok = 1;
     for (;; n++) {
-        X509 *x = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL);
-        if (!x)
-            break;
-        ok = X509_STORE_add_cert(store, x);
-        X509_free(x);
+        if (crl) {
+            X509_CRL *c = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL);
+            if (!c)
+                break;
+            ok = X509_STORE_add_crl(store, c);
+            X509_CRL_free(c);
+        } else {
+            X509 *x = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL);
+            if (!x)
+                break;
+            ok = X509_STORE_add_cert(store, x);
+            X509_free(x);
+        }
         if (ok != 1)
             break;
     }
     BIO_free(b);
     if (ok != 1)
-        return dx_tls_error_openssl("ca", "certificate refused");
+        return dx_tls_error_openssl(option, crl ? "CRL refused" : "certificate refused");
     if (n == 0)
-        return dx_tls_error_openssl("ca", "no certificate found");
-    return pem_end("ca");
+        return dx_tls_error_openssl(option, crl ? "no CRL found" : "no certificate found");
+    return pem_end(option);
 }
 
 static dx_error *apply_item(SSL_CTX *ssl, X509_STORE *store, const item *it)
@@ -727,7 +760,11 @@ static dx_error *apply_item(SSL_CTX *ssl, X509_STORE *store, const item *it)
     switch (it->kind) {
     case ITEM_CA:
     case ITEM_CA_FILE:
-        err = load_ca(store, a, alen);
+        err = load_store_pem(store, option, false, a, alen);
+        break;
+    case ITEM_CRL:
+    case ITEM_CRL_FILE:
+        err = load_store_pem(store, option, true, a, alen);
         break;
     case ITEM_PFX:
     case ITEM_PFX_FILE:
@@ -774,9 +811,11 @@ static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg,
     SSL_CTX_set_timeout(ssl, (long)cfg->session_timeout);
     SSL_CTX_set_default_passwd_cb(ssl, pass_cb);
 
-    bool have_ca = false;
-    for (const item *it = cfg->items; it; it = it->next)
+    bool have_ca = false, have_crl = false;
+    for (const item *it = cfg->items; it; it = it->next) {
         have_ca |= it->kind == ITEM_CA || it->kind == ITEM_CA_FILE;
+        have_crl |= it->kind == ITEM_CRL || it->kind == ITEM_CRL_FILE;
+    }
     X509_STORE *store = SSL_CTX_get_cert_store(ssl);
     if (!have_ca && SSL_CTX_set_default_verify_paths(ssl) != 1)
         ERR_clear_error(); /* no system store: nothing is trusted */
@@ -785,6 +824,13 @@ static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg,
         if (err)
             return err;
     }
+    unsigned long flags = 0;
+    if (have_crl)
+        flags |= X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL;
+    if (cfg->partial_chain)
+        flags |= X509_V_FLAG_PARTIAL_CHAIN;
+    if (flags && X509_STORE_set_flags(store, flags) != 1)
+        return oom();
     return NULL;
 }
 

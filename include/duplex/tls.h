@@ -111,6 +111,27 @@ DX_EXTERN int dx_tls_config_add_pfx_file(dx_tls_config *cfg,
                                          const char *passphrase);
 
 /*
+ * Revocation: adds one or more PEM certificate revocation lists. With any
+ * CRL, peers' chains are checked against CRLs down to the root (Node's
+ * CRL_CHECK|CRL_CHECK_ALL): each certificate of a peer's chain needs a
+ * CRL from its issuer, or verification fails with UNABLE_TO_GET_CRL; a
+ * revoked one fails it with CERT_REVOKED.
+ */
+DX_EXTERN int dx_tls_config_add_crl(dx_tls_config *cfg, const void *pem,
+                                    size_t len);
+/* The same from a PEM file, read when the context is built. */
+DX_EXTERN int dx_tls_config_add_crl_file(dx_tls_config *cfg,
+                                         const char *path);
+
+/*
+ * Also accept a peer whose chain ends at a trusted certificate that is not
+ * self-signed (an intermediate, or the leaf itself): Node's
+ * allowPartialTrustChain. Off by default.
+ */
+DX_EXTERN int dx_tls_config_set_allow_partial_trust_chain(dx_tls_config *cfg,
+                                                          bool allow);
+
+/*
  * Ciphers, with Node's semantics: names that start with "TLS_" are TLS 1.3
  * cipher suites, everything else is an OpenSSL cipher string for TLS 1.2
  * and below; a list that names no TLS 1.3 suite leaves the 1.3 defaults.
