@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
@@ -510,6 +511,8 @@ START_TEST(setters_refuse_bad_arguments)
     ck_assert_int_eq(dx_tls_config_add_cert_uri(cfg, NULL, 0, "file:/k", NULL), DX_EINVAL);
     ck_assert_int_eq(dx_tls_config_add_crl(NULL, "x", 1), DX_EINVAL);
     ck_assert_int_eq(dx_tls_config_add_crl_file(cfg, NULL), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_config_set_dhparam(cfg, "auto", 0), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_config_set_secure_protocol(cfg, NULL), DX_EINVAL);
     ck_assert_int_eq(dx_tls_config_set_allow_partial_trust_chain(NULL, true), DX_EINVAL);
     ck_assert_int_eq(dx_tls_ctx_new(NULL, NULL, NULL), DX_EINVAL);
     dx_tls_ctx *ctx = build(cfg);
@@ -675,6 +678,28 @@ static char *make_crl(const dx_pki_cert *issuer, const dx_pki_cert *const *revok
     X509_CRL_free(crl);
     EVP_PKEY_free(k);
     X509_free(ix);
+    return text;
+}
+
+/* Domain parameters of an algorithm ("DH" with group "ffdhe2048", "EC"
+ * with group "P-256") as PEM, for free(). */
+static char *make_params(const char *alg, const char *group)
+{
+    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_name(NULL, alg, NULL);
+    ck_assert_ptr_nonnull(pc);
+    ck_assert_int_eq(EVP_PKEY_paramgen_init(pc), 1);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)group, 0),
+        OSSL_PARAM_construct_end()};
+    ck_assert_int_eq(EVP_PKEY_CTX_set_params(pc, params), 1);
+    EVP_PKEY *p = NULL;
+    ck_assert_int_eq(EVP_PKEY_paramgen(pc, &p), 1);
+    BIO *out = BIO_new(BIO_s_mem());
+    ck_assert_int_eq(PEM_write_bio_Parameters(out, p), 1);
+    char *text = bio_text(out);
+    BIO_free(out);
+    EVP_PKEY_free(p);
+    EVP_PKEY_CTX_free(pc);
     return text;
 }
 
@@ -1092,6 +1117,178 @@ START_TEST(partial_trust_chains_are_opt_in)
 }
 END_TEST
 
+/* ---- Diffie-Hellman parameters ---- */
+
+/* 512-bit parameters, made once with `openssl dhparam 512`. */
+static const char dh512[] =
+    "-----BEGIN DH PARAMETERS-----\n"
+    "MEYCQQCegC9B+MMHmYdLDaURw9bmLtxGxcTb6YoRD0BnuqEvpyyXmI68Tfv6nHOb\n"
+    "Kqw+bZY+939DAo+rqCu9qc2NGaF/AgEC\n"
+    "-----END DH PARAMETERS-----\n";
+
+#define DHE_CIPHER "DHE-RSA-AES128-GCM-SHA256"
+
+/* A TLS 1.2 handshake that can only use a DHE suite, against a server
+ * with the given dhparam (NULL for none). */
+static hs dhe_handshake(const void *dhparam, size_t len)
+{
+    dx_tls_config *server = server_config(rsa), *client = client_config(ca);
+    ck_assert_int_eq(dx_tls_config_set_ciphers(server, DHE_CIPHER), 0);
+    if (dhparam)
+        ck_assert_int_eq(dx_tls_config_set_dhparam(server, dhparam, len), 0);
+    ck_assert_int_eq(dx_tls_config_set_max_version(client, "TLSv1.2"), 0);
+    ck_assert_int_eq(dx_tls_config_set_ciphers(client, DHE_CIPHER), 0);
+    return shake(server, client);
+}
+
+START_TEST(dh_parameters_enable_dhe)
+{
+    ck_assert(!dhe_handshake(NULL, 0).ok);
+    char *ffdhe2048 = make_params("DH", "ffdhe2048");
+    /* the same in DER */
+    BIO *in = BIO_new_mem_buf(ffdhe2048, -1);
+    EVP_PKEY *p = PEM_read_bio_Parameters(in, NULL);
+    ck_assert_ptr_nonnull(p);
+    unsigned char *der = NULL;
+    int der_len = i2d_KeyParams(p, &der);
+    ck_assert_int_gt(der_len, 0);
+    const void *params[] = {ffdhe2048, der, "auto"};
+    size_t lens[] = {strlen(ffdhe2048), (size_t)der_len, 4};
+    for (int i = 0; i < 3; i++) {
+        hs r = dhe_handshake(params[i], lens[i]);
+        ck_assert_msg(r.ok, "dhparam %d", i);
+        ck_assert_str_eq(r.cipher, DHE_CIPHER);
+        ck_assert_str_eq(r.version, "TLSv1.2");
+    }
+    OPENSSL_free(der);
+    EVP_PKEY_free(p);
+    BIO_free(in);
+    free(ffdhe2048);
+}
+END_TEST
+
+START_TEST(small_or_foreign_dh_parameters_are_refused)
+{
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    ck_assert_int_eq(dx_tls_config_set_dhparam(cfg, dh512, strlen(dh512)), 0);
+    dx_error *err = build_fails(cfg);
+    ck_assert_str_eq(dx_error_name(err), "ERR_TLS_DH_PARAM_SIZE");
+    ck_assert_str_eq(dx_error_message(err), "dhparam: DH parameter is less than 1024 bits (512)");
+    dx_error_free(err);
+
+    char *p256 = make_params("EC", "P-256");
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    ck_assert_int_eq(dx_tls_config_set_dhparam(cfg, p256, strlen(p256)), 0);
+    err = build_fails(cfg);
+    ck_assert_str_eq(dx_error_message(err), "dhparam: EC parameters are not DH parameters");
+    dx_error_free(err);
+    free(p256);
+
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    ck_assert_int_eq(dx_tls_config_set_dhparam(cfg, "automatic", 9), 0);
+    assert_option_error(build_fails(cfg), "dhparam");
+}
+END_TEST
+
+/* ---- secureProtocol ---- */
+
+START_TEST(secure_protocol_names_map_to_versions)
+{
+    static const struct {
+        const char *name;
+        int min, max;
+        char role; /* any, server, client */
+    } methods[] = {
+        {"TLS_method", 0, TLS1_3_VERSION, 'a'},
+        {"TLS_server_method", 0, TLS1_3_VERSION, 's'},
+        {"TLS_client_method", 0, TLS1_3_VERSION, 'c'},
+        {"SSLv23_method", TLS1_2_VERSION, TLS1_2_VERSION, 'a'},
+        {"SSLv23_server_method", TLS1_2_VERSION, TLS1_2_VERSION, 's'},
+        {"TLSv1_method", TLS1_VERSION, TLS1_VERSION, 'a'},
+        {"TLSv1_1_client_method", TLS1_1_VERSION, TLS1_1_VERSION, 'c'},
+        {"TLSv1_2_method", TLS1_2_VERSION, TLS1_2_VERSION, 'a'},
+        {"TLSv1_2_server_method", TLS1_2_VERSION, TLS1_2_VERSION, 's'},
+        {"TLSv1_3_method", TLS1_3_VERSION, TLS1_3_VERSION, 'a'},
+    };
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        dx_tls_config *cfg;
+        ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+        ck_assert_int_eq(dx_tls_config_set_secure_protocol(cfg, methods[i].name), 0);
+        dx_tls_ctx *ctx = build(cfg);
+        SSL_CTX *ssl = dx_tls_ctx_openssl(ctx);
+        ck_assert_msg(SSL_CTX_get_min_proto_version(ssl) == methods[i].min &&
+                          SSL_CTX_get_max_proto_version(ssl) == methods[i].max,
+                      "%s", methods[i].name);
+        const SSL_METHOD *m = SSL_CTX_get_ssl_method(ssl);
+        ck_assert(m == (methods[i].role == 's'   ? TLS_server_method()
+                        : methods[i].role == 'c' ? TLS_client_method()
+                                                 : TLS_method()));
+        dx_tls_ctx_unref(ctx);
+    }
+}
+END_TEST
+
+START_TEST(a_forced_protocol_is_negotiated_and_restricts_the_role)
+{
+    dx_tls_config *cfg = server_config(ec);
+    ck_assert_int_eq(dx_tls_config_set_secure_protocol(cfg, "TLSv1_2_method"), 0);
+    hs r = shake(cfg, client_config(ca));
+    ck_assert(r.ok);
+    ck_assert_str_eq(r.version, "TLSv1.2");
+
+    /* a client-only context cannot serve, but can connect */
+    cfg = server_config(ec);
+    ck_assert_int_eq(dx_tls_config_set_secure_protocol(cfg, "TLS_client_method"), 0);
+    ck_assert(!shake(cfg, client_config(ca)).ok);
+    cfg = client_config(ca);
+    ck_assert_int_eq(dx_tls_config_set_secure_protocol(cfg, "TLS_client_method"), 0);
+    ck_assert(shake(server_config(ec), cfg).ok);
+}
+END_TEST
+
+START_TEST(bad_secure_protocols_are_refused_as_node_refuses_them)
+{
+    static const struct {
+        const char *name, *message;
+    } bad[] = {
+        {"SSLv2_method", "secureProtocol: SSLv2 methods disabled"},
+        {"SSLv2_client_method", "secureProtocol: SSLv2 methods disabled"},
+        {"SSLv3_method", "secureProtocol: SSLv3 methods disabled"},
+        {"SSLv3_server_method", "secureProtocol: SSLv3 methods disabled"},
+        {"blargh", "secureProtocol: Unknown method: blargh"},
+        {"TLSv1_4_method", "secureProtocol: Unknown method: TLSv1_4_method"},
+        {"_method", "secureProtocol: Unknown method: _method"},
+        {"TLSv1_2", "secureProtocol: Unknown method: TLSv1_2"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        dx_tls_config *cfg;
+        ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+        ck_assert_int_eq(dx_tls_config_set_secure_protocol(cfg, bad[i].name), 0);
+        dx_error *err = build_fails(cfg);
+        ck_assert_str_eq(dx_error_name(err), "ERR_TLS_INVALID_PROTOCOL_METHOD");
+        ck_assert_str_eq(dx_error_message(err), bad[i].message);
+        dx_error_free(err);
+    }
+    /* with minVersion or maxVersion: Node's conflict */
+    for (int i = 0; i < 2; i++) {
+        dx_tls_config *cfg;
+        ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+        ck_assert_int_eq(dx_tls_config_set_secure_protocol(cfg, "TLSv1_2_method"), 0);
+        if (i == 0)
+            ck_assert_int_eq(dx_tls_config_set_min_version(cfg, "TLSv1.2"), 0);
+        else
+            ck_assert_int_eq(dx_tls_config_set_max_version(cfg, "TLSv1.3"), 0);
+        dx_error *err = build_fails(cfg);
+        ck_assert_str_eq(dx_error_name(err), "ERR_TLS_PROTOCOL_VERSION_CONFLICT");
+        ck_assert_str_eq(dx_error_message(err),
+                         i == 0 ? "secureProtocol: \"TLSv1_2_method\" conflicts with minVersion \"TLSv1.2\""
+                                : "secureProtocol: \"TLSv1_2_method\" conflicts with maxVersion \"TLSv1.3\"");
+        dx_error_free(err);
+    }
+}
+END_TEST
+
 Suite *tls_context_suite(void)
 {
     Suite *s = suite_create("tls_context");
@@ -1123,6 +1320,11 @@ Suite *tls_context_suite(void)
     tcase_add_test(tc, crls_are_checked_down_to_the_root);
     tcase_add_test(tc, bad_crls_are_refused);
     tcase_add_test(tc, partial_trust_chains_are_opt_in);
+    tcase_add_test(tc, dh_parameters_enable_dhe);
+    tcase_add_test(tc, small_or_foreign_dh_parameters_are_refused);
+    tcase_add_test(tc, secure_protocol_names_map_to_versions);
+    tcase_add_test(tc, a_forced_protocol_is_negotiated_and_restricts_the_role);
+    tcase_add_test(tc, bad_secure_protocols_are_refused_as_node_refuses_them);
     suite_add_tcase(s, tc);
     return s;
 }

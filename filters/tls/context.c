@@ -71,6 +71,9 @@ struct dx_tls_config {
     item *items, *last;
     char *ciphers, *ciphersuites, *sigalgs, *groups;
     char *min_version, *max_version;
+    char *secure_protocol;
+    char *dhparam;
+    size_t dhparam_len;
     bool honor_cipher_order, partial_chain;
     uint64_t secure_options;
     uint8_t sid_ctx[SSL_MAX_SID_CTX_LENGTH];
@@ -120,6 +123,8 @@ void dx_tls_config_free(dx_tls_config *cfg)
     dx_free(cfg->groups);
     dx_free(cfg->min_version);
     dx_free(cfg->max_version);
+    dx_free(cfg->secure_protocol);
+    dx_free(cfg->dhparam);
     dx_free(cfg);
     dx_live_dec();
 }
@@ -245,6 +250,19 @@ int dx_tls_config_set_allow_partial_trust_chain(dx_tls_config *cfg, bool allow)
     return 0;
 }
 
+int dx_tls_config_set_dhparam(dx_tls_config *cfg, const void *pem, size_t len)
+{
+    if (!cfg || !pem || !len)
+        return DX_EINVAL;
+    char *c = copy_bytes(pem, len);
+    if (!c)
+        return DX_ENOMEM;
+    dx_free(cfg->dhparam);
+    cfg->dhparam = c;
+    cfg->dhparam_len = len;
+    return 0;
+}
+
 static int set_text(dx_tls_config *cfg, char **slot, const char *text)
 {
     if (!cfg || !text)
@@ -285,6 +303,11 @@ int dx_tls_config_set_min_version(dx_tls_config *cfg, const char *version)
 int dx_tls_config_set_max_version(dx_tls_config *cfg, const char *version)
 {
     return set_text(cfg, cfg ? &cfg->max_version : NULL, version);
+}
+
+int dx_tls_config_set_secure_protocol(dx_tls_config *cfg, const char *method)
+{
+    return set_text(cfg, cfg ? &cfg->secure_protocol : NULL, method);
 }
 
 int dx_tls_config_set_honor_cipher_order(dx_tls_config *cfg, bool honor)
@@ -443,12 +466,70 @@ typedef struct protocol {
     int min, max; /* 0 for min: the lowest OpenSSL allows */
 } protocol;
 
+/* "secureProtocol: <reason><name>", as Node words it. */
+static dx_error *method_error(const char *reason, const char *name)
+{
+    return or_oom(dx_error_new(DX_ETLS, "ERR_TLS_INVALID_PROTOCOL_METHOD",
+                               "tls", "secureProtocol: %s%s", reason, name));
+}
+
+/* Node's secureProtocol: an OpenSSL method name, mapped to TLS_method (or
+ * its server or client form) and a version range. */
+static dx_error *secure_protocol(const char *name, protocol *p)
+{
+    static const struct {
+        const char *suffix;
+        const SSL_METHOD *(*method)(void);
+    } roles[] = {{"_server_method", TLS_server_method},
+                 {"_client_method", TLS_client_method},
+                 {"_method", TLS_method}};
+    static const struct {
+        const char *base;
+        int min, max; /* min -1: keep the configured minimum */
+    } bases[] = {{"TLS", 0, TLS1_3_VERSION},
+                 {"SSLv23", -1, TLS1_2_VERSION},
+                 {"TLSv1", TLS1_VERSION, TLS1_VERSION},
+                 {"TLSv1_1", TLS1_1_VERSION, TLS1_1_VERSION},
+                 {"TLSv1_2", TLS1_2_VERSION, TLS1_2_VERSION},
+                 {"TLSv1_3", TLS1_3_VERSION, TLS1_3_VERSION}};
+    size_t n = strlen(name), base_len = 0;
+    const SSL_METHOD *method = NULL;
+    for (size_t i = 0; !method && i < sizeof(roles) / sizeof(roles[0]); i++) {
+        size_t k = strlen(roles[i].suffix);
+        if (n > k && strcmp(name + n - k, roles[i].suffix) == 0) {
+            method = roles[i].method();
+            base_len = n - k;
+        }
+    }
+    if (method && base_len == 5 && strncmp(name, "SSLv2", 5) == 0)
+        return method_error("SSLv2 methods disabled", "");
+    if (method && base_len == 5 && strncmp(name, "SSLv3", 5) == 0)
+        return method_error("SSLv3 methods disabled", "");
+    for (size_t i = 0; method && i < sizeof(bases) / sizeof(bases[0]); i++) {
+        if (strlen(bases[i].base) == base_len &&
+            strncmp(name, bases[i].base, base_len) == 0) {
+            p->method = method;
+            if (bases[i].min >= 0)
+                p->min = bases[i].min;
+            p->max = bases[i].max;
+            return NULL;
+        }
+    }
+    return method_error("Unknown method: ", name);
+}
+
 /* The method and versions of cfg: its own minimum and maximum, or the
- * defaults. */
+ * defaults, or its secureProtocol. */
 static dx_error *resolve_protocol(const dx_tls_config *cfg, protocol *p)
 {
     const char *minv = cfg->min_version ? cfg->min_version : DX_TLS_DEFAULT_MIN_VERSION;
     const char *maxv = cfg->max_version ? cfg->max_version : DX_TLS_DEFAULT_MAX_VERSION;
+    if (cfg->secure_protocol && (cfg->min_version || cfg->max_version))
+        return or_oom(dx_error_new(
+            DX_ETLS, "ERR_TLS_PROTOCOL_VERSION_CONFLICT", "tls",
+            "secureProtocol: \"%s\" conflicts with %s \"%s\"",
+            cfg->secure_protocol, cfg->min_version ? "minVersion" : "maxVersion",
+            cfg->min_version ? cfg->min_version : cfg->max_version));
     p->method = TLS_method();
     p->min = version_of(minv);
     p->max = version_of(maxv);
@@ -457,6 +538,11 @@ static dx_error *resolve_protocol(const dx_tls_config *cfg, protocol *p)
             DX_ETLS, "ERR_TLS_INVALID_PROTOCOL_VERSION", "tls",
             "%s: \"%s\" is not a supported TLS protocol version",
             p->min ? "maxVersion" : "minVersion", p->min ? maxv : minv));
+    if (cfg->secure_protocol) {
+        dx_error *err = secure_protocol(cfg->secure_protocol, p);
+        if (err)
+            return err;
+    }
     if (p->min > p->max)
         return or_oom(dx_error_new(DX_ETLS, "ERR_TLS_PROTOCOL_VERSION_CONFLICT",
                                    "tls", "minVersion: %s is above maxVersion %s",
@@ -739,6 +825,40 @@ static dx_error *load_store_pem(X509_STORE *store, const char *option, bool crl,
     return pem_end(option);
 }
 
+/* Diffie-Hellman parameters, or "auto" for OpenSSL's built-in groups. */
+static dx_error *apply_dhparam(SSL_CTX *ssl, const char *data, size_t len)
+{
+    if (len == 4 && memcmp(data, "auto", 4) == 0)
+        return SSL_CTX_set_dh_auto(ssl, 1) == 1
+                   ? NULL : dx_tls_error_openssl("dhparam", "refused");
+    EVP_PKEY *dh = NULL;
+    OSSL_DECODER_CTX *dc = OSSL_DECODER_CTX_new_for_pkey(
+        &dh, NULL, NULL, NULL, OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS, NULL, NULL);
+    if (!dc)
+        return oom();
+    const unsigned char *p = (const unsigned char *)data;
+    size_t left = len;
+    int ok = OSSL_DECODER_from_data(dc, &p, &left);
+    OSSL_DECODER_CTX_free(dc);
+    dx_error *err = NULL;
+    if (!ok || !dh)
+        err = dx_tls_error_openssl("dhparam", "cannot decode the DH parameters");
+    else if (!EVP_PKEY_is_a(dh, "DH") && !EVP_PKEY_is_a(dh, "DHX"))
+        err = or_oom(dx_error_new(DX_ETLS, "ERR_TLS_INVALID_OPTION", "tls",
+                                  "dhparam: %s parameters are not DH parameters",
+                                  EVP_PKEY_get0_type_name(dh)));
+    else if (EVP_PKEY_get_bits(dh) < 1024)
+        err = or_oom(dx_error_new(DX_ETLS, "ERR_TLS_DH_PARAM_SIZE", "tls",
+                                  "dhparam: DH parameter is less than 1024 bits (%d)",
+                                  EVP_PKEY_get_bits(dh)));
+    else if (SSL_CTX_set0_tmp_dh_pkey(ssl, dh) == 1)
+        return NULL; /* the context owns dh now */
+    else
+        err = dx_tls_error_openssl("dhparam", "refused");
+    EVP_PKEY_free(dh);
+    return err;
+}
+
 static dx_error *apply_item(SSL_CTX *ssl, X509_STORE *store, const item *it)
 {
     const char *option = kinds[it->kind].option;
@@ -805,6 +925,11 @@ static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg,
     if (cfg->groups && strcmp(cfg->groups, "auto") != 0 &&
         SSL_CTX_set1_groups_list(ssl, cfg->groups) != 1)
         return dx_tls_error_openssl("ecdhCurve", "failed to set the groups");
+    if (cfg->dhparam) {
+        dx_error *err = apply_dhparam(ssl, cfg->dhparam, cfg->dhparam_len);
+        if (err)
+            return err;
+    }
     if (cfg->sid_ctx_len &&
         SSL_CTX_set_session_id_context(ssl, cfg->sid_ctx, (unsigned)cfg->sid_ctx_len) != 1)
         return dx_tls_error_openssl("sessionIdContext", "refused");

@@ -147,6 +147,17 @@ DX_EXTERN int dx_tls_config_set_sigalgs(dx_tls_config *cfg, const char *list);
 /* Key-exchange groups (Node's ecdhCurve): "X25519:P-256", or "auto" for
  * OpenSSL's defaults (the default). */
 DX_EXTERN int dx_tls_config_set_groups(dx_tls_config *cfg, const char *list);
+/*
+ * Diffie-Hellman parameters for the DHE suites of TLS 1.2 and below
+ * (Node's dhparam): PEM ("DH PARAMETERS", as openssl dhparam writes them)
+ * or DER, of 1024 bits or more; or the 4 bytes "auto" for OpenSSL's
+ * built-in RFC 7919 groups (SSL_CTX_set_dh_auto()). Without it, DHE suites
+ * are not used. Unlike Node, which drops bad parameters silently, the
+ * build refuses them: smaller than 1024 bits with "ERR_TLS_DH_PARAM_SIZE",
+ * undecodable or not DH with the reason.
+ */
+DX_EXTERN int dx_tls_config_set_dhparam(dx_tls_config *cfg, const void *pem,
+                                        size_t len);
 /* Lowest protocol version: "TLSv1", "TLSv1.1", "TLSv1.2" or "TLSv1.3"
  * (default DX_TLS_DEFAULT_MIN_VERSION). */
 DX_EXTERN int dx_tls_config_set_min_version(dx_tls_config *cfg,
@@ -155,6 +166,18 @@ DX_EXTERN int dx_tls_config_set_min_version(dx_tls_config *cfg,
  * DX_TLS_DEFAULT_MAX_VERSION). */
 DX_EXTERN int dx_tls_config_set_max_version(dx_tls_config *cfg,
                                             const char *version);
+/*
+ * Node's secureProtocol, for compatibility: an OpenSSL method name.
+ * "TLS_method" allows every version OpenSSL allows, "SSLv23_method" up to
+ * TLS 1.2, "TLSv1_method", "TLSv1_1_method", "TLSv1_2_method" and
+ * "TLSv1_3_method" exactly that one; the "_server_method" and
+ * "_client_method" forms also restrict the context to that role. SSLv2 and
+ * SSLv3 names and unknown names are refused
+ * ("ERR_TLS_INVALID_PROTOCOL_METHOD"), and so is a configuration that also
+ * sets a minimum or maximum version ("ERR_TLS_PROTOCOL_VERSION_CONFLICT").
+ */
+DX_EXTERN int dx_tls_config_set_secure_protocol(dx_tls_config *cfg,
+                                                const char *method);
 /* Servers choose by their own cipher order (the default for servers). */
 DX_EXTERN int dx_tls_config_set_honor_cipher_order(dx_tls_config *cfg,
                                                    bool honor);
