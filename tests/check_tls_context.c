@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1289,6 +1290,356 @@ START_TEST(bad_secure_protocols_are_refused_as_node_refuses_them)
 }
 END_TEST
 
+/* ---- process defaults ---- */
+
+/* The first TLS 1.2 cipher of a context's list. */
+static const char *first_legacy_cipher(dx_tls_ctx *ctx)
+{
+    STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(dx_tls_ctx_openssl(ctx));
+    for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+        const char *name = SSL_CIPHER_get_name(sk_SSL_CIPHER_value(sk, i));
+        if (strncmp(name, "TLS_", 4) != 0)
+            return name;
+    }
+    return "";
+}
+
+static bool has_cipher(dx_tls_ctx *ctx, const char *name)
+{
+    STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(dx_tls_ctx_openssl(ctx));
+    for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++)
+        if (strcmp(SSL_CIPHER_get_name(sk_SSL_CIPHER_value(sk, i)), name) == 0)
+            return true;
+    return false;
+}
+
+START_TEST(contexts_use_nodes_default_ciphers)
+{
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    dx_tls_ctx *ctx = build(cfg);
+    /* OpenSSL's own default starts with ECDHE-ECDSA-AES256-GCM-SHA384 and
+     * has CAMELLIA */
+    ck_assert_str_eq(first_legacy_cipher(ctx), "ECDHE-RSA-AES128-GCM-SHA256");
+    ck_assert(!has_cipher(ctx, "CAMELLIA256-SHA"));
+    ck_assert(has_cipher(ctx, "TLS_CHACHA20_POLY1305_SHA256"));
+    dx_tls_ctx_unref(ctx);
+}
+END_TEST
+
+START_TEST(new_configs_start_from_the_process_defaults)
+{
+    dx_tls_config *before;
+    ck_assert_int_eq(dx_tls_config_new(&before), 0);
+    ck_assert_int_eq(dx_tls_set_default_ciphers("ECDHE-ECDSA-AES128-SHA"), 0);
+    /* P-256 too: a TLS 1.2 client must offer the curve of the ECDSA
+     * certificate */
+    ck_assert_int_eq(dx_tls_set_default_groups("P-384:P-256"), 0);
+    ck_assert_int_eq(dx_tls_set_default_max_version("TLSv1.2"), 0);
+    ck_assert_int_eq(dx_tls_set_default_min_version("TLSv1.1"), 0);
+    dx_tls_ctx *s = build(server_config(ec)), *c = build(client_config(ca));
+    hs r = handshake(s, c, NULL);
+    ck_assert(r.ok);
+    ck_assert_str_eq(r.version, "TLSv1.2");
+    ck_assert_str_eq(r.cipher, "ECDHE-ECDSA-AES128-SHA");
+    ck_assert_str_eq(r.group, "secp384r1");
+    ck_assert_int_eq(SSL_CTX_get_min_proto_version(dx_tls_ctx_openssl(c)), TLS1_1_VERSION);
+    dx_tls_ctx_unref(c);
+
+    /* the configuration's own settings win */
+    dx_tls_config *cfg = client_config(ca);
+    ck_assert_int_eq(dx_tls_config_set_max_version(cfg, "TLSv1.3"), 0);
+    ck_assert_int_eq(dx_tls_config_set_groups(cfg, "X25519"), 0);
+    ck_assert_int_eq(dx_tls_config_set_ciphers(cfg, "ECDHE-ECDSA-AES256-SHA"), 0);
+    c = build(cfg);
+    ck_assert_str_eq(first_legacy_cipher(c), "ECDHE-ECDSA-AES256-SHA");
+    ck_assert_int_eq(SSL_CTX_get_max_proto_version(dx_tls_ctx_openssl(c)), TLS1_3_VERSION);
+    dx_tls_ctx_unref(c);
+
+    /* a configuration made before keeps what it copied */
+    ck_assert_int_eq(dx_tls_config_add_ca(before, pem(ca), pem_len(ca)), 0);
+    c = build(before);
+    ck_assert_str_eq(first_legacy_cipher(c), "ECDHE-RSA-AES128-GCM-SHA256");
+    ck_assert_int_eq(SSL_CTX_get_max_proto_version(dx_tls_ctx_openssl(c)), TLS1_3_VERSION);
+    r = handshake(s, c, NULL);
+    ck_assert(r.ok);
+    ck_assert_str_eq(r.version, "TLSv1.2");
+    /* by its own "auto" order, which puts P-256 before P-384 */
+    ck_assert_str_eq(r.group, "secp256r1");
+    dx_tls_ctx_unref(c);
+    dx_tls_ctx_unref(s);
+
+    /* a bad default fails the build, naming the option */
+    ck_assert_int_eq(dx_tls_set_default_min_version("TLSv9"), 0);
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    dx_error *err = build_fails(cfg);
+    ck_assert_str_eq(dx_error_name(err), "ERR_TLS_INVALID_PROTOCOL_VERSION");
+    assert_option_error(err, "minVersion");
+    ck_assert_int_eq(dx_tls_set_default_ciphers("FOOBARBAZ"), 0);
+    ck_assert_int_eq(dx_tls_set_default_min_version(NULL), 0);
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    assert_option_error(build_fails(cfg), "ciphers");
+
+    /* NULL restores the built-in defaults */
+    ck_assert_int_eq(dx_tls_set_default_ciphers(NULL), 0);
+    ck_assert_int_eq(dx_tls_set_default_groups(NULL), 0);
+    ck_assert_int_eq(dx_tls_set_default_max_version(NULL), 0);
+    ck_assert_int_eq(dx_tls_set_default_min_version(NULL), 0);
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    c = build(cfg);
+    SSL_CTX *ssl = dx_tls_ctx_openssl(c);
+    ck_assert_str_eq(first_legacy_cipher(c), "ECDHE-RSA-AES128-GCM-SHA256");
+    ck_assert_int_eq(SSL_CTX_get_min_proto_version(ssl), TLS1_2_VERSION);
+    ck_assert_int_eq(SSL_CTX_get_max_proto_version(ssl), TLS1_3_VERSION);
+    dx_tls_ctx_unref(c);
+}
+END_TEST
+
+/* ---- module-level lists ---- */
+
+START_TEST(supported_ciphers_are_listed_as_node_lists_them)
+{
+    dx_tls_list *l;
+    ck_assert_int_eq(dx_tls_get_ciphers(&l), 0);
+    size_t n = dx_tls_list_count(l);
+    ck_assert_uint_ge(n, 20);
+    static const char *const expected[] = {
+        "tls_aes_256_gcm_sha384", "tls_chacha20_poly1305_sha256",
+        "tls_aes_128_gcm_sha256", "tls_aes_128_ccm_sha256",
+        "tls_aes_128_ccm_8_sha256", "ecdhe-rsa-aes128-gcm-sha256",
+        "aes128-gcm-sha256", "aes128-sha"};
+    size_t found = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = dx_tls_list_get(l, i);
+        for (const char *p = name; *p; p++)
+            ck_assert_msg(!isupper((unsigned char)*p), "%s", name);
+        if (i > 0)
+            ck_assert_msg(strcmp(dx_tls_list_get(l, i - 1), name) < 0,
+                          "%s before %s", dx_tls_list_get(l, i - 1), name);
+        for (size_t k = 0; k < sizeof(expected) / sizeof(expected[0]); k++)
+            found += strcmp(name, expected[k]) == 0;
+        /* upper-cased, each is a cipher list of its own */
+        char upper[64];
+        size_t j = 0;
+        for (; name[j] && j + 1 < sizeof(upper); j++)
+            upper[j] = (char)toupper((unsigned char)name[j]);
+        upper[j] = '\0';
+        dx_tls_config *cfg = client_config(ca);
+        ck_assert_int_eq(dx_tls_config_set_ciphers(cfg, upper), 0);
+        dx_tls_ctx_unref(build(cfg));
+    }
+    ck_assert_uint_eq(found, sizeof(expected) / sizeof(expected[0]));
+    ck_assert_ptr_null(dx_tls_list_get(l, n));
+    dx_tls_list_free(l);
+}
+END_TEST
+
+/* Sets an environment variable for the test; restore_env() puts back the
+ * old value. */
+typedef struct saved_env {
+    const char *name;
+    char *value;
+} saved_env;
+
+static saved_env set_env(const char *name, const char *value)
+{
+    const char *old = getenv(name);
+    saved_env s = {name, old ? strdup(old) : NULL};
+    ck_assert_int_eq(setenv(name, value, 1), 0);
+    return s;
+}
+
+static void restore_env(saved_env *s)
+{
+    if (s->value)
+        ck_assert_int_eq(setenv(s->name, s->value, 1), 0);
+    else
+        ck_assert_int_eq(unsetenv(s->name), 0);
+    free(s->value);
+}
+
+static bool list_has(const dx_tls_list *l, const char *text)
+{
+    for (size_t i = 0; i < dx_tls_list_count(l); i++)
+        if (strcmp(dx_tls_list_get(l, i), text) == 0)
+            return true;
+    return false;
+}
+
+START_TEST(root_certificates_are_the_default_store)
+{
+    dx_pki_opts o = {.common_name = "Directory CA", .is_ca = true};
+    dx_pki_cert *dir_ca, *stray;
+    ck_assert_int_eq(dx_pki_issue(NULL, &o, &dir_ca, NULL), 0);
+    o.common_name = "Stray CA";
+    ck_assert_int_eq(dx_pki_issue(NULL, &o, &stray, NULL), 0);
+    dx_pki_cert *dir_leaf = leaf(dir_ca, DX_PKI_EC_P256);
+
+    /* a bundle that holds ca twice, and a hashed directory with dir_ca
+     * under its hash and a stray CA under another name */
+    tmpdir t;
+    tmp_make(&t);
+    const char *bundle = tmp_path(&t, "bundle.pem");
+    char *twice = chain_of(ca, ca);
+    write_file(bundle, twice, strlen(twice));
+    free(twice);
+    const char *certs = tmp_path(&t, "certs");
+    ck_assert_int_eq(mkdir(certs, 0700), 0);
+    X509 *x = x509_of(dir_ca);
+    char name[32];
+    snprintf(name, sizeof(name), "certs/%08lx.0", X509_subject_name_hash(x));
+    X509_free(x);
+    write_file(tmp_path(&t, name), pem(dir_ca), pem_len(dir_ca));
+    write_file(tmp_path(&t, "certs/stray.pem"), pem(stray), pem_len(stray));
+    char dirs[200];
+    snprintf(dirs, sizeof(dirs), "/nonexistent:%s", certs);
+    /* tmp_remove() removes in reverse order: files first, then certs/ */
+    saved_env fe = set_env("SSL_CERT_FILE", bundle), de = set_env("SSL_CERT_DIR", dirs);
+
+    dx_tls_list *l;
+    ck_assert_int_eq(dx_tls_get_root_certificates(&l), 0);
+    ck_assert_uint_eq(dx_tls_list_count(l), 2);
+    ck_assert(list_has(l, pem(ca)));
+    ck_assert(list_has(l, pem(dir_ca)));
+    dx_tls_list_free(l);
+
+    /* and a context without CAs trusts exactly those */
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    dx_tls_ctx *c = build(cfg);
+    dx_tls_ctx *s1 = build(server_config(ec)), *s2 = build(server_config(dir_leaf));
+    hs r = handshake(s1, c, NULL);
+    ck_assert(r.ok);
+    ck_assert_int_eq(r.verify, X509_V_OK);
+    r = handshake(s2, c, NULL);
+    ck_assert(r.ok);
+    ck_assert_int_eq(r.verify, X509_V_OK);
+    dx_tls_ctx_unref(s1);
+    dx_tls_ctx_unref(s2);
+    dx_tls_ctx_unref(c);
+
+    /* no store at all */
+    ck_assert_int_eq(setenv("SSL_CERT_FILE", "/nonexistent/bundle.pem", 1), 0);
+    ck_assert_int_eq(setenv("SSL_CERT_DIR", "/nonexistent", 1), 0);
+    ck_assert_int_eq(dx_tls_get_root_certificates(&l), 0);
+    ck_assert_uint_eq(dx_tls_list_count(l), 0);
+    dx_tls_list_free(l);
+
+    restore_env(&fe);
+    restore_env(&de);
+    tmp_remove(&t);
+    dx_pki_cert_free(dir_leaf);
+    dx_pki_cert_free(dir_ca);
+    dx_pki_cert_free(stray);
+
+    /* the system's store: certificates, each once */
+    ck_assert_int_eq(dx_tls_get_root_certificates(&l), 0);
+    size_t n = dx_tls_list_count(l);
+    ck_assert_uint_gt(n, 0);
+    for (size_t i = 0; i < n; i++) {
+        const char *p = dx_tls_list_get(l, i);
+        ck_assert_int_eq(strncmp(p, "-----BEGIN CERTIFICATE-----\n", 28), 0);
+        for (size_t j = 0; j < i; j++)
+            ck_assert_str_ne(dx_tls_list_get(l, j), p);
+    }
+    dx_tls_list_free(l);
+}
+END_TEST
+
+START_TEST(lists_refuse_bad_arguments)
+{
+    ck_assert_int_eq(dx_tls_get_ciphers(NULL), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_get_root_certificates(NULL), DX_EINVAL);
+    ck_assert_uint_eq(dx_tls_list_count(NULL), 0);
+    ck_assert_ptr_null(dx_tls_list_get(NULL, 0));
+    dx_tls_list_free(NULL);
+}
+END_TEST
+
+/* ---- allocation failure ---- */
+
+typedef struct alloc_case {
+    char *crl, *dh, *bundle;
+    unsigned char *pfx;
+    size_t pfx_len;
+} alloc_case;
+
+/* Everything the module allocates for, once; 0 or DX_ENOMEM, with all of
+ * it freed again either way. */
+static int everything_once(const alloc_case *a)
+{
+    dx_tls_config *cfg = NULL;
+    dx_tls_ctx *ctx = NULL;
+    dx_tls_list *ciphers = NULL, *roots = NULL;
+    dx_error *err = NULL;
+    const char *k = dx_pki_key_pem(rsa);
+    int rc = dx_tls_set_default_groups("P-256:X25519");
+    if (!rc)
+        rc = dx_tls_config_new(&cfg);
+    if (!rc)
+        rc = dx_tls_config_add_ca_file(cfg, a->bundle);
+    if (!rc)
+        rc = dx_tls_config_add_cert(cfg, pem(rsa), pem_len(rsa), k, strlen(k), NULL);
+    if (!rc)
+        rc = dx_tls_config_add_pfx(cfg, a->pfx, a->pfx_len, "pfx");
+    if (!rc)
+        rc = dx_tls_config_add_crl(cfg, a->crl, strlen(a->crl));
+    if (!rc)
+        rc = dx_tls_config_set_dhparam(cfg, a->dh, strlen(a->dh));
+    if (!rc)
+        rc = dx_tls_config_set_secure_protocol(cfg, "TLSv1_2_server_method");
+    if (!rc)
+        rc = dx_tls_config_set_ciphers(cfg, "TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256");
+    if (!rc)
+        rc = dx_tls_ctx_new(cfg, &ctx, &err);
+    if (!rc)
+        rc = dx_tls_get_ciphers(&ciphers);
+    if (!rc)
+        rc = dx_tls_get_root_certificates(&roots);
+    if (!rc)
+        ck_assert_uint_eq(dx_tls_list_count(roots), 1);
+    ck_assert_ptr_null(err);
+    dx_tls_list_free(roots);
+    dx_tls_list_free(ciphers);
+    dx_tls_ctx_unref(ctx);
+    dx_tls_config_free(cfg);
+    ck_assert_int_eq(dx_tls_set_default_groups(NULL), 0);
+    return rc;
+}
+
+START_TEST(allocation_failures_fail_cleanly)
+{
+    const dx_pki_cert *none[] = {NULL};
+    alloc_case a = {.crl = make_crl(ca, none), .dh = make_params("DH", "ffdhe2048")};
+    a.pfx = make_pfx(ec, NULL, "pfx", &a.pfx_len);
+    tmpdir t;
+    tmp_make(&t);
+    const char *bundle = tmp_path(&t, "ca.pem");
+    write_file(bundle, pem(ca), pem_len(ca));
+    a.bundle = (char *)bundle;
+    saved_env fe = set_env("SSL_CERT_FILE", bundle), de = set_env("SSL_CERT_DIR", "/nonexistent");
+
+    size_t base = h_alloc_live();
+    int rc = DX_ENOMEM;
+    long n = 0;
+    for (; rc == DX_ENOMEM; n++) {
+        h_alloc_fail_from(n);
+        rc = everything_once(&a);
+        h_alloc_fail_from(-1);
+        ck_assert_msg(rc == 0 || rc == DX_ENOMEM, "allocation %ld: %s", n, dx_err_name(rc));
+        ck_assert_uint_eq(h_alloc_live(), base);
+    }
+    ck_assert_int_gt(n, 30); /* the run went through many failure points */
+
+    restore_env(&fe);
+    restore_env(&de);
+    tmp_remove(&t);
+    OPENSSL_free(a.pfx);
+    free(a.crl);
+    free(a.dh);
+}
+END_TEST
+
 Suite *tls_context_suite(void)
 {
     Suite *s = suite_create("tls_context");
@@ -1325,6 +1676,12 @@ Suite *tls_context_suite(void)
     tcase_add_test(tc, secure_protocol_names_map_to_versions);
     tcase_add_test(tc, a_forced_protocol_is_negotiated_and_restricts_the_role);
     tcase_add_test(tc, bad_secure_protocols_are_refused_as_node_refuses_them);
+    tcase_add_test(tc, contexts_use_nodes_default_ciphers);
+    tcase_add_test(tc, new_configs_start_from_the_process_defaults);
+    tcase_add_test(tc, supported_ciphers_are_listed_as_node_lists_them);
+    tcase_add_test(tc, root_certificates_are_the_default_store);
+    tcase_add_test(tc, lists_refuse_bad_arguments);
+    tcase_add_test(tc, allocation_failures_fail_cleanly);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -70,7 +70,8 @@ typedef struct item {
 struct dx_tls_config {
     item *items, *last;
     char *ciphers, *ciphersuites, *sigalgs, *groups;
-    char *min_version, *max_version;
+    char *min_version, *max_version;   /* set on this configuration */
+    char *default_min, *default_max;   /* the process defaults, copied */
     char *secure_protocol;
     char *dhparam;
     size_t dhparam_len;
@@ -87,8 +88,15 @@ int dx_tls_config_new(dx_tls_config **out)
         return DX_EINVAL;
     *out = NULL;
     dx_tls_config *cfg = dx_calloc(1, sizeof(*cfg));
-    if (!cfg)
+    dx_tls_defaults d;
+    if (!cfg || dx_tls_defaults_copy(&d) != 0) {
+        dx_free(cfg);
         return DX_ENOMEM;
+    }
+    cfg->ciphers = d.ciphers;
+    cfg->groups = d.groups;
+    cfg->default_min = d.min_version;
+    cfg->default_max = d.max_version;
     cfg->honor_cipher_order = true;
     cfg->session_timeout = DX_TLS_DEFAULT_SESSION_TIMEOUT;
     dx_live_inc();
@@ -123,6 +131,8 @@ void dx_tls_config_free(dx_tls_config *cfg)
     dx_free(cfg->groups);
     dx_free(cfg->min_version);
     dx_free(cfg->max_version);
+    dx_free(cfg->default_min);
+    dx_free(cfg->default_max);
     dx_free(cfg->secure_protocol);
     dx_free(cfg->dhparam);
     dx_free(cfg);
@@ -519,11 +529,11 @@ static dx_error *secure_protocol(const char *name, protocol *p)
 }
 
 /* The method and versions of cfg: its own minimum and maximum, or the
- * defaults, or its secureProtocol. */
+ * process defaults it copied, or its secureProtocol. */
 static dx_error *resolve_protocol(const dx_tls_config *cfg, protocol *p)
 {
-    const char *minv = cfg->min_version ? cfg->min_version : DX_TLS_DEFAULT_MIN_VERSION;
-    const char *maxv = cfg->max_version ? cfg->max_version : DX_TLS_DEFAULT_MAX_VERSION;
+    const char *minv = cfg->min_version ? cfg->min_version : cfg->default_min;
+    const char *maxv = cfg->max_version ? cfg->max_version : cfg->default_max;
     if (cfg->secure_protocol && (cfg->min_version || cfg->max_version))
         return or_oom(dx_error_new(
             DX_ETLS, "ERR_TLS_PROTOCOL_VERSION_CONFLICT", "tls",

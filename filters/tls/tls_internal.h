@@ -18,4 +18,13 @@ void dx_tls_openssl_code(unsigned long e, char *out, size_t size);
  * said nothing. Clears OpenSSL's error queue. Never NULL. */
 dx_error *dx_tls_error_openssl(const char *option, const char *fallback);
 
+/* Copies of the process defaults (see dx_tls_set_default_ciphers()), for
+ * a new configuration, which owns and frees them. */
+typedef struct dx_tls_defaults {
+    char *ciphers, *groups, *min_version, *max_version;
+} dx_tls_defaults;
+
+/* Fills *out with copies. 0, or DX_ENOMEM with nothing to free. */
+int dx_tls_defaults_copy(dx_tls_defaults *out);
+
 #endif

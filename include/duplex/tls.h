@@ -30,15 +30,30 @@ extern "C" {
 typedef struct dx_tls_config dx_tls_config;
 typedef struct dx_tls_ctx dx_tls_ctx;
 
-/* Defaults, as in Node.js. */
+/* Defaults, as in Node.js; new configurations start from the process
+ * defaults (dx_tls_set_default_ciphers() and its siblings), which start
+ * from these. */
 #define DX_TLS_DEFAULT_MIN_VERSION "TLSv1.2"
 #define DX_TLS_DEFAULT_MAX_VERSION "TLSv1.3"
 #define DX_TLS_DEFAULT_SESSION_TIMEOUT 300
+/* Node's tls.DEFAULT_ECDH_CURVE: OpenSSL's own choice of groups. */
+#define DX_TLS_DEFAULT_GROUPS "auto"
+/* Node's default cipher list (crypto.constants.defaultCoreCipherList). */
+#define DX_TLS_DEFAULT_CIPHERS                                              \
+    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"                  \
+    "TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                   \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:"            \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256:"              \
+    "ECDHE-RSA-AES128-SHA256:DHE-RSA-AES128-SHA256:"                        \
+    "ECDHE-RSA-AES256-SHA384:DHE-RSA-AES256-SHA384:"                        \
+    "ECDHE-RSA-AES256-SHA256:DHE-RSA-AES256-SHA256:HIGH:!aNULL:!eNULL:"     \
+    "!EXPORT:!DES:!RC4:!MD5:!PSK:!SRP:!CAMELLIA"
 
 /*
- * A new configuration: OpenSSL's ciphers and groups, the default versions,
- * honoring the cipher order, a session timeout of
- * DX_TLS_DEFAULT_SESSION_TIMEOUT, and nothing else. The caller
+ * A new configuration, holding copies of the process defaults of this
+ * moment (ciphers, groups, minimum and maximum version; later changes to
+ * the defaults do not reach it), honoring the cipher order, a session
+ * timeout of DX_TLS_DEFAULT_SESSION_TIMEOUT, and nothing else. The caller
  * owns *out and frees it with dx_tls_config_free(). Returns 0, DX_EINVAL
  * (NULL out), DX_ENOMEM.
  */
@@ -59,7 +74,7 @@ DX_EXTERN void dx_tls_config_free(dx_tls_config *cfg);
  * Trust: adds one or more PEM certificates (labels CERTIFICATE, X509
  * CERTIFICATE or TRUSTED CERTIFICATE; several may be concatenated). Once
  * any is added, only these are trusted; without any, the system's default
- * store is used.
+ * store is used (see dx_tls_get_root_certificates()).
  */
 DX_EXTERN int dx_tls_config_add_ca(dx_tls_config *cfg, const void *pem,
                                    size_t len);
@@ -135,7 +150,8 @@ DX_EXTERN int dx_tls_config_set_allow_partial_trust_chain(dx_tls_config *cfg,
  * Ciphers, with Node's semantics: names that start with "TLS_" are TLS 1.3
  * cipher suites, everything else is an OpenSSL cipher string for TLS 1.2
  * and below; a list that names no TLS 1.3 suite leaves the 1.3 defaults.
- * Names are upper-case, as OpenSSL spells them.
+ * Names are upper-case, as OpenSSL spells them. Replaces the process
+ * default (DX_TLS_DEFAULT_CIPHERS unless changed).
  */
 DX_EXTERN int dx_tls_config_set_ciphers(dx_tls_config *cfg, const char *list);
 /* TLS 1.3 cipher suites alone ("TLS_AES_128_GCM_SHA256:..."), applied
@@ -145,7 +161,7 @@ DX_EXTERN int dx_tls_config_set_ciphersuites(dx_tls_config *cfg,
 /* Signature algorithms ("ECDSA+SHA256:RSA-PSS+SHA256:ed25519"). */
 DX_EXTERN int dx_tls_config_set_sigalgs(dx_tls_config *cfg, const char *list);
 /* Key-exchange groups (Node's ecdhCurve): "X25519:P-256", or "auto" for
- * OpenSSL's defaults (the default). */
+ * OpenSSL's defaults (the built-in process default). */
 DX_EXTERN int dx_tls_config_set_groups(dx_tls_config *cfg, const char *list);
 /*
  * Diffie-Hellman parameters for the DHE suites of TLS 1.2 and below
@@ -158,12 +174,12 @@ DX_EXTERN int dx_tls_config_set_groups(dx_tls_config *cfg, const char *list);
  */
 DX_EXTERN int dx_tls_config_set_dhparam(dx_tls_config *cfg, const void *pem,
                                         size_t len);
-/* Lowest protocol version: "TLSv1", "TLSv1.1", "TLSv1.2" or "TLSv1.3"
- * (default DX_TLS_DEFAULT_MIN_VERSION). */
+/* Lowest protocol version: "TLSv1", "TLSv1.1", "TLSv1.2" or "TLSv1.3".
+ * Replaces the process default. */
 DX_EXTERN int dx_tls_config_set_min_version(dx_tls_config *cfg,
                                             const char *version);
-/* Highest protocol version, the same names (default
- * DX_TLS_DEFAULT_MAX_VERSION). */
+/* Highest protocol version, the same names. Replaces the process
+ * default. */
 DX_EXTERN int dx_tls_config_set_max_version(dx_tls_config *cfg,
                                             const char *version);
 /*
@@ -220,6 +236,67 @@ DX_EXTERN void *dx_tls_ctx_openssl(const dx_tls_ctx *ctx);
 /* Whether servers built on ctx choose by their own cipher order; false for
  * a NULL ctx. */
 DX_EXTERN bool dx_tls_ctx_honor_cipher_order(const dx_tls_ctx *ctx);
+
+/*
+ * PROCESS DEFAULTS
+ *
+ * What new configurations start from (Node's tls.DEFAULT_CIPHERS,
+ * tls.DEFAULT_ECDH_CURVE, tls.DEFAULT_MIN_VERSION, tls.DEFAULT_MAX_VERSION
+ * and --tls-cipher-list). Each call copies its text, checked when a
+ * context is built as if it had been set on the configuration; NULL
+ * restores the built-in default (the DX_TLS_DEFAULT_ macros). Configurations
+ * that exist already keep what they copied. Like dx_set_allocator(), these
+ * calls are not thread-safe: make them at start-up, before any thread makes
+ * configurations. A default other than the built-in one holds memory from
+ * the library's allocator: restore it (NULL) before dx_set_allocator().
+ * Each returns 0 or DX_ENOMEM.
+ */
+/* The cipher list (see dx_tls_config_set_ciphers()). */
+DX_EXTERN int dx_tls_set_default_ciphers(const char *list);
+/* The key-exchange groups (see dx_tls_config_set_groups()). */
+DX_EXTERN int dx_tls_set_default_groups(const char *list);
+/* The lowest protocol version (see dx_tls_config_set_min_version()). */
+DX_EXTERN int dx_tls_set_default_min_version(const char *version);
+/* The highest protocol version (see dx_tls_config_set_max_version()). */
+DX_EXTERN int dx_tls_set_default_max_version(const char *version);
+
+/*
+ * LISTS
+ *
+ * An immutable list of strings returned to the caller, who owns it and
+ * frees it with dx_tls_list_free(); the strings live as long as the list.
+ */
+typedef struct dx_tls_list dx_tls_list;
+
+/* The number of strings; 0 for NULL. */
+DX_EXTERN size_t dx_tls_list_count(const dx_tls_list *list);
+/* String i (from 0), NUL-terminated; NULL when i is out of range or list
+ * is NULL. */
+DX_EXTERN const char *dx_tls_list_get(const dx_tls_list *list, size_t i);
+/* Frees a list and its strings. NULL is ignored. */
+DX_EXTERN void dx_tls_list_free(dx_tls_list *list);
+
+/*
+ * The names of the ciphers this OpenSSL can negotiate at its configured
+ * security level (Node's tls.getCiphers()): lower-case, sorted, each once;
+ * TLS 1.3 suites start with "tls_". Upper-cased, each is accepted by
+ * dx_tls_config_set_ciphers(). Returns 0 with a new list in *out (the
+ * caller frees it), DX_EINVAL (NULL out), DX_ENOMEM.
+ */
+DX_EXTERN int dx_tls_get_ciphers(dx_tls_list **out);
+
+/*
+ * The certificates a context without dx_tls_config_add_ca() trusts (Node's
+ * tls.rootCertificates): the system's default store as OpenSSL finds it,
+ * the file and the hashed directories it names, or those the environment
+ * variables SSL_CERT_FILE and SSL_CERT_DIR name, as OpenSSL reads them.
+ * libduplex ships no bundle of its own. Each certificate is one PEM text
+ * ("-----BEGIN CERTIFICATE-----..."), once, however many places hold it.
+ * A missing store gives an empty list. The store is read at each call.
+ * Returns 0 with a new list in *out (the caller frees it), DX_EINVAL (NULL
+ * out), DX_ENOMEM.
+ */
+DX_EXTERN int dx_tls_get_root_certificates(dx_tls_list **out);
 
 #ifdef __cplusplus
 }
