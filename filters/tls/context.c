@@ -7,6 +7,7 @@
 
 #include <duplex/tls.h>
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,7 +16,10 @@
 #include <openssl/decoder.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
 #include <openssl/ssl.h>
+#include <openssl/store.h>
+#include <openssl/ui.h>
 #include <openssl/x509.h>
 
 #include "alloc.h"
@@ -29,14 +33,36 @@ static dx_error *or_oom(dx_error *e)
     return e ? e : (dx_error *)dx_error_oom();
 }
 
+/* The out-of-memory error, for OpenSSL objects that could not be made. */
+static dx_error *oom(void)
+{
+    ERR_clear_error();
+    return (dx_error *)dx_error_oom();
+}
+
 /* ---- the configuration ---------------------------------------------------- */
 
-typedef enum item_kind { ITEM_CA, ITEM_CA_FILE, ITEM_CERT, ITEM_CERT_FILE } item_kind;
+typedef enum item_kind {
+    ITEM_CA, ITEM_CA_FILE, ITEM_CRL, ITEM_CRL_FILE,
+    ITEM_CERT, ITEM_CERT_FILE, ITEM_CERT_URI, ITEM_PFX, ITEM_PFX_FILE
+} item_kind;
+
+/* The option each kind of item stands for, and whether a holds a path. */
+static const struct {
+    const char *option;
+    bool file;
+} kinds[] = {
+    [ITEM_CA] = {"ca", false},         [ITEM_CA_FILE] = {"ca", true},
+    [ITEM_CRL] = {"crl", false},       [ITEM_CRL_FILE] = {"crl", true},
+    [ITEM_CERT] = {"cert", false},     [ITEM_CERT_FILE] = {"cert", true},
+    [ITEM_CERT_URI] = {"cert", false}, [ITEM_PFX] = {"pfx", false},
+    [ITEM_PFX_FILE] = {"pfx", true},
+};
 
 typedef struct item {
     struct item *next;
     item_kind kind;
-    char *a, *b;     /* CA: a; cert: a = chain, b = key (data or paths) */
+    char *a, *b; /* a: the data or its path; b: the key, its path or URI */
     size_t alen, blen;
     char *passphrase;
 } item;
@@ -44,8 +70,12 @@ typedef struct item {
 struct dx_tls_config {
     item *items, *last;
     char *ciphers, *ciphersuites, *sigalgs, *groups;
-    char *min_version, *max_version;
-    bool honor_cipher_order;
+    char *min_version, *max_version;   /* set on this configuration */
+    char *default_min, *default_max;   /* the process defaults, copied */
+    char *secure_protocol;
+    char *dhparam;
+    size_t dhparam_len;
+    bool honor_cipher_order, partial_chain;
     uint64_t secure_options;
     uint8_t sid_ctx[SSL_MAX_SID_CTX_LENGTH];
     size_t sid_ctx_len;
@@ -56,12 +86,21 @@ int dx_tls_config_new(dx_tls_config **out)
 {
     if (!out)
         return DX_EINVAL;
-    *out = dx_calloc(1, sizeof(**out));
-    if (!*out)
+    *out = NULL;
+    dx_tls_config *cfg = dx_calloc(1, sizeof(*cfg));
+    dx_tls_defaults d;
+    if (!cfg || dx_tls_defaults_copy(&d) != 0) {
+        dx_free(cfg);
         return DX_ENOMEM;
-    (*out)->honor_cipher_order = true;
-    (*out)->session_timeout = DX_TLS_DEFAULT_SESSION_TIMEOUT;
+    }
+    cfg->ciphers = d.ciphers;
+    cfg->groups = d.groups;
+    cfg->default_min = d.min_version;
+    cfg->default_max = d.max_version;
+    cfg->honor_cipher_order = true;
+    cfg->session_timeout = DX_TLS_DEFAULT_SESSION_TIMEOUT;
     dx_live_inc();
+    *out = cfg;
     return 0;
 }
 
@@ -80,7 +119,7 @@ void dx_tls_config_free(dx_tls_config *cfg)
         return;
     for (item *it = cfg->items, *next; it; it = next) {
         next = it->next;
-        dx_free(it->a);
+        free_secret(it->a, it->alen);
         free_secret(it->b, it->blen);
         if (it->passphrase)
             free_secret(it->passphrase, strlen(it->passphrase));
@@ -92,6 +131,10 @@ void dx_tls_config_free(dx_tls_config *cfg)
     dx_free(cfg->groups);
     dx_free(cfg->min_version);
     dx_free(cfg->max_version);
+    dx_free(cfg->default_min);
+    dx_free(cfg->default_max);
+    dx_free(cfg->secure_protocol);
+    dx_free(cfg->dhparam);
     dx_free(cfg);
     dx_live_dec();
 }
@@ -123,7 +166,7 @@ static int add_item(dx_tls_config *cfg, item_kind kind, const void *a,
     if (pass)
         it->passphrase = dx_strdup(pass);
     if (!it->a || (b && !it->b) || (pass && !it->passphrase)) {
-        dx_free(it->a);
+        free_secret(it->a, it->alen);
         free_secret(it->b, it->blen);
         dx_free(it->passphrase);
         dx_free(it);
@@ -169,6 +212,67 @@ int dx_tls_config_add_cert_file(dx_tls_config *cfg, const char *chain_path,
                     key_path, strlen(key_path), passphrase);
 }
 
+int dx_tls_config_add_cert_uri(dx_tls_config *cfg, const void *chain,
+                               size_t chain_len, const char *key_uri,
+                               const char *passphrase)
+{
+    if (!cfg || !chain || !chain_len || !key_uri || !*key_uri)
+        return DX_EINVAL;
+    return add_item(cfg, ITEM_CERT_URI, chain, chain_len, key_uri,
+                    strlen(key_uri), passphrase);
+}
+
+int dx_tls_config_add_pfx(dx_tls_config *cfg, const void *data, size_t len,
+                          const char *passphrase)
+{
+    if (!cfg || !data || !len)
+        return DX_EINVAL;
+    return add_item(cfg, ITEM_PFX, data, len, NULL, 0, passphrase);
+}
+
+int dx_tls_config_add_pfx_file(dx_tls_config *cfg, const char *path,
+                               const char *passphrase)
+{
+    if (!cfg || !path || !*path)
+        return DX_EINVAL;
+    return add_item(cfg, ITEM_PFX_FILE, path, strlen(path), NULL, 0, passphrase);
+}
+
+int dx_tls_config_add_crl(dx_tls_config *cfg, const void *pem, size_t len)
+{
+    if (!cfg || !pem || !len)
+        return DX_EINVAL;
+    return add_item(cfg, ITEM_CRL, pem, len, NULL, 0, NULL);
+}
+
+int dx_tls_config_add_crl_file(dx_tls_config *cfg, const char *path)
+{
+    if (!cfg || !path || !*path)
+        return DX_EINVAL;
+    return add_item(cfg, ITEM_CRL_FILE, path, strlen(path), NULL, 0, NULL);
+}
+
+int dx_tls_config_set_allow_partial_trust_chain(dx_tls_config *cfg, bool allow)
+{
+    if (!cfg)
+        return DX_EINVAL;
+    cfg->partial_chain = allow;
+    return 0;
+}
+
+int dx_tls_config_set_dhparam(dx_tls_config *cfg, const void *pem, size_t len)
+{
+    if (!cfg || !pem || !len)
+        return DX_EINVAL;
+    char *c = copy_bytes(pem, len);
+    if (!c)
+        return DX_ENOMEM;
+    dx_free(cfg->dhparam);
+    cfg->dhparam = c;
+    cfg->dhparam_len = len;
+    return 0;
+}
+
 static int set_text(dx_tls_config *cfg, char **slot, const char *text)
 {
     if (!cfg || !text)
@@ -209,6 +313,11 @@ int dx_tls_config_set_min_version(dx_tls_config *cfg, const char *version)
 int dx_tls_config_set_max_version(dx_tls_config *cfg, const char *version)
 {
     return set_text(cfg, cfg ? &cfg->max_version : NULL, version);
+}
+
+int dx_tls_config_set_secure_protocol(dx_tls_config *cfg, const char *method)
+{
+    return set_text(cfg, cfg ? &cfg->secure_protocol : NULL, method);
 }
 
 int dx_tls_config_set_honor_cipher_order(dx_tls_config *cfg, bool honor)
@@ -265,6 +374,7 @@ static const char *lib_name(int lib)
         {ERR_LIB_OSSL_DECODER, "OSSL_DECODER"},
         {ERR_LIB_OSSL_STORE, "OSSL_STORE"}, {ERR_LIB_DH, "DH"},
         {ERR_LIB_BN, "BN"},         {ERR_LIB_OCSP, "OCSP"},
+        {ERR_LIB_SYS, "SYS"},       {ERR_LIB_UI, "UI"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (names[i].lib == lib)
@@ -272,9 +382,19 @@ static const char *lib_name(int lib)
     return "UNKNOWN";
 }
 
-void dx_tls_openssl_code(unsigned long e, char *out, size_t size)
+/* The reason text of an OpenSSL error; for a failed system call, which
+ * OpenSSL records by its errno, the system's text. NULL if there is none. */
+static const char *reason_of(unsigned long e)
 {
     const char *reason = ERR_reason_error_string(e);
+    if (!reason && ERR_SYSTEM_ERROR(e))
+        reason = strerror(ERR_GET_REASON(e));
+    return reason;
+}
+
+void dx_tls_openssl_code(unsigned long e, char *out, size_t size)
+{
+    const char *reason = reason_of(e);
     char raw[160];
     if (!reason) {
         snprintf(out, size, "ERR_OSSL_UNKNOWN");
@@ -303,7 +423,7 @@ dx_error *dx_tls_error_openssl(const char *option, const char *fallback)
     if (e) {
         char name[64], text[256];
         dx_tls_openssl_code(e, name, sizeof(name));
-        const char *reason = ERR_reason_error_string(e);
+        const char *reason = reason_of(e);
         err = dx_error_new(DX_ETLS, name, "tls", "%s: %s", option,
                            reason ? reason : fallback);
         ERR_error_string_n(e, text, sizeof(text));
@@ -326,19 +446,118 @@ struct dx_tls_ctx {
 
 SSL_CTX *dx_tls_ctx_ssl(const dx_tls_ctx *ctx) { return ctx->ssl; }
 
+static const struct {
+    const char *name;
+    int v;
+} versions[] = {{"TLSv1", TLS1_VERSION},
+                {"TLSv1.1", TLS1_1_VERSION},
+                {"TLSv1.2", TLS1_2_VERSION},
+                {"TLSv1.3", TLS1_3_VERSION}};
+
 static int version_of(const char *name)
 {
-    static const struct {
-        const char *name;
-        int v;
-    } map[] = {{"TLSv1", TLS1_VERSION},
-               {"TLSv1.1", TLS1_1_VERSION},
-               {"TLSv1.2", TLS1_2_VERSION},
-               {"TLSv1.3", TLS1_3_VERSION}};
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strcmp(name, map[i].name) == 0)
-            return map[i].v;
+    for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++)
+        if (strcmp(name, versions[i].name) == 0)
+            return versions[i].v;
     return 0;
+}
+
+static const char *version_name(int v)
+{
+    for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++)
+        if (versions[i].v == v)
+            return versions[i].name;
+    return "the lowest version";
+}
+
+/* The SSL method and the version range a context is made with. */
+typedef struct protocol {
+    const SSL_METHOD *method;
+    int min, max; /* 0 for min: the lowest OpenSSL allows */
+} protocol;
+
+/* "secureProtocol: <reason><name>", as Node words it. */
+static dx_error *method_error(const char *reason, const char *name)
+{
+    return or_oom(dx_error_new(DX_ETLS, "ERR_TLS_INVALID_PROTOCOL_METHOD",
+                               "tls", "secureProtocol: %s%s", reason, name));
+}
+
+/* Node's secureProtocol: an OpenSSL method name, mapped to TLS_method (or
+ * its server or client form) and a version range. */
+static dx_error *secure_protocol(const char *name, protocol *p)
+{
+    static const struct {
+        const char *suffix;
+        const SSL_METHOD *(*method)(void);
+    } roles[] = {{"_server_method", TLS_server_method},
+                 {"_client_method", TLS_client_method},
+                 {"_method", TLS_method}};
+    static const struct {
+        const char *base;
+        int min, max; /* min -1: keep the configured minimum */
+    } bases[] = {{"TLS", 0, TLS1_3_VERSION},
+                 {"SSLv23", -1, TLS1_2_VERSION},
+                 {"TLSv1", TLS1_VERSION, TLS1_VERSION},
+                 {"TLSv1_1", TLS1_1_VERSION, TLS1_1_VERSION},
+                 {"TLSv1_2", TLS1_2_VERSION, TLS1_2_VERSION},
+                 {"TLSv1_3", TLS1_3_VERSION, TLS1_3_VERSION}};
+    size_t n = strlen(name), base_len = 0;
+    const SSL_METHOD *method = NULL;
+    for (size_t i = 0; !method && i < sizeof(roles) / sizeof(roles[0]); i++) {
+        size_t k = strlen(roles[i].suffix);
+        if (n > k && strcmp(name + n - k, roles[i].suffix) == 0) {
+            method = roles[i].method();
+            base_len = n - k;
+        }
+    }
+    if (method && base_len == 5 && strncmp(name, "SSLv2", 5) == 0)
+        return method_error("SSLv2 methods disabled", "");
+    if (method && base_len == 5 && strncmp(name, "SSLv3", 5) == 0)
+        return method_error("SSLv3 methods disabled", "");
+    for (size_t i = 0; method && i < sizeof(bases) / sizeof(bases[0]); i++) {
+        if (strlen(bases[i].base) == base_len &&
+            strncmp(name, bases[i].base, base_len) == 0) {
+            p->method = method;
+            if (bases[i].min >= 0)
+                p->min = bases[i].min;
+            p->max = bases[i].max;
+            return NULL;
+        }
+    }
+    return method_error("Unknown method: ", name);
+}
+
+/* The method and versions of cfg: its own minimum and maximum, or the
+ * process defaults it copied, or its secureProtocol. */
+static dx_error *resolve_protocol(const dx_tls_config *cfg, protocol *p)
+{
+    const char *minv = cfg->min_version ? cfg->min_version : cfg->default_min;
+    const char *maxv = cfg->max_version ? cfg->max_version : cfg->default_max;
+    if (cfg->secure_protocol && (cfg->min_version || cfg->max_version))
+        return or_oom(dx_error_new(
+            DX_ETLS, "ERR_TLS_PROTOCOL_VERSION_CONFLICT", "tls",
+            "secureProtocol: \"%s\" conflicts with %s \"%s\"",
+            cfg->secure_protocol, cfg->min_version ? "minVersion" : "maxVersion",
+            cfg->min_version ? cfg->min_version : cfg->max_version));
+    p->method = TLS_method();
+    p->min = version_of(minv);
+    p->max = version_of(maxv);
+    if (!p->min || !p->max)
+        return or_oom(dx_error_new(
+            DX_ETLS, "ERR_TLS_INVALID_PROTOCOL_VERSION", "tls",
+            "%s: \"%s\" is not a supported TLS protocol version",
+            p->min ? "maxVersion" : "minVersion", p->min ? maxv : minv));
+    if (cfg->secure_protocol) {
+        dx_error *err = secure_protocol(cfg->secure_protocol, p);
+        if (err)
+            return err;
+    }
+    if (p->min > p->max)
+        return or_oom(dx_error_new(DX_ETLS, "ERR_TLS_PROTOCOL_VERSION_CONFLICT",
+                                   "tls", "minVersion: %s is above maxVersion %s",
+                                   version_name(p->min), version_name(p->max)));
+    return NULL;
 }
 
 /* Splits Node's single cipher list: TLS_* names are TLS 1.3 suites. */
@@ -424,52 +643,60 @@ static dx_error *file_error(const char *option, const char *path)
                                "%s: cannot read %s", option, path));
 }
 
-/* Loads a chain (PEM certificates, or one DER certificate) as the current
- * certificate of the context, with its intermediates. */
-static dx_error *load_chain(SSL_CTX *ssl, const char *data, size_t len)
+/* After a loop of PEM reads: the data ended cleanly (OpenSSL found no
+ * further start line), or the error that stopped it. */
+static dx_error *pem_end(const char *option)
 {
+    unsigned long e = ERR_peek_last_error();
+    if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
+        ERR_clear_error();
+        return NULL;
+    }
+    return dx_tls_error_openssl(option, "damaged PEM data");
+}
+
+/* Reads a chain: PEM certificates, leaf first, or one DER certificate. */
+static dx_error *parse_chain(const char *data, size_t len, X509 **leaf,
+                             STACK_OF(X509) **chain)
+{
+    *leaf = NULL;
+    *chain = NULL;
     BIO *b = BIO_new_mem_buf(data, (int)len);
     if (!b)
-        return dx_tls_error_openssl("cert", "out of memory");
-    X509 *leaf = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL);
+        return oom();
     dx_error *err = NULL;
-    if (!leaf) {
+    *leaf = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL);
+    if (!*leaf) {
         const unsigned char *p = (const unsigned char *)data;
         ERR_clear_error();
-        leaf = d2i_X509(NULL, &p, (long)len);
-        if (!leaf) {
-            BIO_free(b);
-            return dx_tls_error_openssl("cert", "no certificate found");
+        *leaf = d2i_X509(NULL, &p, (long)len);
+        if (!*leaf)
+            err = dx_tls_error_openssl("cert", "no certificate found");
+    } else if (!(*chain = sk_X509_new_null())) {
+        err = oom();
+    } else {
+        X509 *x;
+        while (!err && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+            if (!sk_X509_push(*chain, x)) {
+                X509_free(x);
+                err = oom();
+            }
         }
-        BIO_free(b);
-        b = NULL;
+        if (!err)
+            err = pem_end("cert");
     }
-    if (SSL_CTX_use_certificate(ssl, leaf) != 1)
-        err = dx_tls_error_openssl("cert", "certificate refused");
-    X509_free(leaf);
-    while (!err && b) {
-        X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
-        if (!x)
-            break;
-        if (SSL_CTX_add0_chain_cert(ssl, x) != 1) {
-            X509_free(x);
-            err = dx_tls_error_openssl("cert", "chain certificate refused");
-        }
-    }
-    ERR_clear_error(); /* the end of the PEM data */
     BIO_free(b);
     return err;
 }
 
 /* Decodes a private key, PEM or DER, encrypted or not. */
-static dx_error *load_key(SSL_CTX *ssl, const char *data, size_t len,
-                          const char *pass)
+static dx_error *decode_key(const char *data, size_t len, const char *pass,
+                            EVP_PKEY **key)
 {
-    EVP_PKEY *key = NULL;
     OSSL_DECODER_CTX *dc = OSSL_DECODER_CTX_new_for_pkey(
-        &key, NULL, NULL, NULL, OSSL_KEYMGMT_SELECT_KEYPAIR, NULL, NULL);
+        key, NULL, NULL, NULL, OSSL_KEYMGMT_SELECT_KEYPAIR, NULL, NULL);
     if (!dc)
-        return dx_tls_error_openssl("key", "no decoder");
+        return oom();
     if (pass)
         OSSL_DECODER_CTX_set_passphrase(dc, (const unsigned char *)pass, strlen(pass));
     else
@@ -478,90 +705,215 @@ static dx_error *load_key(SSL_CTX *ssl, const char *data, size_t len,
     size_t left = len;
     int ok = OSSL_DECODER_from_data(dc, &p, &left);
     OSSL_DECODER_CTX_free(dc);
-    if (!ok || !key) {
-        EVP_PKEY_free(key);
-        return dx_tls_error_openssl("key", pass ? "cannot decode the key (wrong passphrase?)"
-                                                : "cannot decode the key");
-    }
+    if (ok && *key)
+        return NULL;
+    return dx_tls_error_openssl("key", pass ? "cannot decode the key (wrong passphrase?)"
+                                            : "cannot decode the key");
+}
+
+/* Fetches the first private key an OSSL_STORE URI names. The passphrase
+ * goes to the store through a UI method that never asks a terminal. */
+static dx_error *store_key(const char *uri, const char *pass, EVP_PKEY **key)
+{
+    UI_METHOD *ui = UI_UTIL_wrap_read_pem_callback(pass_cb, 0);
+    if (!ui)
+        return oom();
+    OSSL_STORE_CTX *sc = OSSL_STORE_open_ex(uri, NULL, NULL, ui, (void *)pass,
+                                            NULL, NULL, NULL);
     dx_error *err = NULL;
-    /* The key must be the certificate's just loaded (OpenSSL would file a
-     * key of another type under another certificate slot). */
-    X509 *cert = SSL_CTX_get0_certificate(ssl);
-    if (!cert || X509_check_private_key(cert, key) != 1)
-        err = dx_tls_error_openssl("key", "the key does not match the certificate");
-    else if (SSL_CTX_use_PrivateKey(ssl, key) != 1)
-        err = dx_tls_error_openssl("key", "key refused");
-    EVP_PKEY_free(key);
+    if (!sc) {
+        err = dx_tls_error_openssl("key", "cannot open the key URI");
+    } else {
+        OSSL_STORE_expect(sc, OSSL_STORE_INFO_PKEY);
+        while (!*key && !OSSL_STORE_eof(sc)) {
+            OSSL_STORE_INFO *info = OSSL_STORE_load(sc);
+            if (!info)
+                break;
+            if (OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
+                *key = OSSL_STORE_INFO_get1_PKEY(info);
+            OSSL_STORE_INFO_free(info);
+        }
+        if (!*key)
+            err = dx_tls_error_openssl("key", "no private key found");
+        OSSL_STORE_close(sc);
+    }
+    UI_destroy_method(ui);
     return err;
 }
 
-static dx_error *load_ca(X509_STORE *store, const char *data, size_t len)
+/* Installs one identity: a certificate, its chain (may be NULL) and its
+ * key, in the slot of the key's type. */
+static dx_error *use_identity(SSL_CTX *ssl, const char *cert_option,
+                              const char *key_option, X509 *leaf,
+                              STACK_OF(X509) *chain, EVP_PKEY *key)
+{
+    if (X509_check_private_key(leaf, key) != 1)
+        return dx_tls_error_openssl(key_option, "the key does not match the certificate");
+    if (SSL_CTX_use_cert_and_key(ssl, leaf, key, chain, 1) != 1)
+        return dx_tls_error_openssl(cert_option, "certificate refused");
+    return NULL;
+}
+
+/* A chain with its key, given as data or as an OSSL_STORE URI. */
+static dx_error *load_cert(SSL_CTX *ssl, const item *it, const char *chain,
+                           size_t chain_len, const char *key, size_t key_len)
+{
+    X509 *leaf;
+    STACK_OF(X509) *sk;
+    EVP_PKEY *pkey = NULL;
+    dx_error *err = parse_chain(chain, chain_len, &leaf, &sk);
+    if (!err)
+        err = it->kind == ITEM_CERT_URI ? store_key(it->b, it->passphrase, &pkey)
+                                        : decode_key(key, key_len, it->passphrase, &pkey);
+    if (!err)
+        err = use_identity(ssl, "cert", "key", leaf, sk, pkey);
+    EVP_PKEY_free(pkey);
+    sk_X509_pop_free(sk, X509_free);
+    X509_free(leaf);
+    return err;
+}
+
+/* A PKCS#12 archive: certificate, key, and the rest as the chain. */
+static dx_error *load_pfx(SSL_CTX *ssl, const char *data, size_t len,
+                          const char *pass)
 {
     BIO *b = BIO_new_mem_buf(data, (int)len);
     if (!b)
-        return dx_tls_error_openssl("ca", "out of memory");
-    int n = 0;
-    dx_error *err = NULL;
-    X509 *x;
-    while ((x = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL)) != NULL) {
-        if (X509_STORE_add_cert(store, x) != 1)
-            err = dx_tls_error_openssl("ca", "certificate refused");
-        X509_free(x);
-        n++;
-        if (err)
+        return oom();
+    PKCS12 *p12 = d2i_PKCS12_bio(b, NULL);
+    BIO_free(b);
+    if (!p12)
+        return dx_tls_error_openssl("pfx", "not a PKCS#12 archive");
+    EVP_PKEY *key = NULL;
+    X509 *cert = NULL;
+    STACK_OF(X509) *chain = NULL;
+    dx_error *err;
+    if (PKCS12_parse(p12, pass, &key, &cert, &chain) != 1)
+        err = dx_tls_error_openssl("pfx", "cannot read the archive");
+    else if (!cert || !key)
+        err = dx_tls_error_openssl("pfx", "no certificate with its key in the archive");
+    else
+        err = use_identity(ssl, "pfx", "pfx", cert, chain, key);
+    sk_X509_pop_free(chain, X509_free);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    PKCS12_free(p12);
+    return err;
+}
+
+/* Adds every PEM certificate (crl false) or CRL (crl true) of the data to
+ * the trust store. */
+static dx_error *load_store_pem(X509_STORE *store, const char *option, bool crl,
+                                const char *data, size_t len)
+{
+    BIO *b = BIO_new_mem_buf(data, (int)len);
+    if (!b)
+        return oom();
+    int n = 0, ok = 1;
+    for (;; n++) {
+        if (crl) {
+            X509_CRL *c = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL);
+            if (!c)
+                break;
+            ok = X509_STORE_add_crl(store, c);
+            X509_CRL_free(c);
+        } else {
+            X509 *x = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL);
+            if (!x)
+                break;
+            ok = X509_STORE_add_cert(store, x);
+            X509_free(x);
+        }
+        if (ok != 1)
             break;
     }
-    if (!err && n == 0)
-        err = dx_tls_error_openssl("ca", "no certificate found");
-    ERR_clear_error();
     BIO_free(b);
+    if (ok != 1)
+        return dx_tls_error_openssl(option, crl ? "CRL refused" : "certificate refused");
+    if (n == 0)
+        return dx_tls_error_openssl(option, crl ? "no CRL found" : "no certificate found");
+    return pem_end(option);
+}
+
+/* Diffie-Hellman parameters, or "auto" for OpenSSL's built-in groups. */
+static dx_error *apply_dhparam(SSL_CTX *ssl, const char *data, size_t len)
+{
+    if (len == 4 && memcmp(data, "auto", 4) == 0)
+        return SSL_CTX_set_dh_auto(ssl, 1) == 1
+                   ? NULL : dx_tls_error_openssl("dhparam", "refused");
+    EVP_PKEY *dh = NULL;
+    OSSL_DECODER_CTX *dc = OSSL_DECODER_CTX_new_for_pkey(
+        &dh, NULL, NULL, NULL, OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS, NULL, NULL);
+    if (!dc)
+        return oom();
+    const unsigned char *p = (const unsigned char *)data;
+    size_t left = len;
+    int ok = OSSL_DECODER_from_data(dc, &p, &left);
+    OSSL_DECODER_CTX_free(dc);
+    dx_error *err = NULL;
+    if (!ok || !dh)
+        err = dx_tls_error_openssl("dhparam", "cannot decode the DH parameters");
+    else if (!EVP_PKEY_is_a(dh, "DH") && !EVP_PKEY_is_a(dh, "DHX"))
+        err = or_oom(dx_error_new(DX_ETLS, "ERR_TLS_INVALID_OPTION", "tls",
+                                  "dhparam: %s parameters are not DH parameters",
+                                  EVP_PKEY_get0_type_name(dh)));
+    else if (EVP_PKEY_get_bits(dh) < 1024)
+        err = or_oom(dx_error_new(DX_ETLS, "ERR_TLS_DH_PARAM_SIZE", "tls",
+                                  "dhparam: DH parameter is less than 1024 bits (%d)",
+                                  EVP_PKEY_get_bits(dh)));
+    else if (SSL_CTX_set0_tmp_dh_pkey(ssl, dh) == 1)
+        return NULL; /* the context owns dh now */
+    else
+        err = dx_tls_error_openssl("dhparam", "refused");
+    EVP_PKEY_free(dh);
     return err;
 }
 
 static dx_error *apply_item(SSL_CTX *ssl, X509_STORE *store, const item *it)
 {
-    if (it->alen > 0x7fffffff || it->blen > 0x7fffffff)
+    const char *option = kinds[it->kind].option;
+    if (it->alen > INT_MAX || it->blen > INT_MAX)
         return or_oom(dx_error_new(DX_ETLS, "ERR_TLS_INVALID_OPTION", "tls",
-                                   "%s: too large",
-                                   it->kind <= ITEM_CA_FILE ? "ca" : "cert"));
+                                   "%s: too large", option));
     const char *a = it->a, *b = it->b;
     size_t alen = it->alen, blen = it->blen;
     char *fa = NULL, *fb = NULL;
-    dx_error *err = NULL;
-    if (it->kind == ITEM_CA_FILE || it->kind == ITEM_CERT_FILE) {
-        const char *opt = it->kind == ITEM_CA_FILE ? "ca" : "cert";
+    if (kinds[it->kind].file) {
         if (!(a = fa = read_file(it->a, &alen)))
-            return file_error(opt, it->a);
+            return file_error(option, it->a);
         if (it->kind == ITEM_CERT_FILE && !(b = fb = read_file(it->b, &blen))) {
-            dx_free(fa);
+            free_secret(fa, alen);
             return file_error("key", it->b);
         }
     }
-    if (it->kind == ITEM_CA || it->kind == ITEM_CA_FILE)
-        err = load_ca(store, a, alen);
-    else if (!(err = load_chain(ssl, a, alen)))
-        err = load_key(ssl, b, blen, it->passphrase);
-    dx_free(fa);
+    dx_error *err;
+    switch (it->kind) {
+    case ITEM_CA:
+    case ITEM_CA_FILE:
+        err = load_store_pem(store, option, false, a, alen);
+        break;
+    case ITEM_CRL:
+    case ITEM_CRL_FILE:
+        err = load_store_pem(store, option, true, a, alen);
+        break;
+    case ITEM_PFX:
+    case ITEM_PFX_FILE:
+        err = load_pfx(ssl, a, alen, it->passphrase);
+        break;
+    default:
+        err = load_cert(ssl, it, a, alen, b, blen);
+        break;
+    }
+    free_secret(fa, alen);
     free_secret(fb, blen);
     return err;
 }
 
-static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg)
+static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg,
+                           const protocol *proto)
 {
-    const char *minv = cfg->min_version ? cfg->min_version : DX_TLS_DEFAULT_MIN_VERSION;
-    const char *maxv = cfg->max_version ? cfg->max_version : DX_TLS_DEFAULT_MAX_VERSION;
-    int vmin = version_of(minv), vmax = version_of(maxv);
-    if (!vmin || !vmax)
-        return or_oom(dx_error_new(
-            DX_ETLS, "ERR_TLS_INVALID_PROTOCOL_VERSION", "tls",
-            "%s: \"%s\" is not a supported TLS protocol version",
-            vmin ? "maxVersion" : "minVersion", vmin ? maxv : minv));
-    if (vmin > vmax)
-        return or_oom(dx_error_new(DX_ETLS, "ERR_TLS_PROTOCOL_VERSION_CONFLICT",
-                                   "tls", "minVersion: %s is above maxVersion %s",
-                                   minv, maxv));
-    if (!SSL_CTX_set_min_proto_version(ssl, vmin) ||
-        !SSL_CTX_set_max_proto_version(ssl, vmax))
+    if (!SSL_CTX_set_min_proto_version(ssl, proto->min) ||
+        !SSL_CTX_set_max_proto_version(ssl, proto->max))
         return dx_tls_error_openssl("minVersion", "version refused");
 
     SSL_CTX_set_options(ssl, SSL_OP_NO_COMPRESSION | cfg->secure_options);
@@ -583,15 +935,22 @@ static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg)
     if (cfg->groups && strcmp(cfg->groups, "auto") != 0 &&
         SSL_CTX_set1_groups_list(ssl, cfg->groups) != 1)
         return dx_tls_error_openssl("ecdhCurve", "failed to set the groups");
+    if (cfg->dhparam) {
+        dx_error *err = apply_dhparam(ssl, cfg->dhparam, cfg->dhparam_len);
+        if (err)
+            return err;
+    }
     if (cfg->sid_ctx_len &&
         SSL_CTX_set_session_id_context(ssl, cfg->sid_ctx, (unsigned)cfg->sid_ctx_len) != 1)
         return dx_tls_error_openssl("sessionIdContext", "refused");
     SSL_CTX_set_timeout(ssl, (long)cfg->session_timeout);
     SSL_CTX_set_default_passwd_cb(ssl, pass_cb);
 
-    bool have_ca = false;
-    for (const item *it = cfg->items; it; it = it->next)
+    bool have_ca = false, have_crl = false;
+    for (const item *it = cfg->items; it; it = it->next) {
         have_ca |= it->kind == ITEM_CA || it->kind == ITEM_CA_FILE;
+        have_crl |= it->kind == ITEM_CRL || it->kind == ITEM_CRL_FILE;
+    }
     X509_STORE *store = SSL_CTX_get_cert_store(ssl);
     if (!have_ca && SSL_CTX_set_default_verify_paths(ssl) != 1)
         ERR_clear_error(); /* no system store: nothing is trusted */
@@ -600,6 +959,13 @@ static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg)
         if (err)
             return err;
     }
+    unsigned long flags = 0;
+    if (have_crl)
+        flags |= X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL;
+    if (cfg->partial_chain)
+        flags |= X509_V_FLAG_PARTIAL_CHAIN;
+    if (flags && X509_STORE_set_flags(store, flags) != 1)
+        return oom();
     return NULL;
 }
 
@@ -610,27 +976,23 @@ int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out, dx_error **err)
     if (!cfg || !out)
         return DX_EINVAL;
     *out = NULL;
-    dx_tls_ctx *ctx = dx_calloc(1, sizeof(*ctx));
-    if (!ctx)
-        return DX_ENOMEM;
     ERR_clear_error();
-    ctx->ssl = SSL_CTX_new(TLS_method());
-    if (!ctx->ssl) {
-        dx_free(ctx);
-        ERR_clear_error();
-        return DX_ENOMEM;
+    protocol proto = {NULL, 0, 0};
+    SSL_CTX *ssl = NULL;
+    dx_error *e = resolve_protocol(cfg, &proto);
+    if (!e) {
+        ssl = SSL_CTX_new(proto.method);
+        if (!ssl || dx_tls_ctx_prepare(ssl) != 0)
+            e = oom();
+        else
+            e = configure(ssl, cfg, &proto);
     }
-    if (dx_tls_ctx_prepare(ctx->ssl) != 0) {
-        SSL_CTX_free(ctx->ssl);
-        dx_free(ctx);
-        ERR_clear_error();
-        return DX_ENOMEM;
-    }
-    dx_error *e = configure(ctx->ssl, cfg);
     ERR_clear_error();
+    dx_tls_ctx *ctx = NULL;
+    if (!e && !(ctx = dx_calloc(1, sizeof(*ctx))))
+        e = oom();
     if (e) {
-        SSL_CTX_free(ctx->ssl);
-        dx_free(ctx);
+        SSL_CTX_free(ssl);
         if (dx_error_code(e) == DX_ENOMEM) {
             dx_error_free(e);
             return DX_ENOMEM;
@@ -641,6 +1003,7 @@ int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out, dx_error **err)
             dx_error_free(e);
         return DX_ETLS;
     }
+    ctx->ssl = ssl;
     atomic_init(&ctx->refs, 1);
     ctx->honor_cipher_order = cfg->honor_cipher_order;
     dx_live_inc();

@@ -23,4 +23,13 @@ dx_error *dx_tls_error_openssl(const char *option, const char *fallback);
  * sessions). 0 or DX_ENOMEM. */
 int dx_tls_ctx_prepare(SSL_CTX *ssl);
 
+/* Copies of the process defaults (see dx_tls_set_default_ciphers()), for
+ * a new configuration, which owns and frees them. */
+typedef struct dx_tls_defaults {
+    char *ciphers, *groups, *min_version, *max_version;
+} dx_tls_defaults;
+
+/* Fills *out with copies. 0, or DX_ENOMEM with nothing to free. */
+int dx_tls_defaults_copy(dx_tls_defaults *out);
+
 #endif
