@@ -182,6 +182,15 @@ dx_chunk *dx_bufq_pop(dx_bufq *q)
     return c;
 }
 
+void dx_bufq_push_front(dx_bufq *q, dx_chunk *c)
+{
+    c->next = q->head;
+    q->head = c;
+    if (!q->tail)
+        q->tail = c;
+    q->bytes += c->end - c->start;
+}
+
 void dx_bufq_consume_keep(dx_bufq *q, size_t n)
 {
     q->head->start += n;

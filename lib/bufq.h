@@ -52,4 +52,6 @@ int dx_iov_total(const dx_iov *iov, size_t n, size_t *total);
 void dx_bufq_consume_keep(dx_bufq *q, size_t n);
 /* Detaches the first chunk (caller frees it with dx_free()); NULL if empty. */
 dx_chunk *dx_bufq_pop(dx_bufq *q);
+/* Puts a detached chunk back in front. */
+void dx_bufq_push_front(dx_bufq *q, dx_chunk *c);
 #endif

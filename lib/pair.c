@@ -62,12 +62,18 @@ static void pump(dx_stream *rs)
         r->pump_again = false;
         while (q->bytes && !r->closed && !r->held &&
                dx_stream_wants_read(rs)) {
-            dx_chunk *c = q->head;
+            /* The chunk leaves the queue while it is pushed: the reader
+             * may close the pair from its callback, which clears it. */
+            dx_chunk *c = dx_bufq_pop(q);
             size_t n = c->end - c->start;
             if (r->max_chunk && n > r->max_chunk)
                 n = r->max_chunk;
             int rc = dx_stream_push(rs, c->data + c->start, n);
-            dx_bufq_consume(q, n);
+            c->start += n;
+            if (c->start < c->end && !r->closed)
+                dx_bufq_push_front(q, c);
+            else
+                dx_free(c);
             if (rc < 0)
                 break;
             pair_end *w = ws ? end_of(ws) : NULL;

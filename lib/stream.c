@@ -131,7 +131,9 @@ static void do_close(dx_stream *s)
         return;
     s->closed = 1;
     s->reading = 0;
-    dx_bufq_clear(&s->rq);
+    /* A delivery may be reading a chunk of rq: dispatch() frees it after. */
+    if (!s->in_dispatch)
+        dx_bufq_clear(&s->rq);
     dx_bufq_clear(&s->wq);
     dx_stream_ref(s);
     s->ops->close(s);
@@ -342,6 +344,8 @@ static void dispatch(dx_stream *s)
             s->redo = 1;
     } while (s->redo);
     s->in_dispatch = 0;
+    if (s->closed)
+        dx_bufq_clear(&s->rq);
     update_reading(s);
     dx_stream_unref(s);
 }

@@ -11,6 +11,50 @@ static void no_leak(void)
     ck_assert_msg(h_alloc_live() == 0, "%zu bytes leaked", h_alloc_live());
 }
 
+/* A reader that destroys its end inside on_data may still read the bytes
+ * it was given, whether they come straight from the pair's queue (the
+ * pair cut them by max_chunk) or from the stream's read buffer (paused,
+ * then resumed). */
+typedef struct gone {
+    dx_stream **self;
+    unsigned sum, calls;
+} gone;
+
+static void destroy_then_read(dx_stream *s, const uint8_t *d, size_t n, void *u)
+{
+    gone *g = u;
+    g->calls++;
+    dx_stream_destroy(s);
+    *g->self = NULL;
+    for (size_t i = 0; i < n; i++)
+        g->sum += d[i];
+}
+
+START_TEST(data_stays_readable_when_the_reader_destroys_itself)
+{
+    dx_pair_opts o = {.max_chunk = 10};
+    dx_stream *a, *b;
+    ck_assert_int_eq(dx_pair_new(&o, &a, &b), 0);
+    gone g = {.self = &b};
+    dx_stream_events ev = {.on_data = destroy_then_read};
+    if (_i)
+        dx_stream_pause(b);
+    ck_assert_int_eq(dx_stream_set_events(b, &ev, &g), 0);
+    uint8_t buf[100];
+    memset(buf, 1, sizeof(buf));
+    dx_stream_write(a, buf, sizeof(buf));
+    if (_i) {
+        ck_assert_uint_eq(g.calls, 0);
+        dx_stream_resume(b);
+    }
+    ck_assert_uint_eq(g.calls, 1);
+    ck_assert_uint_eq(g.sum, 10);
+    ck_assert_ptr_null(b);
+    dx_stream_destroy(a);
+    ck_assert_uint_eq(h_alloc_live(), 0);
+}
+END_TEST
+
 START_TEST(max_chunk_limits_every_delivery)
 {
     dx_pair_opts o = {.max_chunk = 3};
@@ -229,6 +273,7 @@ Suite *pair_suite(void)
     Suite *s = suite_create("pair");
     TCase *tc = tcase_create("controls");
     tcase_add_test(tc, max_chunk_limits_every_delivery);
+    tcase_add_loop_test(tc, data_stays_readable_when_the_reader_destroys_itself, 0, 2);
     tcase_add_test(tc, hold_keeps_bytes_in_the_pair_until_release);
     tcase_add_test(tc, inject_end_gives_eof_after_sent_bytes_and_tells_no_one_else);
     tcase_add_test(tc, inject_error_fails_that_end_and_gives_the_peer_eof);

@@ -566,40 +566,12 @@ END_TEST
 
 /* ---- OpenSSL objects of the test PKI ---- */
 
-static X509 *x509_of(const dx_pki_cert *c)
-{
-    BIO *b = BIO_new_mem_buf(pem(c), -1);
-    X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
-    BIO_free(b);
-    ck_assert_ptr_nonnull(x);
-    return x;
-}
-
-static EVP_PKEY *key_of(const dx_pki_cert *c)
-{
-    BIO *b = BIO_new_mem_buf(dx_pki_key_pem(c), -1);
-    EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
-    BIO_free(b);
-    ck_assert_ptr_nonnull(k);
-    return k;
-}
-
 static void sha256_of(const dx_pki_cert *c, uint8_t out[32])
 {
-    X509 *x = x509_of(c);
+    X509 *x = h_pki_x509(c);
     unsigned n;
     ck_assert_int_eq(X509_digest(x, EVP_sha256(), out, &n), 1);
     X509_free(x);
-}
-
-/* What a memory BIO holds, as a NUL-terminated string for free(). */
-static char *bio_text(BIO *b)
-{
-    char *data;
-    long n = BIO_get_mem_data(b, &data);
-    char *text = strndup(data, (size_t)n);
-    ck_assert_ptr_nonnull(text);
-    return text;
 }
 
 /* A leaf's PEM followed by its issuer's: a chain for dx_tls_config_add_cert. */
@@ -626,12 +598,12 @@ static dx_pki_cert *intermediate(void)
 static unsigned char *make_pfx(const dx_pki_cert *c, const dx_pki_cert *extra,
                                const char *pass, size_t *len)
 {
-    X509 *x = x509_of(c);
-    EVP_PKEY *k = key_of(c);
+    X509 *x = h_pki_x509(c);
+    EVP_PKEY *k = h_pki_key(c);
     STACK_OF(X509) *chain = NULL;
     if (extra) {
         chain = sk_X509_new_null();
-        ck_assert_int_eq(sk_X509_push(chain, x509_of(extra)), 1);
+        ck_assert_int_eq(sk_X509_push(chain, h_pki_x509(extra)), 1);
     }
     PKCS12 *p12 = PKCS12_create(pass, "test", k, x, chain, 0, 0, 0, 0, 0);
     ck_assert_ptr_nonnull(p12);
@@ -644,42 +616,6 @@ static unsigned char *make_pfx(const dx_pki_cert *c, const dx_pki_cert *extra,
     EVP_PKEY_free(k);
     X509_free(x);
     return der;
-}
-
-/* A CRL (PEM, for free()) signed by issuer, revoking the certificates of
- * the NULL-terminated list. */
-static char *make_crl(const dx_pki_cert *issuer, const dx_pki_cert *const *revoked)
-{
-    X509 *ix = x509_of(issuer);
-    EVP_PKEY *k = key_of(issuer);
-    X509_CRL *crl = X509_CRL_new();
-    ck_assert_ptr_nonnull(crl);
-    ck_assert_int_eq(X509_CRL_set_version(crl, 1), 1); /* v2 */
-    ck_assert_int_eq(X509_CRL_set_issuer_name(crl, X509_get_subject_name(ix)), 1);
-    time_t now = time(NULL);
-    ASN1_TIME *last = ASN1_TIME_adj(NULL, now, -1, 0), *next = ASN1_TIME_adj(NULL, now, 1, 0);
-    ck_assert_int_eq(X509_CRL_set1_lastUpdate(crl, last), 1);
-    ck_assert_int_eq(X509_CRL_set1_nextUpdate(crl, next), 1);
-    for (; *revoked; revoked++) {
-        X509 *rx = x509_of(*revoked);
-        X509_REVOKED *r = X509_REVOKED_new();
-        ck_assert_int_eq(X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(rx)), 1);
-        ck_assert_int_eq(X509_REVOKED_set_revocationDate(r, last), 1);
-        ck_assert_int_eq(X509_CRL_add0_revoked(crl, r), 1);
-        X509_free(rx);
-    }
-    ck_assert_int_eq(X509_CRL_sort(crl), 1);
-    ck_assert_int_gt(X509_CRL_sign(crl, k, EVP_sha256()), 0);
-    BIO *out = BIO_new(BIO_s_mem());
-    ck_assert_int_eq(PEM_write_bio_X509_CRL(out, crl), 1);
-    char *text = bio_text(out);
-    BIO_free(out);
-    ASN1_TIME_free(last);
-    ASN1_TIME_free(next);
-    X509_CRL_free(crl);
-    EVP_PKEY_free(k);
-    X509_free(ix);
-    return text;
 }
 
 /* Domain parameters of an algorithm ("DH" with group "ffdhe2048", "EC"
@@ -697,7 +633,7 @@ static char *make_params(const char *alg, const char *group)
     ck_assert_int_eq(EVP_PKEY_paramgen(pc, &p), 1);
     BIO *out = BIO_new(BIO_s_mem());
     ck_assert_int_eq(PEM_write_bio_Parameters(out, p), 1);
-    char *text = bio_text(out);
+    char *text = h_bio_text(out);
     BIO_free(out);
     EVP_PKEY_free(p);
     EVP_PKEY_CTX_free(pc);
@@ -707,11 +643,11 @@ static char *make_params(const char *alg, const char *group)
 /* c's key encrypted with AES-256 under pass, as PKCS#8 PEM for free(). */
 static char *encrypted_key(const dx_pki_cert *c, const char *pass)
 {
-    EVP_PKEY *k = key_of(c);
+    EVP_PKEY *k = h_pki_key(c);
     BIO *out = BIO_new(BIO_s_mem());
     ck_assert_int_eq(PEM_write_bio_PKCS8PrivateKey(out, k, EVP_aes_256_cbc(), NULL, 0,
                                                    NULL, (void *)pass), 1);
-    char *text = bio_text(out);
+    char *text = h_bio_text(out);
     BIO_free(out);
     EVP_PKEY_free(k);
     return text;
@@ -988,7 +924,7 @@ static dx_tls_ctx *client_with_crls(const char *const *crls)
 START_TEST(revoked_certificates_fail_verification)
 {
     const dx_pki_cert *revoked[] = {ec, NULL};
-    char *crl = make_crl(ca, revoked);
+    char *crl = h_make_crl(ca, revoked);
     dx_tls_ctx *s_ec = build(server_config(ec)), *s_rsa = build(server_config(rsa));
 
     /* without the CRL, both verify */
@@ -1029,8 +965,8 @@ START_TEST(crls_are_checked_down_to_the_root)
     dx_pki_cert *inter = intermediate();
     dx_pki_cert *srv = leaf(inter, DX_PKI_EC_P256);
     const dx_pki_cert *none[] = {NULL}, *inter_revoked[] = {inter, NULL};
-    char *root_crl = make_crl(ca, none), *root_revokes = make_crl(ca, inter_revoked);
-    char *inter_crl = make_crl(inter, none);
+    char *root_crl = h_make_crl(ca, none), *root_revokes = h_make_crl(ca, inter_revoked);
+    char *inter_crl = h_make_crl(inter, none);
     char *chain = chain_of(srv, inter);
     dx_tls_config *cfg;
     ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
@@ -1485,7 +1421,7 @@ START_TEST(root_certificates_are_the_default_store)
     free(twice);
     const char *certs = tmp_path(&t, "certs");
     ck_assert_int_eq(mkdir(certs, 0700), 0);
-    X509 *x = x509_of(dir_ca);
+    X509 *x = h_pki_x509(dir_ca);
     char name[32];
     snprintf(name, sizeof(name), "certs/%08lx.0", X509_subject_name_hash(x));
     X509_free(x);
@@ -1610,7 +1546,7 @@ static int everything_once(const alloc_case *a)
 START_TEST(allocation_failures_fail_cleanly)
 {
     const dx_pki_cert *none[] = {NULL};
-    alloc_case a = {.crl = make_crl(ca, none), .dh = make_params("DH", "ffdhe2048")};
+    alloc_case a = {.crl = h_make_crl(ca, none), .dh = make_params("DH", "ffdhe2048")};
     a.pfx = make_pfx(ec, NULL, "pfx", &a.pfx_len);
     tmpdir t;
     tmp_make(&t);

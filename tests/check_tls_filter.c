@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 
 #include "harness.h"
 
@@ -86,6 +87,8 @@ typedef struct ctx_opts {
     const char *ciphers;
     const char *groups, *sigalgs;
     bool client_order; /* a server that follows the client's order */
+    const char *crl;     /* a PEM CRL to check with */
+    bool dh_auto;        /* DH parameters chosen by OpenSSL */
 } ctx_opts;
 
 static dx_tls_ctx *make_ctx(const ctx_opts *o)
@@ -110,6 +113,10 @@ static dx_tls_ctx *make_ctx(const ctx_opts *o)
         ck_assert_int_eq(dx_tls_config_set_sigalgs(cfg, o->sigalgs), 0);
     if (o->client_order)
         ck_assert_int_eq(dx_tls_config_set_honor_cipher_order(cfg, false), 0);
+    if (o->crl)
+        ck_assert_int_eq(dx_tls_config_add_crl(cfg, o->crl, strlen(o->crl)), 0);
+    if (o->dh_auto)
+        ck_assert_int_eq(dx_tls_config_set_dhparam(cfg, "auto", 4), 0);
     dx_tls_ctx *ctx;
     dx_error *err = NULL;
     int rc = dx_tls_ctx_new(cfg, &ctx, &err);
@@ -1818,6 +1825,349 @@ START_TEST(transport_error_reaches_the_application)
 }
 END_TEST
 
+
+/* ---- review regressions ----------------------------------------------------- */
+
+/* 3.5, C-06: a certificate revoked by a CRL the client checks is refused
+ * with CERT_REVOKED; an unrevoked one passes the same check. */
+START_TEST(revoked_server_certificate_is_refused)
+{
+    const dx_pki_cert *revoked[] = {certs[CERT_RSA], NULL};
+    char *crl = h_make_crl(ca, revoked);
+    ctx_opts co = {.cert = -1, .trust_ca = true, .crl = crl};
+    tpair p;
+    dx_tls_ctx *sctx = server_ctx(_i ? CERT_EC : CERT_RSA, NULL);
+    dx_tls_ctx *cctx = make_ctx(&co);
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    tp_start(&p);
+    if (_i) {
+        ck_assert_uint_eq(p.c.secure, 1);
+        ck_assert(dx_tls_authorized(p.c.t));
+    } else {
+        ck_assert_uint_eq(p.c.rec.errors, 1);
+        ck_assert_str_eq(p.c.rec.error_name, "CERT_REVOKED");
+    }
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+    free(crl);
+}
+END_TEST
+
+/* CL-13: a client refuses DH parameters below its minimum with
+ * ERR_TLS_DH_PARAM_SIZE; with trace on, a callback that destroys the
+ * connection while events are pending is safe (review: emit_events). */
+static void destroy_on_trace(dx_tls *t, const char *text, void *u)
+{
+    (void)text;
+    tside *sd = u;
+    if (sd->t == t) {
+        dx_tls_destroy(t);
+        sd->t = NULL;
+    }
+}
+
+START_TEST(small_dh_group_is_refused)
+{
+    ctx_opts co = {.cert = -1, .trust_ca = true, .max = "TLSv1.2",
+                   .ciphers = "DHE-RSA-AES128-GCM-SHA256"};
+    ctx_opts so = {.cert = CERT_RSA, .trust_ca = true, .max = "TLSv1.2",
+                   .ciphers = "DHE-RSA-AES128-GCM-SHA256", .dh_auto = true};
+    dx_tls_ctx *cctx = make_ctx(&co), *sctx = make_ctx(&so);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_min_dh_size(p.c.t, _i ? 1024 : 8192), 0);
+    if (_i == 2) {
+        dx_tls_events ev = tls_events;
+        ev.on_trace = destroy_on_trace;
+        ck_assert_int_eq(dx_tls_set_events(p.c.t, &ev, &p.c), 0);
+        ck_assert_int_eq(dx_tls_set_min_dh_size(p.c.t, 8192), 0);
+        ck_assert_int_eq(dx_tls_set_trace(p.c.t, true), 0);
+    }
+    tp_start(&p);
+    if (_i == 1) {
+        ck_assert_uint_eq(p.c.secure, 1);
+        dx_tls_kex_info k;
+        ck_assert_int_eq(dx_tls_ephemeral_key(p.c.t, &k), 0);
+        ck_assert_str_eq(k.type, "DH");
+        ck_assert_int_ge(k.bits, 2048);
+    } else if (_i == 0) {
+        ck_assert_uint_eq(p.c.secure, 0);
+        ck_assert_str_eq(p.c.rec.error_name, "ERR_TLS_DH_PARAM_SIZE");
+    } else {
+        ck_assert_ptr_null(p.c.t);
+    }
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Review 1: the reader of the lower stream may destroy the connection
+ * inside on_data and still read the record it was given. */
+typedef struct lower_reader {
+    dx_tls *t;
+    unsigned sum, calls;
+} lower_reader;
+
+static void destroy_then_sum(dx_stream *s, const uint8_t *d, size_t n, void *u)
+{
+    (void)s;
+    lower_reader *r = u;
+    r->calls++;
+    if (r->t) {
+        dx_tls_destroy(r->t);
+        r->t = NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        r->sum += d[i];
+}
+
+START_TEST(lower_reader_destroys_connection_in_data)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL);
+    size_t live0 = h_alloc_live();
+    dx_tls *c;
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &c), 0);
+    lower_reader r = {.t = c};
+    dx_stream_events ev = {.on_data = destroy_then_sum};
+    ck_assert_int_eq(dx_stream_set_events(dx_tls_lower(c), &ev, &r), 0);
+    ck_assert_int_eq(dx_tls_start(c), 0);
+    ck_assert_uint_eq(r.calls, 1);
+    ck_assert_uint_gt(r.sum, 0);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* Review 4: an identity callback that destroys the upper stream (allowed:
+ * only dx_tls_destroy() is not) leaves OpenSSL nothing freed to read. */
+static int destroy_upper_and_accept(dx_tls *t, const char *host, const dx_tls_cert *cert,
+                                    dx_error **err, void *u)
+{
+    (void)host, (void)cert, (void)err, (void)u;
+    dx_stream_destroy(dx_tls_upper(t));
+    return 0;
+}
+
+START_TEST(identity_callback_destroying_upper_is_safe)
+{
+    dx_tls_ctx *cctx = client_ctx(versions[_i]), *sctx = server_ctx(CERT_EC, versions[_i]);
+    tpair p;
+    dx_pair_opts po = {.max_chunk = 3000}; /* records arrive through the buffers */
+    tp_open(&p, H_MEM, &po, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_check_identity(p.c.t, destroy_upper_and_accept, NULL), 0);
+    tp_start(&p);
+    ck_assert_uint_eq(p.c.rec.closes, 1);
+    ck_assert_uint_eq(p.c.secure, 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Review 5: SSL objects a user makes from the context, with app data of
+ * their own, are not mistaken for connections by the context's callbacks. */
+START_TEST(own_ssl_objects_on_a_context_are_left_alone)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    SSL *c = SSL_new(dx_tls_ctx_openssl(cctx)), *sv = SSL_new(dx_tls_ctx_openssl(sctx));
+    char junk[8] = "junk";
+    SSL_set_app_data(c, junk);
+    SSL_set_app_data(sv, junk);
+    BIO *b1, *b2;
+    ck_assert_int_eq(BIO_new_bio_pair(&b1, 0, &b2, 0), 1);
+    SSL_set_bio(c, b1, b1);
+    SSL_set_bio(sv, b2, b2);
+    SSL_set_connect_state(c);
+    SSL_set_accept_state(sv);
+    SSL_set_verify(c, SSL_VERIFY_PEER, NULL);
+    SSL_set_tlsext_host_name(c, "localhost");
+    int rc = 0, rs = 0;
+    for (int i = 0; i < 20 && (rc != 1 || rs != 1); i++) {
+        rc = SSL_do_handshake(c);
+        rs = SSL_do_handshake(sv);
+    }
+    ck_assert_int_eq(rc, 1);
+    ck_assert_int_eq(rs, 1);
+    ck_assert_str_eq(junk, "junk");
+    SSL_free(c);
+    SSL_free(sv);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Review 6: a connection destroyed by its own error callback while it is
+ * attached to a transport that already failed leaks nothing. */
+static void destroy_tls_on_error(h_rec *r, char ev)
+{
+    if (ev == H_EV_ERROR) {
+        tside *sd = r->ctx;
+        dx_tls_destroy(sd->t);
+        sd->t = NULL;
+    }
+}
+
+START_TEST(destroy_during_attach_to_failed_transport)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL);
+    size_t live0 = h_alloc_live();
+    dx_stream *a, *b;
+    ck_assert_int_eq(dx_pair_new(NULL, &a, &b), 0);
+    ck_assert_int_eq(dx_pair_inject_error(a, DX_EIO), 0);
+    tside sd = {0};
+    side_new(&sd, cctx, DX_TLS_CLIENT);
+    sd.rec.on_event = destroy_tls_on_error;
+    sd.rec.ctx = &sd;
+    dx_tls_attach(sd.t, a);
+    ck_assert_ptr_null(sd.t);
+    dx_stream_destroy(b);
+    h_rec_free(&sd.rec);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* Review 8: one large write goes through whole, with no other event to
+ * push it along. */
+START_TEST(large_single_write_is_not_stalled)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    static uint8_t big[100000];
+    ck_assert_int_ge(dx_stream_write(dx_tls_upper(p.c.t), big, sizeof(big)), 0);
+    ck_assert_uint_eq(p.s.rec.received, sizeof(big));
+    ck_assert_uint_eq(dx_stream_write_buffered(dx_tls_upper(p.c.t)), 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Review 9: bytes after the peer's close_notify are dropped, so the
+ * transport's end still comes through and the connection closes. */
+/* A relay between two lower streams that carries data but not the end. */
+static void relay_data(dx_stream *s, const uint8_t *d, size_t n, void *u)
+{
+    (void)s;
+    dx_stream_write(u, d, n);
+}
+
+START_TEST(bytes_after_close_notify_are_dropped)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    memset(&p, 0, sizeof(p));
+    p.live0 = h_alloc_live();
+    side_new(&p.c, cctx, DX_TLS_CLIENT); /* no transport: the test relays */
+    side_new(&p.s, sctx, DX_TLS_SERVER);
+    dx_stream *cl = dx_tls_lower(p.c.t), *sl = dx_tls_lower(p.s.t);
+    dx_stream_events ev = {.on_data = relay_data};
+    ck_assert_int_eq(dx_stream_set_events(cl, &ev, sl), 0);
+    ck_assert_int_eq(dx_stream_set_events(sl, &ev, cl), 0);
+    ck_assert_int_eq(dx_tls_set_allow_half_open(p.s.t, true), 0);
+    tp_start(&p);
+    ck_assert(p.c.secure && p.s.secure);
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(p.c.t)), 0);
+    ck_assert_uint_eq(p.s.rec.ends, 1); /* close_notify came, the end did not */
+    ck_assert_int_eq(dx_stream_write(sl, "junk after", 10), 0);
+    ck_assert_uint_eq(dx_stream_write_buffered(sl), 0);
+    ck_assert_int_eq(dx_stream_end(sl), 0);
+    ck_assert_uint_eq(p.s.rec.errors, 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Review 10: the secure event comes before the first data, even when the
+ * last handshake message and data arrive in one delivery. */
+static void data_after_secure(h_rec *r, char ev)
+{
+    tside *sd = r->ctx;
+    if (ev == H_EV_DATA)
+        ck_assert_msg(sd->secure == 1, "data before secure");
+}
+
+START_TEST(secure_comes_before_data)
+{
+    dx_tls_ctx *cctx = client_ctx(versions[_i]), *sctx = server_ctx(CERT_EC, versions[_i]);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    p.s.rec.on_event = data_after_secure;
+    p.s.rec.ctx = &p.s;
+    p.c.rec.on_event = data_after_secure;
+    p.c.rec.ctx = &p.c;
+    /* Everything written before the handshake leaves with its last flight. */
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "early", 5), 0);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "early", 5), 0);
+    ck_assert_int_eq(dx_pair_hold(p.ch.b), 0);
+    ck_assert_int_eq(dx_pair_hold(p.ch.a), 0);
+    tp_start(&p);
+    for (int i = 0; i < 10 && !(p.c.rec.received && p.s.rec.received); i++) {
+        ck_assert_int_eq(dx_pair_release(p.ch.b), 0);
+        ck_assert_int_eq(dx_pair_hold(p.ch.b), 0);
+        ck_assert_int_eq(dx_pair_release(p.ch.a), 0);
+        ck_assert_int_eq(dx_pair_hold(p.ch.a), 0);
+    }
+    dx_pair_release(p.ch.a);
+    dx_pair_release(p.ch.b);
+    ck_assert_uint_eq(p.s.rec.received, 5);
+    ck_assert_uint_eq(p.c.rec.received, 5);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Review 11: with truncation allowed the peer gets no alert, and a
+ * half-open side keeps writing after the unclean end. */
+START_TEST(allowed_truncation_keeps_half_open_writes)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_allow_truncation(p.s.t, true), 0);
+    ck_assert_int_eq(dx_tls_set_allow_half_open(p.s.t, true), 0);
+    tp_start(&p);
+    ck_assert_int_eq(dx_pair_inject_end(p.ch.b), 0); /* the server sees EOF */
+    ck_assert_uint_eq(p.s.rec.ends, 1);
+    ck_assert(!dx_tls_clean_end(p.s.t));
+    p.c.rec.keep_data = true;
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "still here", 10), 0);
+    ck_assert_uint_eq(p.c.rec.received, 10);
+    ck_assert_uint_eq(p.c.rec.errors + p.s.rec.errors, 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Review 12, 13: a client's context keeps no sessions of its own, and many
+ * contexts work side by side. */
+START_TEST(client_context_keeps_no_sessions)
+{
+    dx_tls_ctx *sctx = server_ctx(CERT_EC, "TLSv1.3");
+    dx_tls_ctx *many[150];
+    for (int i = 0; i < 150; i++)
+        many[i] = client_ctx("TLSv1.3");
+    dx_tls_ctx *cctx = many[149];
+    for (int i = 0; i < 5; i++) {
+        tpair p;
+        tp_connect(&p, H_MEM, NULL, cctx, sctx);
+        ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "x", 1), 0);
+        ck_assert_uint_ge(p.c.sessions, 1);
+        tp_close(&p);
+    }
+    ck_assert_int_eq(SSL_CTX_sess_number(dx_tls_ctx_openssl(cctx)), 0);
+    for (int i = 0; i < 150; i++)
+        dx_tls_ctx_unref(many[i]);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 /* ---- suite ------------------------------------------------------------------- */
 
 Suite *tls_filter_suite(void)
@@ -1897,6 +2247,21 @@ Suite *tls_filter_suite(void)
     tcase_add_test(tc, allocation_failures_end_cleanly);
     tcase_add_test(tc, transport_error_reaches_the_application);
     tcase_add_loop_test(tc, peer_destroy_reaches_the_other_side, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("review");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, revoked_server_certificate_is_refused, 0, 2);
+    tcase_add_loop_test(tc, small_dh_group_is_refused, 0, 3);
+    tcase_add_test(tc, lower_reader_destroys_connection_in_data);
+    tcase_add_loop_test(tc, identity_callback_destroying_upper_is_safe, 0, 2);
+    tcase_add_test(tc, own_ssl_objects_on_a_context_are_left_alone);
+    tcase_add_test(tc, destroy_during_attach_to_failed_transport);
+    tcase_add_test(tc, large_single_write_is_not_stalled);
+    tcase_add_test(tc, bytes_after_close_notify_are_dropped);
+    tcase_add_loop_test(tc, secure_comes_before_data, 0, 2);
+    tcase_add_test(tc, allowed_truncation_keeps_half_open_writes);
+    tcase_add_test(tc, client_context_keeps_no_sessions);
     suite_add_tcase(s, tc);
     tc = tcase_create("introspection");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 /* ---- allocation accounting -------------------------------------------- */
 
@@ -372,4 +374,67 @@ int64_t h_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- certificates for TLS tests ---------------------------------------- */
+
+X509 *h_pki_x509(const dx_pki_cert *c)
+{
+    BIO *b = BIO_new_mem_buf(dx_pki_cert_pem(c), -1);
+    X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    BIO_free(b);
+    ck_assert_ptr_nonnull(x);
+    return x;
+}
+
+EVP_PKEY *h_pki_key(const dx_pki_cert *c)
+{
+    BIO *b = BIO_new_mem_buf(dx_pki_key_pem(c), -1);
+    EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+    BIO_free(b);
+    ck_assert_ptr_nonnull(k);
+    return k;
+}
+
+char *h_bio_text(BIO *b)
+{
+    char *data;
+    long n = BIO_get_mem_data(b, &data);
+    char *text = strndup(data, (size_t)n);
+    ck_assert_ptr_nonnull(text);
+    return text;
+}
+
+char *h_make_crl(const dx_pki_cert *issuer, const dx_pki_cert *const *revoked)
+{
+    X509 *ix = h_pki_x509(issuer);
+    EVP_PKEY *k = h_pki_key(issuer);
+    X509_CRL *crl = X509_CRL_new();
+    ck_assert_ptr_nonnull(crl);
+    ck_assert_int_eq(X509_CRL_set_version(crl, 1), 1); /* v2 */
+    ck_assert_int_eq(X509_CRL_set_issuer_name(crl, X509_get_subject_name(ix)), 1);
+    time_t now = time(NULL);
+    ASN1_TIME *last = ASN1_TIME_adj(NULL, now, -1, 0), *next = ASN1_TIME_adj(NULL, now, 1, 0);
+    ck_assert_int_eq(X509_CRL_set1_lastUpdate(crl, last), 1);
+    ck_assert_int_eq(X509_CRL_set1_nextUpdate(crl, next), 1);
+    for (; *revoked; revoked++) {
+        X509 *rx = h_pki_x509(*revoked);
+        X509_REVOKED *r = X509_REVOKED_new();
+        ck_assert_int_eq(X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(rx)), 1);
+        ck_assert_int_eq(X509_REVOKED_set_revocationDate(r, last), 1);
+        ck_assert_int_eq(X509_CRL_add0_revoked(crl, r), 1);
+        X509_free(rx);
+    }
+    ck_assert_int_eq(X509_CRL_sort(crl), 1);
+    ck_assert_int_gt(X509_CRL_sign(crl, k, EVP_sha256()), 0);
+    BIO *out = BIO_new(BIO_s_mem());
+    ck_assert_int_eq(PEM_write_bio_X509_CRL(out, crl), 1);
+    char *text = h_bio_text(out);
+    BIO_free(out);
+    ASN1_TIME_free(last);
+    ASN1_TIME_free(next);
+    X509_CRL_free(crl);
+    EVP_PKEY_free(k);
+    X509_free(ix);
+    return text;
 }

@@ -109,6 +109,22 @@ uint64_t h_rand(uint64_t *state);
 /* Milliseconds from a monotonic clock. */
 int64_t h_now_ms(void);
 
+/* ---- certificates for TLS tests ---- */
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+/* The certificate and the key of a dx_pki certificate, as OpenSSL objects
+ * (the caller frees them). */
+X509 *h_pki_x509(const dx_pki_cert *c);
+EVP_PKEY *h_pki_key(const dx_pki_cert *c);
+/* The text in a memory BIO, as a string for free(). */
+char *h_bio_text(BIO *b);
+/* A CRL (PEM, for free()) signed by issuer, revoking the certificates of
+ * the NULL-terminated list. */
+char *h_make_crl(const dx_pki_cert *issuer, const dx_pki_cert *const *revoked);
+
 /* The suites, one per module (tests/check_*.c). */
 Suite *error_suite(void);
 Suite *stream_suite(void);

@@ -112,6 +112,7 @@ struct dx_tls {
     /* state */
     bool started, hs_done, secure_emitted, failed, dead;
     bool oom; /* an allocation of ours failed under OpenSSL */
+    bool got_input; /* bytes went to OpenSSL: the idle timer starts over */
     const dx_error *own_err; /* during fail(): the error being reported */
     bool running, again, in_step, flushing;
     bool in_eof;          /* the transport ended (lower stream's end) */
@@ -321,23 +322,46 @@ static dx_error *ssl_error(dx_tls *f, int sslerr)
     return or_oom(err);
 }
 
-/* ---- the BIO ---------------------------------------------------------------
- * One BIO_METHOD per context, kept in the SSL_CTX's ex_data (and freed
- * with it), so that nothing global outlives the library's users. */
+/* ---- process-wide state ----------------------------------------------------
+ * Made once: the BIO method of every connection (freed by OpenSSL's own
+ * clean-up at exit) and the SSL ex_data index under which an SSL object
+ * names its connection (an SSL made by a user from dx_tls_ctx_openssl()
+ * has none there, whatever its app data). */
 
-static CRYPTO_ONCE bio_once = CRYPTO_ONCE_STATIC_INIT;
-static int bio_index = -1;
+static CRYPTO_ONCE globals_once = CRYPTO_ONCE_STATIC_INIT;
+static BIO_METHOD *bio_method;
+static int ssl_index = -1;
 
-static void free_method(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
-                        long argl, void *argp)
+static int bio_read(BIO *b, char *out, int outl);
+static int bio_write(BIO *b, const char *in, int inl);
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr);
+static int bio_create(BIO *b);
+
+static void free_globals(void)
 {
-    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
-    BIO_meth_free(ptr);
+    BIO_meth_free(bio_method);
+    bio_method = NULL;
 }
 
-static void make_index(void)
+static void make_globals(void)
 {
-    bio_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_method);
+    ssl_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    int type = BIO_get_new_index();
+    if (ssl_index < 0 || type <= 0)
+        return;
+    BIO_METHOD *m = BIO_meth_new(type | BIO_TYPE_SOURCE_SINK, "libduplex");
+    if (!m || !BIO_meth_set_read(m, bio_read) || !BIO_meth_set_write(m, bio_write) ||
+        !BIO_meth_set_ctrl(m, bio_ctrl) || !BIO_meth_set_create(m, bio_create) ||
+        !OPENSSL_atexit(free_globals)) {
+        BIO_meth_free(m);
+        return;
+    }
+    bio_method = m;
+}
+
+static bool globals_ready(void)
+{
+    return CRYPTO_THREAD_run_once(&globals_once, make_globals) && bio_method;
 }
 
 static int bio_read(BIO *b, char *out, int outl)
@@ -369,11 +393,12 @@ static int bio_read(BIO *b, char *out, int outl)
     }
     if (got) {
         f->stats.enc_in += got;
-        activity(f);
+        f->got_input = true;
         return (int)got;
     }
-    if (f->in_eof)
-        return 0;
+    /* Also at the transport's end: OpenSSL would turn an EOF into a fatal
+     * error with an alert; the filter tells an end from a truncation
+     * itself once OpenSSL asks for more (f->in_eof). */
     BIO_set_retry_read(b);
     return -1;
 }
@@ -417,7 +442,10 @@ static int bio_create(BIO *b)
 
 /* ---- callbacks OpenSSL makes ------------------------------------------------ */
 
-static dx_tls *of_ssl(const SSL *ssl) { return ssl ? SSL_get_app_data(ssl) : NULL; }
+static dx_tls *of_ssl(const SSL *ssl)
+{
+    return ssl && ssl_index >= 0 ? SSL_get_ex_data(ssl, ssl_index) : NULL;
+}
 
 static void queue_event(dx_tls *f, ev_kind kind, const void *data, size_t len)
 {
@@ -446,7 +474,13 @@ static void keylog_cb(const SSL *ssl, const char *line)
 static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     dx_tls *f = of_ssl(ssl);
-    if (!f || f->role != DX_TLS_CLIENT || !f->ev.on_session)
+    if (!f || f->role != DX_TLS_CLIENT)
+        return 0;
+    /* A client's sessions go to the application, not into the context's
+     * cache, where nothing would ever look them up (and a server sending
+     * many tickets would fill it). */
+    SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), sess);
+    if (!f->ev.on_session || f->failed)
         return 0;
     int n = i2d_SSL_SESSION(sess, NULL);
     if (n <= 0)
@@ -555,16 +589,8 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
 
 int dx_tls_ctx_prepare(SSL_CTX *ssl)
 {
-    if (!CRYPTO_THREAD_run_once(&bio_once, make_index) || bio_index < 0)
+    if (!globals_ready())
         return DX_ENOMEM;
-    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
-                                 "libduplex");
-    if (!m || !BIO_meth_set_read(m, bio_read) || !BIO_meth_set_write(m, bio_write) ||
-        !BIO_meth_set_ctrl(m, bio_ctrl) || !BIO_meth_set_create(m, bio_create) ||
-        !SSL_CTX_set_ex_data(ssl, bio_index, m)) {
-        BIO_meth_free(m);
-        return DX_ENOMEM;
-    }
     SSL_CTX_set_cert_verify_callback(ssl, cert_verify_cb, NULL);
     SSL_CTX_set_keylog_callback(ssl, keylog_cb);
     SSL_CTX_sess_set_new_cb(ssl, new_session_cb);
@@ -773,6 +799,16 @@ static void step_read(dx_tls *f)
             continue;
         }
         int e = SSL_get_error(f->ssl, r);
+        if (e == SSL_ERROR_WANT_READ && f->in_eof && !f->inq.bytes) {
+            /* The transport ended without close_notify: a truncation, or
+             * a cut record when part of one is still buffered. */
+            if (SSL_has_pending(f->ssl))
+                fail(f, or_oom(dx_error_new(DX_ETLS, "ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
+                                            "tls", "the transport ended inside a record")));
+            else
+                truncated(f);
+            return;
+        }
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
             return;
         if (e == SSL_ERROR_ZERO_RETURN) {
@@ -781,13 +817,6 @@ static void step_read(dx_tls *f)
             dx_stream_push_end(f->upper);
             if (!f->allow_half_open && !f->dead)
                 dx_stream_end(f->upper); /* answers once queued data went */
-            return;
-        }
-        unsigned long err = ERR_peek_last_error();
-        if (f->in_eof && ERR_GET_LIB(err) == ERR_LIB_SSL &&
-            ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-            ERR_clear_error();
-            truncated(f);
             return;
         }
         fail(f, ssl_error(f, e));
@@ -814,8 +843,9 @@ static void step(dx_tls *f)
         return;
     if (!f->hs_done) {
         step_handshake(f);
-        if (!f->hs_done)
-            return;
+        if (f->hs_done)
+            f->again = true; /* the secure event goes before any data */
+        return;
     }
     step_write(f);
     step_read(f);
@@ -829,16 +859,15 @@ static void flush_out(dx_tls *f)
         return; /* the outer call goes on */
     f->flushing = true;
     while (f->outq.bytes && !f->dead && dx_stream_wants_read(f->lower)) {
-        dx_iov v;
-        dx_bufq_peekv(&f->outq, &v, 1);
-        size_t n = v.len;
-        /* The chunk is consumed after the push: copy the pointer out first,
-         * since pushing may re-enter the filter (which then only queues). */
+        /* The chunk leaves the queue for the push: the reader may destroy
+         * the connection while it reads the bytes. */
+        dx_chunk *c = dx_bufq_pop(&f->outq);
+        size_t n = c->end - c->start;
         f->stats.enc_out += n;
-        int r = dx_stream_push(f->lower, v.base, n);
+        int r = dx_stream_push(f->lower, c->data + c->start, n);
+        dx_free(c);
         if (f->dead)
             return;
-        dx_bufq_consume(&f->outq, n);
         activity(f);
         if (r <= 0)
             break;
@@ -858,14 +887,23 @@ static void emit_events(dx_tls *f)
         if (f->ev.on_secure)
             f->ev.on_secure(f, f->user);
     }
-    tls_event **pp = &f->evq;
-    while (*pp && !f->dead) {
-        tls_event *e = *pp;
-        if (e->kind == EV_SESSION && !f->secure_emitted) {
-            pp = &e->next;
+    /* The list is taken whole: a callback may destroy the connection, which
+     * frees its queue. Sessions held back wait in a list of their own. */
+    tls_event *list = f->evq, *held = NULL, **held_tail = &held;
+    f->evq = f->evq_tail = NULL;
+    while (list) {
+        tls_event *e = list;
+        list = e->next;
+        e->next = NULL;
+        if (f->dead) {
+            dx_free(e);
             continue;
         }
-        *pp = e->next;
+        if (e->kind == EV_SESSION && !f->secure_emitted && !f->failed) {
+            *held_tail = e;
+            held_tail = &e->next;
+            continue;
+        }
         if (e->kind == EV_KEYLOG && f->ev.on_keylog)
             f->ev.on_keylog(f, (const char *)e->data, f->user);
         else if (e->kind == EV_SESSION && f->ev.on_session && !f->failed)
@@ -874,11 +912,20 @@ static void emit_events(dx_tls *f)
             f->ev.on_trace(f, (const char *)e->data, f->user);
         dx_free(e);
     }
-    if (f->dead)
+    if (f->dead) {
+        for (tls_event *e = held, *n; e; e = n) {
+            n = e->next;
+            dx_free(e);
+        }
         return;
-    f->evq_tail = NULL;
-    for (tls_event *e = f->evq; e; e = e->next)
-        f->evq_tail = e;
+    }
+    if (held) { /* back in front of anything queued meanwhile */
+        *held_tail = f->evq;
+        f->evq = held;
+        f->evq_tail = NULL;
+        for (tls_event *e = f->evq; e; e = e->next)
+            f->evq_tail = e;
+    }
 }
 
 /* Moves trace text from OpenSSL's memory BIO to the event queue. */
@@ -908,6 +955,10 @@ static void run(dx_tls *f)
         f->in_step = true;
         step(f);
         f->in_step = false;
+        if (f->got_input) {
+            f->got_input = false;
+            activity(f);
+        }
         collect_trace(f);
         if (!f->dead)
             emit_events(f);
@@ -978,11 +1029,18 @@ static void take(dx_tls *f, offered *o, bool *blocked, bool ready, const dx_iov 
     *blocked = false;
     *o = (offered){.iov = iov, .n = n};
     run(f);
-    *taken = o->used;
+    size_t used = o->used;
     bool all = o->idx == n;
     *o = (offered){0};
-    if (!all)
+    *taken = used;
+    if (!all) {
         *blocked = true;
+        /* Progress, and room for more (run() flushed): the core offers the
+         * rest again at once, which it does only when told. */
+        dx_stream *s = o == &f->clear ? f->upper : f->lower;
+        if (used && (o == &f->clear ? can_take_clear(f) : can_take_input(f)))
+            dx_stream_writable(s);
+    }
 }
 
 static int upper_write(dx_stream *s, const dx_iov *iov, size_t n, size_t *taken)
@@ -1037,7 +1095,22 @@ static void side_closed(dx_tls *f, dx_stream *self, dx_stream *other)
                                                  "established")));
         return;
     }
+    if (dx_stream_state(other) & DX_STREAM_WRITABLE) {
+        /* Half-open, still writing: what it writes can no longer go. */
+        fail(f, or_oom(dx_error_new(DX_EPIPE, "EPIPE", "tls",
+                                    "the transport went before this side ended")));
+        return;
+    }
     dx_stream_abort(other);
+}
+
+/* A stream closed, maybe inside an OpenSSL call (a user callback during
+ * the handshake): the buffers it offered are gone, so OpenSSL gets no more
+ * of them, and cleartext no longer goes anywhere. */
+static void forget_offers(dx_tls *f)
+{
+    f->in = (offered){0};
+    f->clear = (offered){0};
 }
 
 static void upper_close(dx_stream *s)
@@ -1045,6 +1118,7 @@ static void upper_close(dx_stream *s)
     dx_tls *f = tls_of(s);
     if (!f)
         return; /* a constructor that failed half-way */
+    forget_offers(f);
     tls_ref(f);
     side_closed(f, s, f->lower);
     tls_unref(f);
@@ -1059,6 +1133,14 @@ static void side_release(dx_stream *s)
 static int lower_write(dx_stream *s, const dx_iov *iov, size_t n, size_t *taken)
 {
     dx_tls *f = tls_of(s);
+    if (f->read_done) {
+        /* After the peer's close_notify (or an allowed truncation) nothing
+         * more is read: what comes is dropped, so that the end of the
+         * transport can still arrive. */
+        for (size_t i = 0; i < n; i++)
+            *taken += iov[i].len;
+        return 0;
+    }
     take(f, &f->in, &f->lower_blocked, can_take_input(f), iov, n, taken);
     return 0;
 }
@@ -1078,6 +1160,7 @@ static void lower_close(dx_stream *s)
     dx_tls *f = tls_of(s);
     if (!f)
         return;
+    forget_offers(f);
     tls_ref(f);
     side_closed(f, s, f->upper);
     tls_unref(f);
@@ -1111,9 +1194,9 @@ int dx_tls_new(dx_tls_ctx *ctx, dx_tls_role role, dx_tls **out)
     if (!ctx || (role != DX_TLS_CLIENT && role != DX_TLS_SERVER))
         return DX_EINVAL;
     SSL_CTX *sctx = dx_tls_ctx_ssl(ctx);
-    BIO_METHOD *m = bio_index >= 0 ? SSL_CTX_get_ex_data(sctx, bio_index) : NULL;
-    if (!m)
-        return DX_EINVAL;
+    if (!globals_ready()) /* made with the context: cannot fail here */
+        return DX_ENOMEM;
+    BIO_METHOD *m = bio_method;
     dx_tls *f = dx_calloc(1, sizeof(*f));
     if (!f)
         return DX_ENOMEM;
@@ -1137,6 +1220,8 @@ int dx_tls_new(dx_tls_ctx *ctx, dx_tls_role role, dx_tls **out)
         f->bio = NULL;
         if (f->upper)
             dx_stream_destroy(f->upper);
+        if (f->lower)
+            dx_stream_destroy(f->lower);
         ERR_clear_error();
         tls_unref(f);
         return DX_ENOMEM;
@@ -1150,7 +1235,11 @@ int dx_tls_new(dx_tls_ctx *ctx, dx_tls_role role, dx_tls **out)
     dx_stream_ref(f->lower);
     BIO_set_data(f->bio, f);
     SSL_set_bio(f->ssl, f->bio, f->bio);
-    SSL_set_app_data(f->ssl, f);
+    if (!SSL_set_ex_data(f->ssl, ssl_index, f)) {
+        ERR_clear_error();
+        dx_tls_destroy(f);
+        return DX_ENOMEM;
+    }
     SSL_set_info_callback(f->ssl, info_cb);
     if (role == DX_TLS_SERVER && dx_tls_ctx_honor_cipher_order(ctx))
         SSL_set_options(f->ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
@@ -1214,14 +1303,12 @@ int dx_tls_attach(dx_tls *t, dx_stream *transport)
         return DX_EINVAL;
     if (t->started || t->dead)
         return DX_ESTATE;
-    dx_link *l;
-    int rc = dx_link_new(t->lower, transport, NULL, NULL, &l);
-    if (rc != 0) {
+    /* t->link is set before the link wires the streams, so that a callback
+     * that destroys the connection from inside sees it. */
+    int rc = dx_link_new(t->lower, transport, NULL, NULL, &t->link);
+    if (rc != 0)
         dx_stream_destroy(transport);
-        return rc;
-    }
-    t->link = l;
-    return 0;
+    return rc;
 }
 
 int dx_tls_prefix(dx_tls *t, const void *data, size_t len)
@@ -1441,7 +1528,7 @@ int dx_tls_set_trace(dx_tls *t, bool on)
 {
     if (!t)
         return DX_EINVAL;
-    if (!t->ssl)
+    if (!t->ssl || is_closed(t))
         return DX_ESTATE;
 #ifndef OPENSSL_NO_SSL_TRACE
     if (on && !t->trace_bio) {

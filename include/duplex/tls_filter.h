@@ -38,14 +38,15 @@
  *  - dx_stream_end() on the upper stream sends close_notify once all data
  *    before it was sent, then ends the lower stream's output (the link of
  *    dx_tls_attach then ends the transport's write side).
- *  - on_error carries a dx_error with layer "tls", Node's code string as
- *    name (dx_error_name): a verification code such as
+ *  - on_error carries a dx_error. A failure of TLS has layer "tls" and
+ *    Node's code string as name (dx_error_name): a verification code such as
  *    "UNABLE_TO_VERIFY_LEAF_SIGNATURE", "CERT_HAS_EXPIRED",
  *    "DEPTH_ZERO_SELF_SIGNED_CERT", "ERR_TLS_CERT_ALTNAME_INVALID", an
  *    OpenSSL reason as "ERR_SSL_<REASON>" (an alert the peer sent:
  *    "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA"), "ERR_TLS_HANDSHAKE_TIMEOUT",
  *    "ECONNRESET"; and as detail OpenSSL's error text, the verify result
- *    and the alerts sent and received.
+ *    and the alerts sent and received. A failure of the transport keeps
+ *    its own layer and name ("pair", "fd", ...: EIO, EPIPE, ...).
  *  - A failure fails both streams (and, attached, the transport).
  *
  * "secure" (dx_tls_events.on_secure) means the handshake completed on
