@@ -1450,9 +1450,28 @@ START_TEST(root_certificates_are_the_default_store)
     r = handshake(s2, c, NULL);
     ck_assert(r.ok);
     ck_assert_int_eq(r.verify, X509_V_OK);
-    dx_tls_ctx_unref(s1);
     dx_tls_ctx_unref(s2);
     dx_tls_ctx_unref(c);
+
+    /* an added CA replaces the system store, unless it is asked for too */
+    dx_pki_cert *stray_leaf = leaf(stray, DX_PKI_EC_P256);
+    dx_tls_ctx *s3 = build(server_config(stray_leaf));
+    for (int also = 0; also < 2; also++) {
+        ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+        ck_assert_int_eq(dx_tls_config_add_ca(cfg, pem(stray), pem_len(stray)), 0);
+        ck_assert_int_eq(dx_tls_config_set_system_trust(cfg, also), 0);
+        c = build(cfg);
+        r = handshake(s3, c, NULL);
+        ck_assert(r.ok);
+        ck_assert_int_eq(r.verify, X509_V_OK);
+        r = handshake(s1, c, NULL);
+        ck_assert_int_eq(r.ok, also);
+        dx_tls_ctx_unref(c);
+    }
+    ck_assert_int_eq(dx_tls_config_set_system_trust(NULL, true), DX_EINVAL);
+    dx_tls_ctx_unref(s3);
+    dx_tls_ctx_unref(s1);
+    dx_pki_cert_free(stray_leaf);
 
     /* no store at all */
     ck_assert_int_eq(setenv("SSL_CERT_FILE", "/nonexistent/bundle.pem", 1), 0);

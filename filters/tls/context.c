@@ -75,7 +75,7 @@ struct dx_tls_config {
     char *secure_protocol;
     char *dhparam;
     size_t dhparam_len;
-    bool honor_cipher_order, partial_chain;
+    bool honor_cipher_order, partial_chain, system_trust;
     uint64_t secure_options;
     uint8_t sid_ctx[SSL_MAX_SID_CTX_LENGTH];
     size_t sid_ctx_len;
@@ -250,6 +250,14 @@ int dx_tls_config_add_crl_file(dx_tls_config *cfg, const char *path)
     if (!cfg || !path || !*path)
         return DX_EINVAL;
     return add_item(cfg, ITEM_CRL_FILE, path, strlen(path), NULL, 0, NULL);
+}
+
+int dx_tls_config_set_system_trust(dx_tls_config *cfg, bool also)
+{
+    if (!cfg)
+        return DX_EINVAL;
+    cfg->system_trust = also;
+    return 0;
 }
 
 int dx_tls_config_set_allow_partial_trust_chain(dx_tls_config *cfg, bool allow)
@@ -952,7 +960,7 @@ static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg,
         have_crl |= it->kind == ITEM_CRL || it->kind == ITEM_CRL_FILE;
     }
     X509_STORE *store = SSL_CTX_get_cert_store(ssl);
-    if (!have_ca && SSL_CTX_set_default_verify_paths(ssl) != 1)
+    if ((!have_ca || cfg->system_trust) && SSL_CTX_set_default_verify_paths(ssl) != 1)
         ERR_clear_error(); /* no system store: nothing is trusted */
     for (const item *it = cfg->items; it; it = it->next) {
         dx_error *err = apply_item(ssl, store, it);

@@ -147,6 +147,14 @@ DX_EXTERN int dx_tls_config_set_allow_partial_trust_chain(dx_tls_config *cfg,
                                                           bool allow);
 
 /*
+ * Trust the system's default store as well as the CAs added (Node's
+ * NODE_EXTRA_CA_CERTS and addCACert extend the defaults where "ca"
+ * replaces them). Without CAs added the system store is used anyway.
+ * Off by default. Returns 0, DX_EINVAL.
+ */
+DX_EXTERN int dx_tls_config_set_system_trust(dx_tls_config *cfg, bool also);
+
+/*
  * Ciphers, with Node's semantics: names that start with "TLS_" are TLS 1.3
  * cipher suites, everything else is an OpenSSL cipher string for TLS 1.2
  * and below; a list that names no TLS 1.3 suite leaves the 1.3 defaults.
