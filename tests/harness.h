@@ -137,5 +137,6 @@ Suite *pki_suite(void);
 Suite *tls_context_suite(void);
 Suite *tls_cert_suite(void);
 Suite *tls_filter_suite(void);
+Suite *tls_server_suite(void);
 
 #endif

@@ -50,7 +50,15 @@
 
 /* ---- queued TLS events -------------------------------------------------- */
 
-typedef enum ev_kind { EV_KEYLOG, EV_SESSION, EV_TRACE } ev_kind;
+typedef enum ev_kind { EV_KEYLOG, EV_SESSION, EV_TRACE, EV_SNI } ev_kind;
+
+/* Where the SNI choice stands. */
+typedef enum sni_state { SNI_NONE, SNI_WAITING, SNI_DONE, SNI_APPLIED, SNI_FAILED } sni_state;
+
+/* A pending answer: outlives the connection if the user answers late. */
+struct dx_tls_pending {
+    dx_tls *f; /* NULL once the connection is gone */
+};
 
 typedef struct tls_event {
     struct tls_event *next;
@@ -123,6 +131,22 @@ struct dx_tls {
     bool lower_blocked, upper_blocked;
     dx_tls_stats stats;
 
+    /* SNI and ALPN */
+    dx_tls_sni_cb sni_cb;
+    void *sni_user;
+    sni_state sni;
+    dx_tls_pending *pending;
+    dx_tls_ctx *sni_ctx;
+    dx_error *sni_err;
+    char sni_name[256];
+    bool hello_seen;
+    uint8_t *alpn; /* wire format */
+    size_t alpn_len;
+    char alpn_sel[256];
+
+    void (*close_hook)(dx_tls *t, void *arg);
+    void *close_arg;
+
     /* certificate objects made on request */
     dx_tls_cert *peer_cert, *local_cert, **chain;
     size_t chain_len;
@@ -176,6 +200,11 @@ static void tls_unref(dx_tls *f)
 {
     if (--f->refs > 0)
         return;
+    if (f->pending)
+        f->pending->f = NULL; /* a late answer only frees it */
+    dx_tls_ctx_unref(f->sni_ctx);
+    dx_error_free(f->sni_err);
+    dx_free(f->alpn);
     drop_ssl(f);
     free_certs(f);
     dx_error_free(f->verify_err);
@@ -291,6 +320,10 @@ static dx_error *ssl_error(dx_tls *f, int sslerr)
     if (f->oom) {
         ERR_clear_error();
         return (dx_error *)dx_error_oom();
+    }
+    if (f->sni_err) { /* the application refused the name */
+        ERR_clear_error();
+        return or_oom(dx_error_copy(f->sni_err));
     }
     if (eof && !f->hs_done) {
         e = 0; /* the transport went before the handshake: a reset */
@@ -587,11 +620,99 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     return 1;
 }
 
+/* The host name of a ClientHello's server_name extension into out (empty
+ * when there is none or it is malformed). */
+static void hello_servername(SSL *ssl, char *out, size_t size)
+{
+    const unsigned char *p;
+    size_t len;
+    out[0] = '\0';
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) || len < 5)
+        return;
+    size_t list = (size_t)p[0] << 8 | p[1];
+    size_t n = (size_t)p[3] << 8 | p[4];
+    if (list + 2 != len || p[2] != TLSEXT_NAMETYPE_host_name || n + 3 > list || n == 0 ||
+        n >= size)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (p[5 + i] <= 0x20 || p[5 + i] >= 0x7f)
+            return; /* not a host name */
+    memcpy(out, p + 5, n);
+    out[n] = '\0';
+}
+
+/*
+ * Every ClientHello a server reads passes here first: the name is kept
+ * (readable also if the handshake then fails), and the application's SNI
+ * choice is asked for outside OpenSSL: the handshake is suspended
+ * (RETRY) until dx_tls_sni_done() answers, then applied.
+ */
+static int client_hello_cb(SSL *ssl, int *al, void *arg)
+{
+    (void)arg;
+    dx_tls *f = of_ssl(ssl);
+    if (!f || f->role != DX_TLS_SERVER)
+        return SSL_CLIENT_HELLO_SUCCESS;
+    if (!f->hello_seen) {
+        f->hello_seen = true;
+        hello_servername(ssl, f->sni_name, sizeof(f->sni_name));
+    }
+    switch (f->sni) {
+    case SNI_NONE:
+        if (!f->sni_cb || !f->sni_name[0])
+            return SSL_CLIENT_HELLO_SUCCESS;
+        f->pending = dx_calloc(1, sizeof(*f->pending));
+        if (!f->pending) {
+            f->oom = true;
+            *al = SSL_AD_INTERNAL_ERROR;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+        f->pending->f = f;
+        f->sni = SNI_WAITING;
+        queue_event(f, EV_SNI, "", 0);
+        return SSL_CLIENT_HELLO_RETRY;
+    case SNI_WAITING:
+        return SSL_CLIENT_HELLO_RETRY;
+    case SNI_DONE:
+        if (f->sni_ctx && !SSL_set_SSL_CTX(ssl, dx_tls_ctx_ssl(f->sni_ctx))) {
+            *al = SSL_AD_INTERNAL_ERROR;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+        f->sni = SNI_APPLIED;
+        return SSL_CLIENT_HELLO_SUCCESS;
+    case SNI_APPLIED:
+        return SSL_CLIENT_HELLO_SUCCESS; /* a second ClientHello (TLS 1.3 HRR) */
+    case SNI_FAILED:
+    default:
+        *al = SSL_AD_UNRECOGNIZED_NAME;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+}
+
+/* ALPN on servers: the first protocol of the server's list the client
+ * offered; none in common is fatal (RFC 7301: no_application_protocol). */
+static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                          const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)arg;
+    dx_tls *f = of_ssl(ssl);
+    if (!f || !f->alpn_len)
+        return SSL_TLSEXT_ERR_NOACK;
+    unsigned char *sel;
+    if (SSL_select_next_proto(&sel, outlen, f->alpn, (unsigned)f->alpn_len, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
 int dx_tls_ctx_prepare(SSL_CTX *ssl)
 {
     if (!globals_ready())
         return DX_ENOMEM;
     SSL_CTX_set_cert_verify_callback(ssl, cert_verify_cb, NULL);
+    SSL_CTX_set_client_hello_cb(ssl, client_hello_cb, NULL);
+    SSL_CTX_set_alpn_select_cb(ssl, alpn_select_cb, NULL);
     SSL_CTX_set_keylog_callback(ssl, keylog_cb);
     SSL_CTX_sess_set_new_cb(ssl, new_session_cb);
     SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_BOTH);
@@ -679,6 +800,8 @@ static void step_handshake(dx_tls *f)
         return;
     }
     int e = SSL_get_error(f->ssl, r);
+    if (e == SSL_ERROR_WANT_CLIENT_HELLO_CB)
+        return; /* an answer is pending (dx_tls_sni_done) */
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         if (f->in_eof && !f->inq.bytes)
             fail(f, ssl_error(f, SSL_ERROR_SYSCALL));
@@ -910,6 +1033,8 @@ static void emit_events(dx_tls *f)
             f->ev.on_session(f, e->data, e->len, f->user);
         else if (e->kind == EV_TRACE && f->ev.on_trace)
             f->ev.on_trace(f, (const char *)e->data, f->user);
+        else if (e->kind == EV_SNI && f->pending && f->sni_cb)
+            f->sni_cb(f, f->sni_name, f->pending, f->sni_user);
         dx_free(e);
     }
     if (f->dead) {
@@ -989,6 +1114,13 @@ static void fail(dx_tls *f, dx_error *err)
     }
     f->failed = true;
     tls_ref(f);
+    if (!f->hs_done && f->ev.on_handshake_error)
+        f->ev.on_handshake_error(f, err, f->user);
+    if (f->dead) {
+        dx_error_free(err);
+        tls_unref(f);
+        return;
+    }
     /* The alert OpenSSL made goes out first. A peer in the same process
      * may fail in turn and fail our lower stream through the link before
      * we fail ours: f->own_err makes our error the one reported. */
@@ -1120,6 +1252,11 @@ static void upper_close(dx_stream *s)
         return; /* a constructor that failed half-way */
     forget_offers(f);
     tls_ref(f);
+    if (f->close_hook) {
+        void (*hook)(dx_tls *, void *) = f->close_hook;
+        f->close_hook = NULL;
+        hook(f, f->close_arg);
+    }
     side_closed(f, s, f->lower);
     tls_unref(f);
 }
@@ -1336,6 +1473,10 @@ int dx_tls_start(dx_tls *t)
             return 0;
         }
         SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
+        if (t->alpn_len && SSL_set_alpn_protos(t->ssl, t->alpn, (unsigned)t->alpn_len) != 0) {
+            fail(t, or_oom(dx_error_new(DX_ENOMEM, NULL, "tls", "ALPN refused")));
+            return 0;
+        }
     } else {
         SSL_set_accept_state(t->ssl);
         int mode = SSL_VERIFY_NONE;
@@ -1413,6 +1554,74 @@ int dx_tls_set_check_identity(dx_tls *t, dx_tls_identity_cb cb, void *user)
         return DX_EINVAL;
     t->identity_cb = cb;
     t->identity_user = user;
+    return 0;
+}
+
+void dx_tls_set_close_hook(dx_tls *t, void (*hook)(dx_tls *t, void *arg), void *arg)
+{
+    t->close_hook = hook;
+    t->close_arg = arg;
+}
+
+int dx_tls_set_sni_callback(dx_tls *t, dx_tls_sni_cb cb, void *user)
+{
+    BEFORE_START(t);
+    if (t->role != DX_TLS_SERVER)
+        return DX_EINVAL;
+    t->sni_cb = cb;
+    t->sni_user = user;
+    return 0;
+}
+
+int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx, dx_error *err)
+{
+    if (!p) {
+        dx_error_free(err);
+        return DX_EINVAL;
+    }
+    dx_tls *f = p->f;
+    dx_free(p);
+    if (!f || f->dead) {
+        dx_error_free(err);
+        return 0;
+    }
+    f->pending = NULL;
+    if (err) {
+        dx_error_default_layer(err, "tls");
+        f->sni_err = err;
+        f->sni = SNI_FAILED;
+    } else {
+        f->sni_ctx = ctx ? dx_tls_ctx_ref(ctx) : NULL;
+        f->sni = SNI_DONE;
+    }
+    run(f); /* the handshake goes on (later, if run() is busy now) */
+    return 0;
+}
+
+int dx_tls_set_alpn_protocols(dx_tls *t, const char *const *protocols)
+{
+    BEFORE_START(t);
+    if (!protocols || !protocols[0])
+        return DX_EINVAL;
+    size_t len = 0;
+    for (const char *const *p = protocols; *p; p++) {
+        size_t n = strlen(*p);
+        if (n == 0 || n > 255 || len + 1 + n > 0xffff)
+            return DX_EINVAL;
+        len += 1 + n;
+    }
+    uint8_t *wire = dx_malloc(len), *w = wire;
+    if (!wire)
+        return DX_ENOMEM;
+    for (const char *const *p = protocols; *p; p++) {
+        size_t n = strlen(*p);
+        *w++ = (uint8_t)n;
+        memcpy(w, *p, n);
+        w += n;
+    }
+    dx_free(t->alpn);
+    t->alpn = wire;
+    t->alpn_len = len;
     return 0;
 }
 
@@ -1649,7 +1858,22 @@ const char *dx_tls_servername(const dx_tls *t)
         return NULL;
     if (t->role == DX_TLS_CLIENT)
         return t->servername;
-    return t->ssl ? SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+    return t->sni_name[0] ? t->sni_name : NULL;
+}
+
+const char *dx_tls_alpn_protocol(const dx_tls *t)
+{
+    if (!t || t->dead || !t->ssl || !t->hs_done)
+        return NULL;
+    const unsigned char *p;
+    unsigned n;
+    SSL_get0_alpn_selected(t->ssl, &p, &n);
+    if (!n)
+        return NULL;
+    dx_tls *m = (dx_tls *)t; /* a cache of the answer */
+    memcpy(m->alpn_sel, p, n);
+    m->alpn_sel[n] = '\0';
+    return m->alpn_sel;
 }
 
 const dx_tls_cert *dx_tls_peer_cert(dx_tls *t)

@@ -5,6 +5,7 @@
 #include <openssl/ssl.h>
 
 #include <duplex/tls.h>
+#include <duplex/tls_filter.h>
 
 /* The context's SSL_CTX (shared; never modified after the build). */
 SSL_CTX *dx_tls_ctx_ssl(const dx_tls_ctx *ctx);
@@ -22,6 +23,10 @@ dx_error *dx_tls_error_openssl(const char *option, const char *fallback);
  * the callbacks that report to connections (verification, keylog,
  * sessions). 0 or DX_ENOMEM. */
 int dx_tls_ctx_prepare(SSL_CTX *ssl);
+
+/* Called once when the connection closes (its upper stream), for an owner
+ * that counts connections (the TLS server). */
+void dx_tls_set_close_hook(dx_tls *t, void (*hook)(dx_tls *t, void *arg), void *arg);
 
 /* Copies of the process defaults (see dx_tls_set_default_ciphers()), for
  * a new configuration, which owns and frees them. */

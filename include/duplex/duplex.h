@@ -16,5 +16,6 @@
 #include <duplex/tls.h>
 #include <duplex/tls_cert.h>
 #include <duplex/tls_filter.h>
+#include <duplex/tls_server.h>
 
 #endif /* DUPLEX_DUPLEX_H */

@@ -80,6 +80,8 @@ extern "C" {
 #endif
 
 typedef struct dx_tls dx_tls;
+/* An answer the handshake waits for (dx_tls_sni_done). */
+typedef struct dx_tls_pending dx_tls_pending;
 /* The certificate object: <duplex/tls_cert.h>. */
 typedef struct dx_tls_cert dx_tls_cert;
 
@@ -116,6 +118,10 @@ typedef struct dx_tls_events {
     /* The next deadline changed: call dx_tls_check_timeouts() at when (on
      * the filter's clock), or never for DX_TLS_NO_DEADLINE. */
     void (*on_deadline)(dx_tls *t, uint64_t when, void *user);
+    /* The handshake failed (Node's tlsClientError on servers): called
+     * before the streams report err, while the connection still answers
+     * (dx_tls_servername, ...). */
+    void (*on_handshake_error)(dx_tls *t, const dx_error *err, void *user);
 } dx_tls_events;
 
 /*
@@ -217,6 +223,37 @@ typedef int (*dx_tls_identity_cb)(dx_tls *t, const char *host,
                                   void *user);
 DX_EXTERN int dx_tls_set_check_identity(dx_tls *t, dx_tls_identity_cb cb,
                                         void *user);
+
+/*
+ * Server: choose the context for the name the client asked for (Node's
+ * SNICallback). cb runs once the ClientHello was read, with the name
+ * (never NULL; cb is not called when the client sent none) and a pending
+ * answer; the handshake waits until dx_tls_sni_done() answers it, now
+ * from inside cb or later. cb NULL: no choice, the connection's context
+ * serves. Returns 0, DX_EINVAL (a client), DX_ESTATE.
+ */
+typedef void (*dx_tls_sni_cb)(dx_tls *t, const char *servername,
+                              dx_tls_pending *p, void *user);
+DX_EXTERN int dx_tls_set_sni_callback(dx_tls *t, dx_tls_sni_cb cb, void *user);
+/*
+ * Answers a pending SNI choice, exactly once, also after the connection
+ * went (then it only frees p). ctx: the context to serve with (a
+ * reference is taken), or NULL for the connection's own; err non-NULL
+ * fails the handshake with err (ownership passes; the client gets an
+ * unrecognized_name alert). Returns 0, DX_EINVAL (NULL p).
+ */
+DX_EXTERN int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx, dx_error *err);
+
+/*
+ * ALPN (RFC 7301), Node's ALPNProtocols: protocols is a NULL-terminated
+ * list of names of 1 to 255 bytes, copied. A client offers them in this
+ * order; a server chooses the first of its list that the client offered,
+ * and fails the handshake with the no_application_protocol alert when
+ * none is (a client that offers nothing gets no protocol). Returns 0,
+ * DX_EINVAL (an empty list or name, a name over 255 bytes), DX_ESTATE,
+ * DX_ENOMEM.
+ */
+DX_EXTERN int dx_tls_set_alpn_protocols(dx_tls *t, const char *const *protocols);
 
 /* Keep the write side open after the peer's close_notify (Node's
  * allowHalfOpen; default false). */
@@ -323,6 +360,10 @@ DX_EXTERN int dx_tls_ephemeral_key(const dx_tls *t, dx_tls_kex_info *out);
 /* The server name: sent (client) or received (server, as soon as the
  * ClientHello was read, also during a failure). NULL if none. */
 DX_EXTERN const char *dx_tls_servername(const dx_tls *t);
+
+/* The protocol ALPN chose (Node's alpnProtocol), NULL if none or before
+ * the handshake. Valid until dx_tls_destroy(). */
+DX_EXTERN const char *dx_tls_alpn_protocol(const dx_tls *t);
 
 /*
  * The peer's certificate (Node's getPeerCertificate()), NULL if it sent

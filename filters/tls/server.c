@@ -1,0 +1,291 @@
+/*
+ * The TLS server (include/duplex/tls_server.h): a default context, a table
+ * of contexts by server name, defaults and events for the connections it
+ * accepts over any transport.
+ */
+#include "config.h"
+
+#include <duplex/tls_server.h>
+
+#include <ctype.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "tls_internal.h"
+
+typedef struct ctx_entry {
+    struct ctx_entry *next;
+    char *pattern;
+    dx_tls_ctx *ctx;
+} ctx_entry;
+
+struct dx_tls_server {
+    unsigned refs; /* the handle, and one per open connection */
+    dx_tls_ctx *ctx;
+    ctx_entry *contexts; /* the newest first */
+    dx_tls_server_events ev;
+    void *user;
+    bool request_cert, reject_unauthorized, allow_half_open, timeout_set;
+    uint64_t handshake_timeout;
+    char **alpn; /* NULL-terminated, or NULL */
+    size_t open;
+};
+
+static void free_alpn(char **list)
+{
+    for (char **p = list; p && *p; p++)
+        dx_free(*p);
+    dx_free(list);
+}
+
+static void server_unref(dx_tls_server *srv)
+{
+    if (--srv->refs > 0)
+        return;
+    for (ctx_entry *e = srv->contexts, *n; e; e = n) {
+        n = e->next;
+        dx_free(e->pattern);
+        dx_tls_ctx_unref(e->ctx);
+        dx_free(e);
+    }
+    free_alpn(srv->alpn);
+    dx_tls_ctx_unref(srv->ctx);
+    dx_free(srv);
+    dx_live_dec();
+}
+
+int dx_tls_server_new(dx_tls_ctx *ctx, dx_tls_server **out)
+{
+    if (!out)
+        return DX_EINVAL;
+    *out = NULL;
+    if (!ctx)
+        return DX_EINVAL;
+    dx_tls_server *srv = dx_calloc(1, sizeof(*srv));
+    if (!srv)
+        return DX_ENOMEM;
+    dx_live_inc();
+    srv->refs = 1;
+    srv->ctx = dx_tls_ctx_ref(ctx);
+    srv->reject_unauthorized = true;
+    *out = srv;
+    return 0;
+}
+
+void dx_tls_server_free(dx_tls_server *srv)
+{
+    if (!srv)
+        return;
+    /* Connections outlive the handle: they hear from the server no more. */
+    memset(&srv->ev, 0, sizeof(srv->ev));
+    srv->user = NULL;
+    server_unref(srv);
+}
+
+int dx_tls_server_set_events(dx_tls_server *srv, const dx_tls_server_events *ev,
+                             void *user)
+{
+    if (!srv)
+        return DX_EINVAL;
+    if (ev)
+        srv->ev = *ev;
+    else
+        memset(&srv->ev, 0, sizeof(srv->ev));
+    srv->user = user;
+    return 0;
+}
+
+int dx_tls_server_set_context(dx_tls_server *srv, dx_tls_ctx *ctx)
+{
+    if (!srv || !ctx)
+        return DX_EINVAL;
+    dx_tls_ctx_ref(ctx);
+    dx_tls_ctx_unref(srv->ctx);
+    srv->ctx = ctx;
+    return 0;
+}
+
+int dx_tls_server_add_context(dx_tls_server *srv, const char *hostname, dx_tls_ctx *ctx)
+{
+    if (!srv || !hostname || !*hostname || !ctx)
+        return DX_EINVAL;
+    ctx_entry *e = dx_calloc(1, sizeof(*e));
+    if (!e || !(e->pattern = dx_strdup(hostname))) {
+        dx_free(e);
+        return DX_ENOMEM;
+    }
+    e->ctx = dx_tls_ctx_ref(ctx);
+    e->next = srv->contexts;
+    srv->contexts = e;
+    return 0;
+}
+
+/* Node's addContext pattern: "*" is any run of characters but a dot; the
+ * rest matches itself, ignoring case. */
+static bool matches(const char *pat, const char *name)
+{
+    for (; *pat; pat++, name++) {
+        if (*pat == '*') {
+            for (const char *n = name;; n++) {
+                if (matches(pat + 1, n))
+                    return true;
+                if (!*n || *n == '.')
+                    return false;
+            }
+        }
+        if (tolower((unsigned char)*pat) != tolower((unsigned char)*name))
+            return false;
+    }
+    return !*name;
+}
+
+static dx_tls_ctx *context_for(const dx_tls_server *srv, const char *name)
+{
+    for (const ctx_entry *e = srv->contexts; e; e = e->next)
+        if (matches(e->pattern, name))
+            return e->ctx;
+    return NULL;
+}
+
+static int copy_alpn(char ***slot, const char *const *protocols)
+{
+    size_t n = 0;
+    while (protocols && protocols[n])
+        n++;
+    char **list = NULL;
+    if (n) {
+        if (!(list = dx_calloc(n + 1, sizeof(*list))))
+            return DX_ENOMEM;
+        for (size_t i = 0; i < n; i++)
+            if (!(list[i] = dx_strdup(protocols[i]))) {
+                free_alpn(list);
+                return DX_ENOMEM;
+            }
+    }
+    free_alpn(*slot);
+    *slot = list;
+    return 0;
+}
+
+int dx_tls_server_set_request_cert(dx_tls_server *srv, bool request, bool reject)
+{
+    if (!srv)
+        return DX_EINVAL;
+    srv->request_cert = request;
+    srv->reject_unauthorized = reject;
+    return 0;
+}
+
+int dx_tls_server_set_alpn_protocols(dx_tls_server *srv, const char *const *protocols)
+{
+    if (!srv)
+        return DX_EINVAL;
+    for (size_t i = 0; protocols && protocols[i]; i++) {
+        size_t n = strlen(protocols[i]);
+        if (n == 0 || n > 255)
+            return DX_EINVAL;
+    }
+    return copy_alpn(&srv->alpn, protocols);
+}
+
+int dx_tls_server_set_allow_half_open(dx_tls_server *srv, bool allow)
+{
+    if (!srv)
+        return DX_EINVAL;
+    srv->allow_half_open = allow;
+    return 0;
+}
+
+int dx_tls_server_set_handshake_timeout(dx_tls_server *srv, uint64_t ms)
+{
+    if (!srv)
+        return DX_EINVAL;
+    srv->handshake_timeout = ms;
+    srv->timeout_set = true;
+    return 0;
+}
+
+size_t dx_tls_server_connections(const dx_tls_server *srv) { return srv ? srv->open : 0; }
+
+/* ---- the connections' events, as the server's -------------------------- */
+
+static void on_secure(dx_tls *t, void *u)
+{
+    dx_tls_server *srv = u;
+    if (srv->ev.on_secure_connection)
+        srv->ev.on_secure_connection(srv, t, srv->user);
+}
+
+static void on_keylog(dx_tls *t, const char *line, void *u)
+{
+    dx_tls_server *srv = u;
+    if (srv->ev.on_keylog)
+        srv->ev.on_keylog(srv, t, line, srv->user);
+}
+
+static void on_handshake_error(dx_tls *t, const dx_error *err, void *u)
+{
+    dx_tls_server *srv = u;
+    if (srv->ev.on_client_error)
+        srv->ev.on_client_error(srv, t, err, srv->user);
+}
+
+static void on_sni(dx_tls *t, const char *name, dx_tls_pending *p, void *u)
+{
+    dx_tls_server *srv = u;
+    if (srv->ev.on_sni)
+        srv->ev.on_sni(srv, t, name, p, srv->user);
+    else
+        dx_tls_sni_done(p, context_for(srv, name), NULL);
+}
+
+static void on_closed(dx_tls *t, void *u)
+{
+    (void)t;
+    dx_tls_server *srv = u;
+    srv->open--;
+    server_unref(srv);
+}
+
+static const dx_tls_events server_events = {
+    .on_secure = on_secure,
+    .on_keylog = on_keylog,
+    .on_handshake_error = on_handshake_error,
+};
+
+int dx_tls_server_accept(dx_tls_server *srv, dx_stream *transport, dx_tls **out)
+{
+    if (out)
+        *out = NULL;
+    if (!srv || !transport || !out)
+        return DX_EINVAL;
+    dx_tls *t;
+    int rc = dx_tls_new(srv->ctx, DX_TLS_SERVER, &t);
+    if (rc != 0) {
+        dx_stream_destroy(transport);
+        return rc;
+    }
+    dx_tls_set_events(t, &server_events, srv);
+    dx_tls_set_request_cert(t, srv->request_cert);
+    dx_tls_set_reject_unauthorized(t, srv->reject_unauthorized);
+    dx_tls_set_allow_half_open(t, srv->allow_half_open);
+    if (srv->timeout_set)
+        dx_tls_set_handshake_timeout(t, srv->handshake_timeout);
+    if (srv->contexts || srv->ev.on_sni)
+        dx_tls_set_sni_callback(t, on_sni, srv);
+    if (srv->alpn && (rc = dx_tls_set_alpn_protocols(t, (const char *const *)srv->alpn)) != 0) {
+        dx_tls_destroy(t);
+        dx_stream_destroy(transport);
+        return rc;
+    }
+    srv->refs++;
+    srv->open++;
+    dx_tls_set_close_hook(t, on_closed, srv);
+    if ((rc = dx_tls_attach(t, transport)) != 0) {
+        dx_tls_destroy(t);
+        return rc;
+    }
+    *out = t;
+    dx_tls_start(t);
+    return 0;
+}

@@ -1,0 +1,102 @@
+/*
+ * libduplex: the TLS server.
+ *
+ * What Node's tls.Server is without a listening socket: a default
+ * context, contexts chosen by server name (SNI), defaults for the
+ * connections it makes, and server-level events. It accepts any transport
+ * stream (dx_tls_server_accept) and gives back a started server-mode TLS
+ * filter attached to it.
+ *
+ * EVENTS: the server sets the TLS events of each connection it accepts
+ * (dx_tls_set_events) to its own, which call the server's events below;
+ * an application that sets a connection's TLS events itself replaces
+ * them. The cleartext stream (dx_tls_upper) is the application's, as for
+ * any connection: data waits for its consumer.
+ *
+ * THREADS: a server and its connections are used from one thread at a
+ * time.
+ *
+ * LIFETIME: dx_tls_server_free() releases the server; connections it
+ * accepted go on (each keeps what it needs) and are destroyed by their
+ * owner with dx_tls_destroy().
+ */
+#ifndef DUPLEX_TLS_SERVER_H
+#define DUPLEX_TLS_SERVER_H
+
+#include <duplex/tls_filter.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dx_tls_server dx_tls_server;
+
+/* The server's events. Any may be NULL. */
+typedef struct dx_tls_server_events {
+    /* A handshake completed (Node's secureConnection). */
+    void (*on_secure_connection)(dx_tls_server *srv, dx_tls *t, void *user);
+    /* A handshake failed (Node's tlsClientError): before the connection's
+     * streams report err, while dx_tls_servername() and the rest still
+     * answer. */
+    void (*on_client_error)(dx_tls_server *srv, dx_tls *t, const dx_error *err,
+                            void *user);
+    /* A key log line of any connection (Node's keylog). */
+    void (*on_keylog)(dx_tls_server *srv, dx_tls *t, const char *line, void *user);
+    /*
+     * Node's SNICallback: choose the context for servername; answer with
+     * dx_tls_sni_done(p, ctx or NULL, err or NULL), now or later. Without
+     * it the contexts of dx_tls_server_add_context() decide, and a name
+     * none matches gets the default context.
+     */
+    void (*on_sni)(dx_tls_server *srv, dx_tls *t, const char *servername,
+                   dx_tls_pending *p, void *user);
+} dx_tls_server_events;
+
+/* A server whose default context is ctx (a reference is taken). Returns
+ * 0, DX_EINVAL, DX_ENOMEM. */
+DX_EXTERN int dx_tls_server_new(dx_tls_ctx *ctx, dx_tls_server **out);
+/* Releases the server (connections go on). NULL is ignored. */
+DX_EXTERN void dx_tls_server_free(dx_tls_server *srv);
+/* Sets the events and their user pointer (copied; NULL clears). */
+DX_EXTERN int dx_tls_server_set_events(dx_tls_server *srv,
+                                       const dx_tls_server_events *ev, void *user);
+
+/* Node's setSecureContext(): the default context of connections accepted
+ * from now on; those open keep theirs. Returns 0, DX_EINVAL. */
+DX_EXTERN int dx_tls_server_set_context(dx_tls_server *srv, dx_tls_ctx *ctx);
+/*
+ * Node's addContext(): serves hostname with ctx. hostname is a name
+ * ("a.example.com") or a pattern where "*" stands for any run of
+ * characters other than a dot ("*.example.com" matches "b.example.com",
+ * not "a.b.example.com"); case does not matter. The context added last
+ * wins when several match. Returns 0, DX_EINVAL, DX_ENOMEM.
+ */
+DX_EXTERN int dx_tls_server_add_context(dx_tls_server *srv, const char *hostname,
+                                        dx_tls_ctx *ctx);
+
+/* Defaults of the connections accepted from now on. */
+DX_EXTERN int dx_tls_server_set_request_cert(dx_tls_server *srv, bool request,
+                                             bool reject_unauthorized);
+DX_EXTERN int dx_tls_server_set_alpn_protocols(dx_tls_server *srv,
+                                               const char *const *protocols);
+DX_EXTERN int dx_tls_server_set_allow_half_open(dx_tls_server *srv, bool allow);
+DX_EXTERN int dx_tls_server_set_handshake_timeout(dx_tls_server *srv, uint64_t ms);
+
+/*
+ * Node's 'connection' with any Duplex: a server-mode connection over
+ * transport (owned by the connection from then on, as dx_tls_attach()),
+ * with the server's defaults and events, started. Errors of the handshake
+ * come as events. Returns 0, DX_EINVAL (NULL), DX_ENOMEM (the transport
+ * is then destroyed).
+ */
+DX_EXTERN int dx_tls_server_accept(dx_tls_server *srv, dx_stream *transport,
+                                   dx_tls **out);
+
+/* Connections accepted and not yet closed (Node's connections). */
+DX_EXTERN size_t dx_tls_server_connections(const dx_tls_server *srv);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DUPLEX_TLS_SERVER_H */

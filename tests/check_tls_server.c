@@ -1,0 +1,525 @@
+/*
+ * The TLS server (include/duplex/tls_server.h), SNI and ALPN: contexts by
+ * name (exact and wildcard), synchronous and asynchronous SNI choices,
+ * context swaps, ALPN agreement and refusal, server events and the count
+ * of open connections. IDs cite the checklist (S-, SV-, T-, CL-, M-).
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+/* ---- the test PKI, made per test case (unchecked fixture) ---------------- */
+
+enum { C_DEFAULT, C_A, C_WILD, C_NEW, C_COUNT };
+static dx_pki_cert *ca, *certs[C_COUNT];
+
+#define MUST(call)                                                             \
+    do {                                                                       \
+        if ((call) != 0) {                                                     \
+            fprintf(stderr, "tls_server set-up failed: %s\n", #call);          \
+            abort();                                                           \
+        }                                                                      \
+    } while (0)
+
+static void make_pki(void)
+{
+    dx_pki_opts o = {.common_name = "Server Test CA", .is_ca = true};
+    MUST(dx_pki_issue(NULL, &o, &ca, NULL));
+    static const char *const dflt[] = {"default.test", NULL};
+    static const char *const a[] = {"a.example.com", NULL};
+    static const char *const wild[] = {"*.test.com", NULL};
+    static const char *const fresh[] = {"default.test", NULL};
+    struct {
+        const char *cn;
+        const char *const *dns;
+    } spec[C_COUNT] = {{"default", dflt}, {"a", a}, {"wild", wild}, {"new", fresh}};
+    for (int i = 0; i < C_COUNT; i++) {
+        dx_pki_opts l = {.common_name = spec[i].cn, .dns_names = spec[i].dns};
+        MUST(dx_pki_issue(ca, &l, &certs[i], NULL));
+    }
+}
+
+static void free_pki(void)
+{
+    for (int i = 0; i < C_COUNT; i++)
+        dx_pki_cert_free(certs[i]);
+    dx_pki_cert_free(ca);
+    memset(certs, 0, sizeof(certs));
+    ca = NULL;
+}
+
+static dx_tls_ctx *ctx_for(int cert, const char *version)
+{
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    const char *capem = dx_pki_cert_pem(ca);
+    ck_assert_int_eq(dx_tls_config_add_ca(cfg, capem, strlen(capem)), 0);
+    if (cert >= 0) {
+        const char *c = dx_pki_cert_pem(certs[cert]), *k = dx_pki_key_pem(certs[cert]);
+        ck_assert_int_eq(dx_tls_config_add_cert(cfg, c, strlen(c), k, strlen(k), NULL), 0);
+    }
+    if (version) {
+        ck_assert_int_eq(dx_tls_config_set_min_version(cfg, version), 0);
+        ck_assert_int_eq(dx_tls_config_set_max_version(cfg, version), 0);
+    }
+    dx_tls_ctx *ctx;
+    ck_assert_int_eq(dx_tls_ctx_new(cfg, &ctx, NULL), 0);
+    dx_tls_config_free(cfg);
+    return ctx;
+}
+
+static const char *const versions[] = {"TLSv1.2", "TLSv1.3"};
+
+/* ---- a server and its events -------------------------------------------- */
+
+typedef struct srv_log {
+    unsigned secure, client_errors, keylogs, snis;
+    char error_name[64];
+    char error_servername[256];
+    dx_tls_pending *pending; /* kept by an asynchronous SNI choice */
+    char sni_name[256];
+    int sni_mode;            /* 0 keep for later, 1 answer ctx now, 2 refuse now */
+    dx_tls_ctx *sni_ctx;
+} srv_log;
+
+static void ev_secure(dx_tls_server *srv, dx_tls *t, void *u)
+{
+    (void)srv, (void)t;
+    ((srv_log *)u)->secure++;
+}
+
+static void ev_client_error(dx_tls_server *srv, dx_tls *t, const dx_error *err, void *u)
+{
+    (void)srv;
+    srv_log *l = u;
+    l->client_errors++;
+    snprintf(l->error_name, sizeof(l->error_name), "%s", dx_error_name(err));
+    const char *name = dx_tls_servername(t);
+    snprintf(l->error_servername, sizeof(l->error_servername), "%s", name ? name : "");
+}
+
+static void ev_keylog(dx_tls_server *srv, dx_tls *t, const char *line, void *u)
+{
+    (void)srv, (void)t, (void)line;
+    ((srv_log *)u)->keylogs++;
+}
+
+static void ev_sni(dx_tls_server *srv, dx_tls *t, const char *name, dx_tls_pending *p, void *u)
+{
+    (void)srv, (void)t;
+    srv_log *l = u;
+    l->snis++;
+    snprintf(l->sni_name, sizeof(l->sni_name), "%s", name);
+    if (l->sni_mode == 1)
+        dx_tls_sni_done(p, l->sni_ctx, NULL);
+    else if (l->sni_mode == 2)
+        dx_tls_sni_done(p, NULL, dx_error_new(DX_ETLS, "SNI_REFUSED", NULL, "no such host"));
+    else
+        l->pending = p;
+}
+
+static const dx_tls_server_events srv_events = {
+    .on_secure_connection = ev_secure,
+    .on_client_error = ev_client_error,
+    .on_keylog = ev_keylog,
+};
+
+/* One client connected to a server through a memory pair. */
+typedef struct conn {
+    dx_tls *c, *s;
+    h_rec rc, rs;
+    unsigned c_secure;
+} conn;
+
+static void c_secure(dx_tls *t, void *u)
+{
+    (void)t;
+    ((conn *)u)->c_secure++;
+}
+
+static const dx_tls_events client_events = {.on_secure = c_secure};
+
+static void connect_to(conn *k, dx_tls_server *srv, dx_tls_ctx *cctx, const char *servername,
+                       const char *const *alpn)
+{
+    memset(k, 0, sizeof(*k));
+    dx_stream *a, *b;
+    ck_assert_int_eq(dx_pair_new(NULL, &a, &b), 0);
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &k->c), 0);
+    ck_assert_int_eq(dx_tls_set_events(k->c, &client_events, k), 0);
+    if (servername)
+        ck_assert_int_eq(dx_tls_set_servername(k->c, servername), 0);
+    if (alpn)
+        ck_assert_int_eq(dx_tls_set_alpn_protocols(k->c, alpn), 0);
+    h_rec_attach(&k->rc, dx_tls_upper(k->c));
+    ck_assert_int_eq(dx_tls_attach(k->c, a), 0);
+    ck_assert_int_eq(dx_tls_server_accept(srv, b, &k->s), 0);
+    h_rec_attach(&k->rs, dx_tls_upper(k->s));
+    ck_assert_int_eq(dx_tls_start(k->c), 0);
+}
+
+static void conn_close(conn *k)
+{
+    dx_tls_destroy(k->c);
+    dx_tls_destroy(k->s);
+    h_rec_assert_clean(&k->rc);
+    h_rec_assert_clean(&k->rs);
+    h_rec_free(&k->rc);
+    h_rec_free(&k->rs);
+}
+
+/* The common name of the certificate the client was served. */
+static const char *served_cn(conn *k)
+{
+    const dx_tls_cert *c = dx_tls_peer_cert(k->c);
+    return c ? dx_tls_name_get(dx_tls_cert_subject(c), "CN", 0) : "";
+}
+
+/* ---- SNI ------------------------------------------------------------------- */
+
+/* SV-08, 3.9: exact and wildcard names choose their contexts; "*" stands
+ * for one label; a name nothing matches gets the default context. */
+START_TEST(add_context_chooses_by_name)
+{
+    const char *v = versions[_i];
+    size_t live0 = h_alloc_live();
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v), *a = ctx_for(C_A, v), *w = ctx_for(C_WILD, v);
+    dx_tls_ctx *cctx = ctx_for(-1, v);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_add_context(srv, "a.example.com", a), 0);
+    ck_assert_int_eq(dx_tls_server_add_context(srv, "*.test.com", w), 0);
+    static const struct {
+        const char *name, *cn;
+        bool ok;
+    } cases[] = {
+        {"a.example.com", "a", true},   {"A.Example.COM", "a", true},
+        {"b.test.com", "wild", true},   {"a.b.test.com", "default", false},
+        {"default.test", "default", true}, {"unknown.test", "default", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        conn k;
+        connect_to(&k, srv, cctx, cases[i].name, NULL);
+        ck_assert_msg(k.c_secure == cases[i].ok, "%s", cases[i].name);
+        if (cases[i].ok) {
+            ck_assert_str_eq(served_cn(&k), cases[i].cn);
+            ck_assert_str_eq(dx_tls_servername(k.s), cases[i].name);
+        } else {
+            ck_assert_str_eq(k.rc.error_name, "ERR_TLS_CERT_ALTNAME_INVALID");
+        }
+        conn_close(&k);
+    }
+    ck_assert_uint_eq(dx_tls_server_connections(srv), 0);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(a);
+    dx_tls_ctx_unref(w);
+    dx_tls_ctx_unref(cctx);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
+/* S-08: an SNI choice made later: the handshake waits for it, then goes
+ * on with the chosen context; made at once it works the same. */
+START_TEST(asynchronous_sni_choice)
+{
+    const char *v = versions[_i / 2];
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v), *a = ctx_for(C_A, v), *cctx = ctx_for(-1, v);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    srv_log l = {.sni_mode = _i % 2, .sni_ctx = a};
+    dx_tls_server_events ev = srv_events;
+    ev.on_sni = ev_sni;
+    ck_assert_int_eq(dx_tls_server_set_events(srv, &ev, &l), 0);
+    conn k;
+    connect_to(&k, srv, cctx, "a.example.com", NULL);
+    ck_assert_uint_eq(l.snis, 1);
+    ck_assert_str_eq(l.sni_name, "a.example.com");
+    if (l.sni_mode == 0) {
+        ck_assert_uint_eq(k.c_secure, 0); /* waiting */
+        ck_assert_ptr_nonnull(l.pending);
+        ck_assert_str_eq(dx_tls_servername(k.s), "a.example.com");
+        ck_assert_int_eq(dx_tls_sni_done(l.pending, a, NULL), 0);
+    }
+    ck_assert_uint_eq(k.c_secure, 1);
+    ck_assert_uint_eq(l.secure, 1);
+    ck_assert_str_eq(served_cn(&k), "a");
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(k.c), "hi", 2), 0);
+    ck_assert_uint_eq(k.rs.received, 2);
+    conn_close(&k);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(a);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* 3.9, pitfall 16: an SNI choice that fails fails the handshake; the
+ * server's client-error event still reads the name. */
+START_TEST(sni_refusal_fails_with_name_readable)
+{
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, NULL), *cctx = ctx_for(-1, NULL);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    srv_log l = {.sni_mode = 2};
+    dx_tls_server_events ev = srv_events;
+    ev.on_sni = ev_sni;
+    ck_assert_int_eq(dx_tls_server_set_events(srv, &ev, &l), 0);
+    conn k;
+    connect_to(&k, srv, cctx, "nobody.test", NULL);
+    ck_assert_uint_eq(l.client_errors, 1);
+    ck_assert_str_eq(l.error_name, "SNI_REFUSED");
+    ck_assert_str_eq(l.error_servername, "nobody.test");
+    ck_assert_str_eq(k.rs.error_name, "SNI_REFUSED");
+    ck_assert_str_eq(k.rc.error_name, "ERR_SSL_TLSV1_UNRECOGNIZED_NAME");
+    ck_assert_uint_eq(k.c_secure, 0);
+    conn_close(&k);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* An SNI answer that comes after the connection was destroyed is safe. */
+START_TEST(sni_answer_after_destroy)
+{
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, NULL), *cctx = ctx_for(-1, NULL);
+    size_t live0 = h_alloc_live();
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    srv_log l = {.sni_mode = 0};
+    dx_tls_server_events ev = srv_events;
+    ev.on_sni = ev_sni;
+    ck_assert_int_eq(dx_tls_server_set_events(srv, &ev, &l), 0);
+    conn k;
+    connect_to(&k, srv, cctx, "late.test", NULL);
+    ck_assert_ptr_nonnull(l.pending);
+    conn_close(&k);
+    ck_assert_uint_eq(dx_tls_server_connections(srv), 0);
+    ck_assert_int_eq(dx_tls_sni_done(l.pending, dflt, NULL), 0);
+    ck_assert_int_eq(dx_tls_sni_done(NULL, NULL, NULL), DX_EINVAL);
+    dx_tls_server_free(srv);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* T-08, 3.1: the SNI callback of a standalone server connection (no
+ * server object). */
+static void standalone_sni(dx_tls *t, const char *name, dx_tls_pending *p, void *u)
+{
+    (void)t;
+    ck_assert_str_eq(name, "a.example.com");
+    dx_tls_sni_done(p, u, NULL);
+}
+
+START_TEST(standalone_connection_sni_callback)
+{
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, NULL), *a = ctx_for(C_A, NULL), *cctx = ctx_for(-1, NULL);
+    size_t live0 = h_alloc_live();
+    dx_stream *x, *y;
+    ck_assert_int_eq(dx_pair_new(NULL, &x, &y), 0);
+    dx_tls *c, *s;
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &c), 0);
+    ck_assert_int_eq(dx_tls_new(dflt, DX_TLS_SERVER, &s), 0);
+    ck_assert_int_eq(dx_tls_set_sni_callback(c, standalone_sni, a), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_set_sni_callback(s, standalone_sni, a), 0);
+    ck_assert_int_eq(dx_tls_set_servername(c, "a.example.com"), 0);
+    h_rec rc = {0}, rs = {0};
+    h_rec_attach(&rc, dx_tls_upper(c));
+    h_rec_attach(&rs, dx_tls_upper(s));
+    ck_assert_int_eq(dx_tls_attach(c, x), 0);
+    ck_assert_int_eq(dx_tls_attach(s, y), 0);
+    ck_assert_int_eq(dx_tls_start(s), 0);
+    ck_assert_int_eq(dx_tls_start(c), 0);
+    ck_assert(dx_tls_is_secure(c));
+    ck_assert(dx_tls_authorized(c));
+    ck_assert_str_eq(dx_tls_name_get(dx_tls_cert_subject(dx_tls_peer_cert(c)), "CN", 0), "a");
+    dx_tls_destroy(c);
+    dx_tls_destroy(s);
+    h_rec_free(&rc);
+    h_rec_free(&rs);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(a);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* SV-14, 3.9: setSecureContext serves new connections with the new
+ * context while an open one keeps streaming. */
+START_TEST(set_context_swaps_for_new_connections)
+{
+    dx_tls_ctx *old = ctx_for(C_DEFAULT, NULL), *fresh = ctx_for(C_NEW, NULL);
+    dx_tls_ctx *cctx = ctx_for(-1, NULL);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(old, &srv), 0);
+    conn k1, k2;
+    connect_to(&k1, srv, cctx, "default.test", NULL);
+    ck_assert_str_eq(served_cn(&k1), "default");
+    ck_assert_int_eq(dx_tls_server_set_context(srv, fresh), 0);
+    connect_to(&k2, srv, cctx, "default.test", NULL);
+    ck_assert_str_eq(served_cn(&k2), "new");
+    ck_assert_uint_eq(dx_tls_server_connections(srv), 2);
+    static uint8_t big[200000];
+    ck_assert_int_ge(dx_stream_write(dx_tls_upper(k1.s), big, sizeof(big)), 0);
+    ck_assert_uint_eq(k1.rc.received, sizeof(big));
+    conn_close(&k1);
+    ck_assert_uint_eq(dx_tls_server_connections(srv), 1);
+    /* The server goes; its open connection carries on. */
+    dx_tls_server_free(srv);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(k2.c), "still", 5), 0);
+    ck_assert_uint_eq(k2.rs.received, 5);
+    conn_close(&k2);
+    dx_tls_ctx_unref(old);
+    dx_tls_ctx_unref(fresh);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* ---- ALPN ------------------------------------------------------------------ */
+
+/* S-01, CL-09, M-21, RFC 7301: the server's first choice among what the
+ * client offers; nothing in common is fatal; no offer, no protocol. */
+START_TEST(alpn_agreement_and_refusal)
+{
+    const char *v = versions[_i / 4];
+    int mode = _i % 4;
+    static const char *const server_list[] = {"h2", "http/1.1", NULL};
+    static const char *const client_lists[][4] = {
+        {"http/1.1", "h2", NULL},  /* both: the server's order wins */
+        {"http/1.1", NULL},        /* one in common */
+        {"spdy/3", "imap", NULL},  /* nothing in common */
+        {NULL},                    /* the client offers nothing */
+    };
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v), *cctx = ctx_for(-1, v);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_set_alpn_protocols(srv, server_list), 0);
+    srv_log l = {0};
+    ck_assert_int_eq(dx_tls_server_set_events(srv, &srv_events, &l), 0);
+    conn k;
+    connect_to(&k, srv, cctx, "default.test", mode == 3 ? NULL : client_lists[mode]);
+    if (mode == 2) {
+        ck_assert_uint_eq(k.c_secure, 0);
+        ck_assert_str_eq(k.rc.error_name, "ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL");
+        ck_assert_uint_eq(l.client_errors, 1);
+    } else {
+        ck_assert_uint_eq(k.c_secure, 1);
+        ck_assert_uint_eq(l.secure, 1);
+        const char *want = mode == 0 ? "h2" : mode == 1 ? "http/1.1" : NULL;
+        if (want) {
+            ck_assert_str_eq(dx_tls_alpn_protocol(k.c), want);
+            ck_assert_str_eq(dx_tls_alpn_protocol(k.s), want);
+        } else {
+            ck_assert_ptr_null(dx_tls_alpn_protocol(k.c));
+            ck_assert_ptr_null(dx_tls_alpn_protocol(k.s));
+        }
+    }
+    conn_close(&k);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+START_TEST(alpn_lists_are_checked)
+{
+    dx_tls_ctx *cctx = ctx_for(-1, NULL);
+    dx_tls *c;
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &c), 0);
+    char long_name[300];
+    memset(long_name, 'x', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    const char *const too_long[] = {"h2", long_name, NULL};
+    const char *const empty_name[] = {"", NULL};
+    const char *const empty[] = {NULL};
+    ck_assert_int_eq(dx_tls_set_alpn_protocols(c, too_long), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_set_alpn_protocols(c, empty_name), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_set_alpn_protocols(c, empty), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_set_alpn_protocols(c, NULL), DX_EINVAL);
+    ck_assert_ptr_null(dx_tls_alpn_protocol(c));
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(cctx, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_set_alpn_protocols(srv, too_long), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_server_add_context(srv, "", cctx), DX_EINVAL);
+    dx_tls_server *none;
+    ck_assert_int_eq(dx_tls_server_new(NULL, &none), DX_EINVAL);
+    ck_assert_ptr_null(none);
+    dx_tls_server_free(srv);
+    dx_tls_destroy(c);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* ---- server events ---------------------------------------------------------- */
+
+/* SV-02, SV-06, SV-07, SV-11: events and the count of open connections;
+ * junk instead of a ClientHello is a client error. */
+START_TEST(server_events_and_connection_count)
+{
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, "TLSv1.3"), *cctx = ctx_for(-1, "TLSv1.3");
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    srv_log l = {0};
+    ck_assert_int_eq(dx_tls_server_set_events(srv, &srv_events, &l), 0);
+    conn k[3];
+    for (int i = 0; i < 3; i++)
+        connect_to(&k[i], srv, cctx, "default.test", NULL);
+    ck_assert_uint_eq(l.secure, 3);
+    ck_assert_uint_eq(l.keylogs, 15);
+    ck_assert_uint_eq(dx_tls_server_connections(srv), 3);
+    conn_close(&k[0]);
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(k[1].c)), 0); /* a clean close */
+    ck_assert_uint_eq(dx_tls_server_connections(srv), 1);
+    /* junk */
+    dx_stream *a, *b;
+    ck_assert_int_eq(dx_pair_new(NULL, &a, &b), 0);
+    dx_tls *s;
+    ck_assert_int_eq(dx_tls_server_accept(srv, b, &s), 0);
+    ck_assert_uint_eq(dx_tls_server_connections(srv), 2);
+    dx_stream_write(a, "GET / HTTP/1.0\r\n\r\n", 18);
+    ck_assert_uint_eq(l.client_errors, 1);
+    ck_assert_str_eq(l.error_name, "ERR_SSL_HTTP_REQUEST");
+    ck_assert_uint_eq(dx_tls_server_connections(srv), 1);
+    dx_tls_destroy(s);
+    dx_stream_destroy(a);
+    conn_close(&k[1]);
+    conn_close(&k[2]);
+    ck_assert_uint_eq(dx_tls_server_connections(srv), 0);
+    ck_assert_int_eq(dx_tls_server_accept(srv, NULL, &s), DX_EINVAL);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+Suite *tls_server_suite(void)
+{
+    Suite *s = suite_create("tls_server");
+    TCase *tc = tcase_create("sni");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, add_context_chooses_by_name, 0, 2);
+    tcase_add_loop_test(tc, asynchronous_sni_choice, 0, 4);
+    tcase_add_test(tc, sni_refusal_fails_with_name_readable);
+    tcase_add_test(tc, sni_answer_after_destroy);
+    tcase_add_test(tc, standalone_connection_sni_callback);
+    tcase_add_test(tc, set_context_swaps_for_new_connections);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("alpn");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_add_loop_test(tc, alpn_agreement_and_refusal, 0, 8);
+    tcase_add_test(tc, alpn_lists_are_checked);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("events");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_add_test(tc, server_events_and_connection_count);
+    suite_add_tcase(s, tc);
+    return s;
+}
