@@ -6,9 +6,17 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -499,6 +507,141 @@ START_TEST(server_events_and_connection_count)
 }
 END_TEST
 
+
+/* ---- a real peer: openssl s_client ----------------------------------------- */
+
+/* Writes text to a new file in dir; returns its path (static storage). */
+static const char *write_tmp(const char *dir, const char *name, const char *text)
+{
+    static char path[3][512];
+    static int turn;
+    char *p = path[turn++ % 3];
+    snprintf(p, 512, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fputs(text, f) >= 0, 1);
+    ck_assert_int_eq(fclose(f), 0);
+    return p;
+}
+
+typedef struct echo {
+    dx_tls *t;
+    char got[256];
+    size_t len;
+} echo;
+
+/* The server side of the test: echoes each line in upper case. */
+static void echo_data(dx_stream *s, const uint8_t *d, size_t n, void *u)
+{
+    echo *e = u;
+    char up[256];
+    size_t k = n < sizeof(up) ? n : sizeof(up);
+    for (size_t i = 0; i < k; i++)
+        up[i] = (char)toupper(d[i]);
+    if (e->len + k < sizeof(e->got)) {
+        memcpy(e->got + e->len, d, k);
+        e->len += k;
+    }
+    dx_stream_write(s, up, k);
+}
+
+/* S-01, SV-08 with a peer nobody here wrote: openssl s_client asks for a
+ * name and protocols over TCP on loopback; the server picks the context
+ * and the protocol, and echoes what the client types. */
+START_TEST(openssl_s_client_gets_sni_context_and_alpn)
+{
+    signal(SIGPIPE, SIG_IGN);
+    char dir[] = "/tmp/dx-srv-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    const char *capath = write_tmp(dir, "ca.pem", dx_pki_cert_pem(ca));
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, NULL), *a = ctx_for(C_A, NULL);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_add_context(srv, "a.example.com", a), 0);
+    static const char *const protos[] = {"h2", "http/1.1", NULL};
+    ck_assert_int_eq(dx_tls_server_set_alpn_protocols(srv, protos), 0);
+
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(ls, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(listen(ls, 1), 0);
+    socklen_t sl = sizeof(sa);
+    ck_assert_int_eq(getsockname(ls, (struct sockaddr *)&sa, &sl), 0);
+    char connect_to_arg[64];
+    snprintf(connect_to_arg, sizeof(connect_to_arg), "127.0.0.1:%u", ntohs(sa.sin_port));
+
+    int in[2], out[2];
+    ck_assert_int_eq(pipe(in), 0);
+    ck_assert_int_eq(pipe(out), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        dup2(out[1], 2);
+        close(in[1]);
+        close(out[0]);
+        execlp("openssl", "openssl", "s_client", "-connect", connect_to_arg, "-servername",
+               "a.example.com", "-alpn", "http/1.1,h2", "-CAfile", capath,
+               "-verify_return_error", "-verify_hostname", "a.example.com", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    int fd = accept(ls, NULL, NULL);
+    ck_assert_int_ge(fd, 0);
+    close(ls);
+    dx_stream *sock;
+    ck_assert_int_eq(dx_fd_stream_new(fd, fd, DX_FD_CLOSE, &sock), 0);
+    dx_tls *t;
+    ck_assert_int_eq(dx_tls_server_accept(srv, sock, &t), 0);
+    echo e = {.t = t};
+    dx_stream_events ev = {.on_data = echo_data};
+    dx_stream_set_events(dx_tls_upper(t), &ev, &e);
+    /* Type a line once the handshake is done; wait for the echo. */
+    bool typed = false;
+    char output[16384] = "";
+    size_t olen = 0;
+    int64_t end = h_now_ms() + 15000;
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    while (h_now_ms() < end && !strstr(output, "HELLO FROM S_CLIENT")) {
+        dx_fd_poll(&sock, 1, 20);
+        if (!typed && dx_tls_is_secure(t)) {
+            ck_assert_int_eq(write(in[1], "hello from s_client\n", 20), 20);
+            typed = true;
+        }
+        ssize_t r = read(out[0], output + olen, sizeof(output) - 1 - olen);
+        if (r > 0) {
+            olen += (size_t)r;
+            output[olen] = '\0';
+        }
+    }
+    ck_assert_msg(strstr(output, "HELLO FROM S_CLIENT"), "s_client said: %s", output);
+    ck_assert_ptr_nonnull(strstr(output, "ALPN protocol: h2"));
+    ck_assert_ptr_nonnull(strstr(output, "Verify return code: 0 (ok)"));
+    ck_assert_str_eq(dx_tls_servername(t), "a.example.com");
+    ck_assert_str_eq(dx_tls_alpn_protocol(t), "h2");
+    ck_assert_str_eq(dx_tls_name_get(dx_tls_cert_subject(dx_tls_local_cert(t)), "CN", 0), "a");
+    ck_assert_uint_eq(e.len, 20);
+    /* EOF on its input: s_client closes; ours sees the end. */
+    close(in[1]);
+    end = h_now_ms() + 5000;
+    while (h_now_ms() < end && !(dx_stream_state(dx_tls_upper(t)) & DX_STREAM_ENDED))
+        dx_fd_poll(&sock, 1, 20);
+    ck_assert(dx_stream_state(dx_tls_upper(t)) & DX_STREAM_ENDED);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    close(out[0]);
+    dx_tls_destroy(t);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(a);
+    unlink(capath);
+    rmdir(dir);
+}
+END_TEST
+
 Suite *tls_server_suite(void)
 {
     Suite *s = suite_create("tls_server");
@@ -520,6 +663,11 @@ Suite *tls_server_suite(void)
     tc = tcase_create("events");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
     tcase_add_test(tc, server_events_and_connection_count);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("peer");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, openssl_s_client_gets_sni_context_and_alpn);
     suite_add_tcase(s, tc);
     return s;
 }
