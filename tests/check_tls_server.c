@@ -141,6 +141,8 @@ typedef struct conn {
     dx_tls *c, *s;
     h_rec rc, rs;
     unsigned c_secure;
+    uint8_t session[8192];
+    size_t session_len;
 } conn;
 
 static void c_secure(dx_tls *t, void *u)
@@ -149,10 +151,20 @@ static void c_secure(dx_tls *t, void *u)
     ((conn *)u)->c_secure++;
 }
 
-static const dx_tls_events client_events = {.on_secure = c_secure};
+static void c_session(dx_tls *t, const uint8_t *sess, size_t len, void *u)
+{
+    (void)t;
+    conn *k = u;
+    ck_assert_uint_le(len, sizeof(k->session));
+    memcpy(k->session, sess, len);
+    k->session_len = len;
+}
 
-static void connect_to(conn *k, dx_tls_server *srv, dx_tls_ctx *cctx, const char *servername,
-                       const char *const *alpn)
+static const dx_tls_events client_events = {.on_secure = c_secure, .on_session = c_session};
+
+static void connect_resume(conn *k, dx_tls_server *srv, dx_tls_ctx *cctx,
+                           const char *servername, const char *const *alpn,
+                           const uint8_t *resume, size_t resume_len)
 {
     memset(k, 0, sizeof(*k));
     dx_stream *a, *b;
@@ -163,11 +175,31 @@ static void connect_to(conn *k, dx_tls_server *srv, dx_tls_ctx *cctx, const char
         ck_assert_int_eq(dx_tls_set_servername(k->c, servername), 0);
     if (alpn)
         ck_assert_int_eq(dx_tls_set_alpn_protocols(k->c, alpn), 0);
+    if (resume)
+        ck_assert_int_eq(dx_tls_set_session(k->c, resume, resume_len), 0);
     h_rec_attach(&k->rc, dx_tls_upper(k->c));
     ck_assert_int_eq(dx_tls_attach(k->c, a), 0);
     ck_assert_int_eq(dx_tls_server_accept(srv, b, &k->s), 0);
     h_rec_attach(&k->rs, dx_tls_upper(k->s));
     ck_assert_int_eq(dx_tls_start(k->c), 0);
+}
+
+static void connect_to(conn *k, dx_tls_server *srv, dx_tls_ctx *cctx, const char *servername,
+                       const char *const *alpn)
+{
+    connect_resume(k, srv, cctx, servername, alpn, NULL, 0);
+}
+
+/* A clean close (close_notify both ways), which keeps the session of a
+ * server's cache valid (OpenSSL drops the sessions of connections that
+ * end otherwise), then conn_close(). */
+static void conn_end(conn *k)
+{
+    if (k->c_secure && !k->rc.errors && !k->rs.errors) {
+        ck_assert_int_eq(dx_stream_end(dx_tls_upper(k->c)), 0);
+        ck_assert_uint_eq(k->rc.closes, 1);
+        ck_assert_uint_eq(k->rs.closes, 1);
+    }
 }
 
 static void conn_close(conn *k)
@@ -508,6 +540,125 @@ START_TEST(server_events_and_connection_count)
 END_TEST
 
 
+/* ---- tickets ------------------------------------------------------------ */
+
+/* Connects, waits for the session (TLS 1.3 tickets come with data), and
+ * keeps it in *sess. Returns whether the handshake resumed. */
+static bool one_connection(dx_tls_server *srv, dx_tls_ctx *cctx, const uint8_t *offer,
+                           size_t offer_len, uint8_t *sess, size_t *sess_len)
+{
+    conn k;
+    connect_resume(&k, srv, cctx, "default.test", NULL, offer, offer_len);
+    ck_assert_uint_eq(k.c_secure, 1);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(k.s), "x", 1), 0);
+    bool reused = dx_tls_session_reused(k.c);
+    ck_assert_int_eq(dx_tls_session_reused(k.s), reused);
+    if (sess && k.session_len) {
+        memcpy(sess, k.session, k.session_len);
+        *sess_len = k.session_len;
+    } else if (sess) { /* a TLS 1.2 resumption brings no new session event */
+        ck_assert_int_eq(dx_tls_get_session(k.c, sess, 8192, sess_len), 0);
+    }
+    conn_end(&k);
+    conn_close(&k);
+    return reused;
+}
+
+/* K-07, SV-12, SV-15, 3.10: servers that share ticket keys resume each
+ * other's sessions; others fall back to a full handshake, counted. */
+START_TEST(shared_ticket_keys_resume_across_servers)
+{
+    const char *v = versions[_i];
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v), *cctx = ctx_for(-1, v);
+    dx_tls_server *s1, *s2, *s3;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &s1), 0);
+    ck_assert_int_eq(dx_tls_server_new(dflt, &s2), 0);
+    ck_assert_int_eq(dx_tls_server_new(dflt, &s3), 0);
+    uint8_t keys[48], back[48];
+    ck_assert_int_eq(dx_tls_server_get_ticket_keys(s1, keys), 0);
+    ck_assert_int_eq(dx_tls_server_set_ticket_keys(s2, keys), 0);
+    ck_assert_int_eq(dx_tls_server_get_ticket_keys(s2, back), 0);
+    ck_assert_mem_eq(keys, back, 48);
+    uint8_t sess[8192];
+    size_t len;
+    ck_assert(!one_connection(s1, cctx, NULL, 0, sess, &len));
+    ck_assert(one_connection(s2, cctx, sess, len, NULL, NULL));
+    ck_assert(!one_connection(s3, cctx, sess, len, NULL, NULL));
+    dx_tls_server_stats st;
+    dx_tls_server_get_stats(s2, &st);
+    ck_assert_uint_eq(st.resumed, 1);
+    ck_assert_uint_eq(st.handshakes, 1);
+    dx_tls_server_get_stats(s3, &st);
+    ck_assert_uint_eq(st.resumed, 0);
+    ck_assert_uint_eq(st.resume_failures, 1);
+    ck_assert_uint_eq(st.tickets_unknown, 1);
+    dx_tls_server_free(s1);
+    dx_tls_server_free(s2);
+    dx_tls_server_free(s3);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* Rotation: a ticket under the previous keys still resumes (and comes
+ * back renewed); one from two rotations back does not. */
+START_TEST(ticket_key_rotation_keeps_one_previous_set)
+{
+    const char *v = versions[_i];
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v), *cctx = ctx_for(-1, v);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    uint8_t k2[48], k3[48];
+    memset(k2, 2, sizeof(k2));
+    memset(k3, 3, sizeof(k3));
+    uint8_t old[8192], renewed[8192];
+    size_t old_len, renewed_len;
+    ck_assert(!one_connection(srv, cctx, NULL, 0, old, &old_len));
+    ck_assert_int_eq(dx_tls_server_set_ticket_keys(srv, k2), 0);
+    ck_assert(one_connection(srv, cctx, old, old_len, renewed, &renewed_len));
+    dx_tls_server_stats st;
+    dx_tls_server_get_stats(srv, &st);
+    ck_assert_uint_eq(st.tickets_renewed, 1);
+    ck_assert_int_eq(dx_tls_server_set_ticket_keys(srv, k3), 0);
+    ck_assert(!one_connection(srv, cctx, old, old_len, NULL, NULL));
+    ck_assert(one_connection(srv, cctx, renewed, renewed_len, NULL, NULL));
+    dx_tls_server_get_stats(srv, &st);
+    ck_assert_uint_eq(st.resume_failures, 1);
+    ck_assert_uint_eq(st.resumed, 2);
+    ck_assert_int_eq(dx_tls_server_set_ticket_keys(NULL, k3), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_server_get_ticket_keys(srv, NULL), DX_EINVAL);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* C-20: tickets off: no ticket is issued (TLS 1.2), and the session still
+ * resumes by the context's own cache. */
+START_TEST(tickets_can_be_turned_off)
+{
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, "TLSv1.2"), *cctx = ctx_for(-1, "TLSv1.2");
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_set_tickets(srv, false), 0);
+    conn k;
+    connect_to(&k, srv, cctx, "default.test", NULL);
+    ck_assert_uint_eq(k.c_secure, 1);
+    uint8_t buf[4096];
+    size_t n;
+    ck_assert_int_eq(dx_tls_get_ticket(k.c, buf, sizeof(buf), &n), DX_ENOTSUP);
+    uint8_t sess[8192];
+    size_t len = k.session_len;
+    memcpy(sess, k.session, len);
+    conn_end(&k);
+    conn_close(&k);
+    ck_assert(one_connection(srv, cctx, sess, len, NULL, NULL));
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
 /* ---- a real peer: openssl s_client ----------------------------------------- */
 
 /* Writes text to a new file in dir; returns its path (static storage). */
@@ -663,6 +814,12 @@ Suite *tls_server_suite(void)
     tc = tcase_create("events");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
     tcase_add_test(tc, server_events_and_connection_count);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("tickets");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_add_loop_test(tc, shared_ticket_keys_resume_across_servers, 0, 2);
+    tcase_add_loop_test(tc, ticket_key_rotation_keeps_one_previous_set, 0, 2);
+    tcase_add_test(tc, tickets_can_be_turned_off);
     suite_add_tcase(s, tc);
     tc = tcase_create("peer");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);

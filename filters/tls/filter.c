@@ -139,13 +139,14 @@ struct dx_tls {
     dx_tls_ctx *sni_ctx;
     dx_error *sni_err;
     char sni_name[256];
-    bool hello_seen;
+    bool hello_seen, offered;
     uint8_t *alpn; /* wire format */
     size_t alpn_len;
     char alpn_sel[256];
 
     void (*close_hook)(dx_tls *t, void *arg);
     void *close_arg;
+    dx_tls_server *server;
 
     /* certificate objects made on request */
     dx_tls_cert *peer_cert, *local_cert, **chain;
@@ -480,6 +481,8 @@ static dx_tls *of_ssl(const SSL *ssl)
     return ssl && ssl_index >= 0 ? SSL_get_ex_data(ssl, ssl_index) : NULL;
 }
 
+dx_tls *dx_tls_of_ssl(const SSL *ssl) { return of_ssl(ssl); }
+
 static void queue_event(dx_tls *f, ev_kind kind, const void *data, size_t len)
 {
     tls_event *e = dx_malloc(sizeof(*e) + len + 1);
@@ -656,6 +659,11 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
     if (!f->hello_seen) {
         f->hello_seen = true;
         hello_servername(ssl, f->sni_name, sizeof(f->sni_name));
+        const unsigned char *p;
+        size_t len;
+        f->offered = (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_session_ticket, &p, &len) &&
+                      len > 0) ||
+                     SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_psk, &p, &len);
     }
     switch (f->sni) {
     case SNI_NONE:
@@ -713,6 +721,7 @@ int dx_tls_ctx_prepare(SSL_CTX *ssl)
     SSL_CTX_set_cert_verify_callback(ssl, cert_verify_cb, NULL);
     SSL_CTX_set_client_hello_cb(ssl, client_hello_cb, NULL);
     SSL_CTX_set_alpn_select_cb(ssl, alpn_select_cb, NULL);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ssl, dx_tls_ticket_cb);
     SSL_CTX_set_keylog_callback(ssl, keylog_cb);
     SSL_CTX_sess_set_new_cb(ssl, new_session_cb);
     SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_BOTH);
@@ -1556,6 +1565,10 @@ int dx_tls_set_check_identity(dx_tls *t, dx_tls_identity_cb cb, void *user)
     t->identity_user = user;
     return 0;
 }
+
+void dx_tls_set_server(dx_tls *t, dx_tls_server *srv) { t->server = srv; }
+dx_tls_server *dx_tls_get_server(const dx_tls *t) { return t->server; }
+bool dx_tls_offered_resumption(const dx_tls *t) { return t->offered; }
 
 void dx_tls_set_close_hook(dx_tls *t, void (*hook)(dx_tls *t, void *arg), void *arg)
 {

@@ -10,6 +10,9 @@
 #include <ctype.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
+
 #include "alloc.h"
 #include "tls_internal.h"
 
@@ -29,7 +32,12 @@ struct dx_tls_server {
     uint64_t handshake_timeout;
     char **alpn; /* NULL-terminated, or NULL */
     size_t open;
+    bool no_tickets;
+    dx_tls_ticket_keys keys;
+    dx_tls_server_stats stats;
 };
+
+dx_tls_ticket_keys *dx_tls_server_ticket_keys(dx_tls_server *srv) { return &srv->keys; }
 
 static void free_alpn(char **list)
 {
@@ -50,6 +58,7 @@ static void server_unref(dx_tls_server *srv)
     }
     free_alpn(srv->alpn);
     dx_tls_ctx_unref(srv->ctx);
+    OPENSSL_cleanse(&srv->keys, sizeof(srv->keys));
     dx_free(srv);
     dx_live_dec();
 }
@@ -66,6 +75,11 @@ int dx_tls_server_new(dx_tls_ctx *ctx, dx_tls_server **out)
         return DX_ENOMEM;
     dx_live_inc();
     srv->refs = 1;
+    if (dx_tls_ticket_keys_init(&srv->keys) != 0) {
+        dx_free(srv);
+        dx_live_dec();
+        return DX_ENOMEM;
+    }
     srv->ctx = dx_tls_ctx_ref(ctx);
     srv->reject_unauthorized = true;
     *out = srv;
@@ -207,11 +221,55 @@ int dx_tls_server_set_handshake_timeout(dx_tls_server *srv, uint64_t ms)
 
 size_t dx_tls_server_connections(const dx_tls_server *srv) { return srv ? srv->open : 0; }
 
+int dx_tls_server_get_ticket_keys(const dx_tls_server *srv, uint8_t keys[48])
+{
+    if (!srv || !keys)
+        return DX_EINVAL;
+    memcpy(keys, srv->keys.cur, 48);
+    return 0;
+}
+
+int dx_tls_server_set_ticket_keys(dx_tls_server *srv, const uint8_t keys[48])
+{
+    if (!srv || !keys)
+        return DX_EINVAL;
+    memcpy(srv->keys.prev, srv->keys.cur, 48);
+    srv->keys.have_prev = true;
+    memcpy(srv->keys.cur, keys, 48);
+    return 0;
+}
+
+int dx_tls_server_set_tickets(dx_tls_server *srv, bool enabled)
+{
+    if (!srv)
+        return DX_EINVAL;
+    srv->no_tickets = !enabled;
+    return 0;
+}
+
+void dx_tls_server_get_stats(const dx_tls_server *srv, dx_tls_server_stats *out)
+{
+    if (!out)
+        return;
+    if (!srv) {
+        memset(out, 0, sizeof(*out));
+        return;
+    }
+    *out = srv->stats;
+    out->tickets_renewed = srv->keys.renewed;
+    out->tickets_unknown = srv->keys.unknown;
+}
+
 /* ---- the connections' events, as the server's -------------------------- */
 
 static void on_secure(dx_tls *t, void *u)
 {
     dx_tls_server *srv = u;
+    srv->stats.handshakes++;
+    if (dx_tls_session_reused(t))
+        srv->stats.resumed++;
+    else if (dx_tls_offered_resumption(t))
+        srv->stats.resume_failures++;
     if (srv->ev.on_secure_connection)
         srv->ev.on_secure_connection(srv, t, srv->user);
 }
@@ -266,6 +324,10 @@ int dx_tls_server_accept(dx_tls_server *srv, dx_stream *transport, dx_tls **out)
         return rc;
     }
     dx_tls_set_events(t, &server_events, srv);
+    dx_tls_set_server(t, srv);
+    if (srv->no_tickets)
+        SSL_set_options(dx_tls_openssl(t), SSL_OP_NO_TICKET);
+    srv->stats.accepted++;
     dx_tls_set_request_cert(t, srv->request_cert);
     dx_tls_set_reject_unauthorized(t, srv->reject_unauthorized);
     dx_tls_set_allow_half_open(t, srv->allow_half_open);

@@ -28,6 +28,34 @@ int dx_tls_ctx_prepare(SSL_CTX *ssl);
  * that counts connections (the TLS server). */
 void dx_tls_set_close_hook(dx_tls *t, void (*hook)(dx_tls *t, void *arg), void *arg);
 
+/* The connection an SSL object belongs to, or NULL (an SSL of the user's). */
+dx_tls *dx_tls_of_ssl(const SSL *ssl);
+
+/* The server a connection was accepted by (set by the server), or NULL. */
+typedef struct dx_tls_server dx_tls_server;
+void dx_tls_set_server(dx_tls *t, dx_tls_server *srv);
+dx_tls_server *dx_tls_get_server(const dx_tls *t);
+/* Server: whether the client's hello offered a session to resume (a
+ * ticket or a TLS 1.3 pre-shared key). */
+bool dx_tls_offered_resumption(const dx_tls *t);
+
+/* Session tickets (filters/tls/tickets.c): the callback every context
+ * uses to seal and open tickets, with the keys of the connection's server
+ * or, for a connection of no server, keys made once per process. */
+int dx_tls_ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
+                     EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc);
+
+/* A server's ticket keys: the current set seals, the previous one still
+ * opens (a ticket opened with it is renewed). */
+typedef struct dx_tls_ticket_keys {
+    uint8_t cur[48], prev[48];
+    bool have_prev;
+    uint64_t renewed, unknown; /* tickets renewed, tickets no key opens */
+} dx_tls_ticket_keys;
+dx_tls_ticket_keys *dx_tls_server_ticket_keys(dx_tls_server *srv);
+/* Fills keys with fresh random bytes. 0 or DX_ENOMEM-style failure. */
+int dx_tls_ticket_keys_init(dx_tls_ticket_keys *keys);
+
 /* Copies of the process defaults (see dx_tls_set_default_ciphers()), for
  * a new configuration, which owns and frees them. */
 typedef struct dx_tls_defaults {

@@ -95,6 +95,36 @@ DX_EXTERN int dx_tls_server_accept(dx_tls_server *srv, dx_stream *transport,
 /* Connections accepted and not yet closed (Node's connections). */
 DX_EXTERN size_t dx_tls_server_connections(const dx_tls_server *srv);
 
+/*
+ * Session tickets (RFC 5077; Node's ticketKeys). A server seals tickets
+ * with 48 bytes of keys: a 16-byte key name, a 16-byte HMAC-SHA256 key
+ * and a 16-byte AES-128-CBC key, made at random by dx_tls_server_new().
+ * Servers that share their keys accept each other's tickets. Setting new
+ * keys rotates: tickets sealed under the previous keys are still opened
+ * (and renewed under the new ones) until the next rotation; older ones
+ * fall back to a full handshake. Keys live only in memory; give them to
+ * every server of a cluster, never write them to disk.
+ * Both return 0 or DX_EINVAL.
+ */
+DX_EXTERN int dx_tls_server_get_ticket_keys(const dx_tls_server *srv, uint8_t keys[48]);
+DX_EXTERN int dx_tls_server_set_ticket_keys(dx_tls_server *srv, const uint8_t keys[48]);
+/* Tickets on (the default) or off (SSL_OP_NO_TICKET) for connections
+ * accepted from now on. Returns 0 or DX_EINVAL. */
+DX_EXTERN int dx_tls_server_set_tickets(dx_tls_server *srv, bool enabled);
+
+/* Counters since the server was made. A resumption failure is a client
+ * that offered a ticket or a TLS 1.3 pre-shared key and got a full
+ * handshake (Node's silent fallback, counted). */
+typedef struct dx_tls_server_stats {
+    uint64_t accepted;        /* connections accepted */
+    uint64_t handshakes;      /* handshakes completed */
+    uint64_t resumed;         /* of them, resumptions */
+    uint64_t resume_failures; /* offered a session, got a full handshake */
+    uint64_t tickets_renewed; /* opened with the previous keys, sealed anew */
+    uint64_t tickets_unknown; /* sealed with keys no longer held */
+} dx_tls_server_stats;
+DX_EXTERN void dx_tls_server_get_stats(const dx_tls_server *srv, dx_tls_server_stats *out);
+
 #ifdef __cplusplus
 }
 #endif
