@@ -659,6 +659,136 @@ START_TEST(tickets_can_be_turned_off)
 }
 END_TEST
 
+/* ---- sessions by id ------------------------------------------------------- */
+
+static uint64_t fake_now;
+static uint64_t fake_clock(void *arg)
+{
+    (void)arg;
+    return fake_now;
+}
+
+/* K-06, K-09: with tickets off, sessions resume from the server's own
+ * cache, bounded (LRU) and expiring after the session timeout; counted. */
+START_TEST(builtin_cache_resumes_evicts_and_expires)
+{
+    const char *v = versions[_i];
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v), *cctx = ctx_for(-1, v);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_set_tickets(srv, false), 0);
+    ck_assert_int_eq(dx_tls_server_set_session_cache_size(srv, 2), 0);
+    fake_now = 1000000;
+    ck_assert_int_eq(dx_tls_server_set_clock(srv, fake_clock, NULL), 0);
+    uint8_t s1[8192], s2[8192], s3[8192];
+    size_t l1, l2, l3;
+    ck_assert(!one_connection(srv, cctx, NULL, 0, s1, &l1));
+    ck_assert(one_connection(srv, cctx, s1, l1, NULL, NULL));
+    dx_tls_server_stats st;
+    dx_tls_server_get_stats(srv, &st);
+    ck_assert_uint_eq(st.cache_hits, 1);
+    /* two more sessions: the least recently used (s1) goes */
+    ck_assert(!one_connection(srv, cctx, NULL, 0, s2, &l2));
+    ck_assert(!one_connection(srv, cctx, NULL, 0, s3, &l3));
+    dx_tls_server_get_stats(srv, &st);
+    ck_assert_uint_ge(st.cache_evictions, 1);
+    ck_assert_uint_le(st.cache_entries, 2);
+    ck_assert(one_connection(srv, cctx, s3, l3, s3, &l3));
+    ck_assert(!one_connection(srv, cctx, s1, l1, NULL, NULL));
+    /* past the session timeout (300 s) nothing resumes */
+    ck_assert(!one_connection(srv, cctx, NULL, 0, s3, &l3));
+    fake_now += 301 * 1000;
+    ck_assert(!one_connection(srv, cctx, s3, l3, NULL, NULL));
+    dx_tls_server_get_stats(srv, &st);
+    ck_assert_uint_ge(st.cache_misses, 2);
+    ck_assert_uint_ge(st.resume_failures, 2);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* An external store (Node's newSession/resumeSession). */
+typedef struct ext_store {
+    uint8_t id[32], der[8192];
+    size_t id_len, len;
+    unsigned puts, gets;
+    dx_tls_pending *p;
+    int mode; /* 0 answer at once, 1 keep for later */
+} ext_store;
+
+static void ext_put(void *arg, const uint8_t *id, size_t id_len, const uint8_t *der,
+                    size_t len, uint64_t expires)
+{
+    ext_store *x = arg;
+    ck_assert_uint_le(id_len, sizeof(x->id));
+    ck_assert_uint_le(len, sizeof(x->der));
+    ck_assert_uint_gt(expires, 0);
+    memcpy(x->id, id, id_len);
+    x->id_len = id_len;
+    memcpy(x->der, der, len);
+    x->len = len;
+    x->puts++;
+}
+
+static void ext_get(void *arg, const uint8_t *id, size_t id_len, dx_tls_pending *p)
+{
+    ext_store *x = arg;
+    x->gets++;
+    bool have = id_len == x->id_len && memcmp(id, x->id, id_len) == 0;
+    if (x->mode == 1)
+        x->p = p;
+    else
+        dx_tls_session_found(p, have ? x->der : NULL, have ? x->len : 0);
+}
+
+static const dx_tls_session_store ext_ops = {.put = ext_put, .get = ext_get};
+
+/* SV-03, SV-05, 3.10: new sessions go to the store; lookups answered at
+ * once or later (the handshake waits) resume; an answer of nothing or of
+ * garbage is a full handshake. */
+START_TEST(external_store_answers_now_or_later)
+{
+    const char *v = versions[_i / 2];
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v), *cctx = ctx_for(-1, v);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_set_tickets(srv, false), 0);
+    ext_store x = {.mode = _i % 2};
+    ck_assert_int_eq(dx_tls_server_set_session_store(srv, &ext_ops, &x), 0);
+    uint8_t s1[8192];
+    size_t l1;
+    ck_assert(!one_connection(srv, cctx, NULL, 0, s1, &l1));
+    ck_assert_uint_ge(x.puts, 1);
+    conn k;
+    connect_resume(&k, srv, cctx, "default.test", NULL, s1, l1);
+    ck_assert_uint_eq(x.gets, 1);
+    if (x.mode == 1) {
+        ck_assert_uint_eq(k.c_secure, 0); /* waiting for the store */
+        ck_assert_int_eq(dx_tls_session_found(x.p, x.der, x.len), 0);
+    }
+    ck_assert_uint_eq(k.c_secure, 1);
+    ck_assert(dx_tls_session_reused(k.s));
+    conn_end(&k);
+    conn_close(&k);
+    /* garbage from the store: a full handshake */
+    x.mode = 1;
+    connect_resume(&k, srv, cctx, "default.test", NULL, s1, l1);
+    ck_assert_int_eq(dx_tls_session_found(x.p, "garbage", 7), 0);
+    ck_assert_uint_eq(k.c_secure, 1);
+    ck_assert(!dx_tls_session_reused(k.s));
+    conn_close(&k);
+    /* an answer after the connection went */
+    connect_resume(&k, srv, cctx, "default.test", NULL, s1, l1);
+    conn_close(&k);
+    ck_assert_int_eq(dx_tls_session_found(x.p, NULL, 0), 0);
+    ck_assert_int_eq(dx_tls_session_found(NULL, NULL, 0), DX_EINVAL);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
 /* ---- a real peer: openssl s_client ----------------------------------------- */
 
 /* Writes text to a new file in dir; returns its path (static storage). */
@@ -820,6 +950,8 @@ Suite *tls_server_suite(void)
     tcase_add_loop_test(tc, shared_ticket_keys_resume_across_servers, 0, 2);
     tcase_add_loop_test(tc, ticket_key_rotation_keeps_one_previous_set, 0, 2);
     tcase_add_test(tc, tickets_can_be_turned_off);
+    tcase_add_loop_test(tc, builtin_cache_resumes_evicts_and_expires, 0, 2);
+    tcase_add_loop_test(tc, external_store_answers_now_or_later, 0, 4);
     suite_add_tcase(s, tc);
     tc = tcase_create("peer");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);

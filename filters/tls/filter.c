@@ -42,6 +42,7 @@
 #include "stream_internal.h"
 #include "cert_internal.h"
 #include "tls_internal.h"
+#include <duplex/tls_server.h>
 
 /* Encrypt more cleartext only while less than this waits to go below. */
 #define OUT_MARK ((size_t)2 * 16384)
@@ -50,7 +51,7 @@
 
 /* ---- queued TLS events -------------------------------------------------- */
 
-typedef enum ev_kind { EV_KEYLOG, EV_SESSION, EV_TRACE, EV_SNI } ev_kind;
+typedef enum ev_kind { EV_KEYLOG, EV_SESSION, EV_TRACE, EV_SNI, EV_LOOKUP } ev_kind;
 
 /* Where the SNI choice stands. */
 typedef enum sni_state { SNI_NONE, SNI_WAITING, SNI_DONE, SNI_APPLIED, SNI_FAILED } sni_state;
@@ -58,6 +59,7 @@ typedef enum sni_state { SNI_NONE, SNI_WAITING, SNI_DONE, SNI_APPLIED, SNI_FAILE
 /* A pending answer: outlives the connection if the user answers late. */
 struct dx_tls_pending {
     dx_tls *f; /* NULL once the connection is gone */
+    bool lookup; /* a session lookup (else an SNI choice) */
 };
 
 typedef struct tls_event {
@@ -140,6 +142,11 @@ struct dx_tls {
     dx_error *sni_err;
     char sni_name[256];
     bool hello_seen, offered;
+    sni_state lookup; /* the session lookup: NONE, WAITING, DONE */
+    dx_tls_pending *lookup_pending;
+    SSL_SESSION *resume_sess; /* what the store found */
+    uint8_t lookup_id[SSL_MAX_SSL_SESSION_ID_LENGTH];
+    size_t lookup_len;
     uint8_t *alpn; /* wire format */
     size_t alpn_len;
     char alpn_sel[256];
@@ -203,6 +210,9 @@ static void tls_unref(dx_tls *f)
         return;
     if (f->pending)
         f->pending->f = NULL; /* a late answer only frees it */
+    if (f->lookup_pending)
+        f->lookup_pending->f = NULL;
+    SSL_SESSION_free(f->resume_sess);
     dx_tls_ctx_unref(f->sni_ctx);
     dx_error_free(f->sni_err);
     dx_free(f->alpn);
@@ -510,13 +520,12 @@ static void keylog_cb(const SSL *ssl, const char *line)
 static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     dx_tls *f = of_ssl(ssl);
-    if (!f || f->role != DX_TLS_CLIENT)
+    if (f && f->role == DX_TLS_SERVER && f->server) {
+        dx_tls_server_session_new(f->server, sess);
         return 0;
-    /* A client's sessions go to the application, not into the context's
-     * cache, where nothing would ever look them up (and a server sending
-     * many tickets would fill it). */
-    SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), sess);
-    if (!f->ev.on_session || f->failed)
+    }
+    /* A client's sessions go to the application (contexts keep none). */
+    if (!f || f->role != DX_TLS_CLIENT || !f->ev.on_session || f->failed)
         return 0;
     int n = i2d_SSL_SESSION(sess, NULL);
     if (n <= 0)
@@ -644,6 +653,89 @@ static void hello_servername(SSL *ssl, char *out, size_t size)
     out[n] = '\0';
 }
 
+/* The id under which a server's store may hold the session this
+ * ClientHello offers: a TLS 1.3 pre-shared key identity short enough to
+ * be a session id (stateful tickets), or the TLS 1.2 session id when the
+ * client offers no ticket and cannot speak TLS 1.3 with us (a TLS 1.3
+ * client's session id is random). 0 when there is none. */
+static size_t hello_session_key(SSL *ssl, uint8_t *out)
+{
+    const unsigned char *p;
+    size_t len;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_psk, &p, &len)) {
+        if (len < 4)
+            return 0;
+        size_t n = (size_t)p[2] << 8 | p[3];
+        if (n == 0 || n > SSL_MAX_SSL_SESSION_ID_LENGTH || 4 + n > len)
+            return 0;
+        memcpy(out, p + 4, n);
+        return n;
+    }
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_session_ticket, &p, &len) && len > 0)
+        return 0; /* a ticket: no store */
+    if (SSL_get_max_proto_version(ssl) == 0 || SSL_get_max_proto_version(ssl) >= TLS1_3_VERSION) {
+        if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_supported_versions, &p, &len) &&
+            len >= 1) {
+            for (size_t i = 1; i + 1 < len + 0 && i + 1 <= (size_t)p[0]; i += 2)
+                if (p[i] == 0x03 && p[i + 1] == 0x04)
+                    return 0;
+        }
+    }
+    len = SSL_client_hello_get0_session_id(ssl, &p);
+    if (len == 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH)
+        return 0;
+    memcpy(out, p, len);
+    return len;
+}
+
+/* The asynchronous lookup in a server's external store. */
+static int session_lookup(dx_tls *f, SSL *ssl, int *al)
+{
+    if (!f->server || !dx_tls_server_async_lookup(f->server))
+        return SSL_CLIENT_HELLO_SUCCESS;
+    switch (f->lookup) {
+    case SNI_NONE:
+        f->lookup_len = hello_session_key(ssl, f->lookup_id);
+        if (!f->lookup_len) {
+            f->lookup = SNI_DONE;
+            return SSL_CLIENT_HELLO_SUCCESS;
+        }
+        f->lookup_pending = dx_calloc(1, sizeof(*f->lookup_pending));
+        if (!f->lookup_pending) {
+            f->oom = true;
+            *al = SSL_AD_INTERNAL_ERROR;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+        f->lookup_pending->f = f;
+        f->lookup_pending->lookup = true;
+        f->lookup = SNI_WAITING;
+        queue_event(f, EV_LOOKUP, "", 0);
+        return SSL_CLIENT_HELLO_RETRY;
+    case SNI_WAITING:
+        return SSL_CLIENT_HELLO_RETRY;
+    default:
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+}
+
+/* OpenSSL looks a session up by id: what the external store found, or the
+ * server's built-in cache. */
+static SSL_SESSION *get_session_cb(SSL *ssl, const unsigned char *id, int len, int *copy)
+{
+    dx_tls *f = of_ssl(ssl);
+    *copy = 0; /* the reference returned is OpenSSL's */
+    if (!f || !f->server || len <= 0)
+        return NULL;
+    if (f->lookup == SNI_DONE && f->resume_sess) {
+        SSL_SESSION *s = f->resume_sess;
+        f->resume_sess = NULL;
+        return s;
+    }
+    if (dx_tls_server_async_lookup(f->server))
+        return NULL;
+    return dx_tls_server_session_get(f->server, id, (unsigned)len);
+}
+
 /*
  * Every ClientHello a server reads passes here first: the name is kept
  * (readable also if the handshake then fails), and the application's SNI
@@ -661,14 +753,16 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
         hello_servername(ssl, f->sni_name, sizeof(f->sni_name));
         const unsigned char *p;
         size_t len;
+        uint8_t key[SSL_MAX_SSL_SESSION_ID_LENGTH];
         f->offered = (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_session_ticket, &p, &len) &&
                       len > 0) ||
-                     SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_psk, &p, &len);
+                     SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_psk, &p, &len) ||
+                     hello_session_key(ssl, key) > 0;
     }
     switch (f->sni) {
     case SNI_NONE:
         if (!f->sni_cb || !f->sni_name[0])
-            return SSL_CLIENT_HELLO_SUCCESS;
+            return session_lookup(f, ssl, al);
         f->pending = dx_calloc(1, sizeof(*f->pending));
         if (!f->pending) {
             f->oom = true;
@@ -687,9 +781,9 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
             return SSL_CLIENT_HELLO_ERROR;
         }
         f->sni = SNI_APPLIED;
-        return SSL_CLIENT_HELLO_SUCCESS;
+        return session_lookup(f, ssl, al);
     case SNI_APPLIED:
-        return SSL_CLIENT_HELLO_SUCCESS; /* a second ClientHello (TLS 1.3 HRR) */
+        return session_lookup(f, ssl, al); /* a second ClientHello (TLS 1.3 HRR) */
     case SNI_FAILED:
     default:
         *al = SSL_AD_UNRECOGNIZED_NAME;
@@ -724,7 +818,11 @@ int dx_tls_ctx_prepare(SSL_CTX *ssl)
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ssl, dx_tls_ticket_cb);
     SSL_CTX_set_keylog_callback(ssl, keylog_cb);
     SSL_CTX_sess_set_new_cb(ssl, new_session_cb);
-    SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_BOTH);
+    /* Sessions are kept by servers (dx_tls_server) and by applications
+     * (on_session), not by contexts, which connections of unrelated
+     * servers may share. */
+    SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_BOTH | SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_get_cb(ssl, get_session_cb);
     SSL_CTX_set_mode(ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     return 0;
 }
@@ -1044,6 +1142,8 @@ static void emit_events(dx_tls *f)
             f->ev.on_trace(f, (const char *)e->data, f->user);
         else if (e->kind == EV_SNI && f->pending && f->sni_cb)
             f->sni_cb(f, f->sni_name, f->pending, f->sni_user);
+        else if (e->kind == EV_LOOKUP && f->lookup_pending && f->server)
+            dx_tls_server_lookup(f->server, f->lookup_id, f->lookup_len, f->lookup_pending);
         dx_free(e);
     }
     if (f->dead) {
@@ -1588,7 +1688,7 @@ int dx_tls_set_sni_callback(dx_tls *t, dx_tls_sni_cb cb, void *user)
 
 int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx, dx_error *err)
 {
-    if (!p) {
+    if (!p || p->lookup) {
         dx_error_free(err);
         return DX_EINVAL;
     }
@@ -1608,6 +1708,25 @@ int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx, dx_error *err)
         f->sni = SNI_DONE;
     }
     run(f); /* the handshake goes on (later, if run() is busy now) */
+    return 0;
+}
+
+int dx_tls_session_found(dx_tls_pending *p, const void *session, size_t len)
+{
+    if (!p || !p->lookup)
+        return DX_EINVAL;
+    dx_tls *f = p->f;
+    dx_free(p);
+    if (!f || f->dead)
+        return 0;
+    f->lookup_pending = NULL;
+    if (session && len && len <= 0x7fffffff) {
+        const unsigned char *q = session;
+        f->resume_sess = d2i_SSL_SESSION(NULL, &q, (long)len);
+        ERR_clear_error(); /* bytes that are no session: a full handshake */
+    }
+    f->lookup = SNI_DONE;
+    run(f);
     return 0;
 }
 

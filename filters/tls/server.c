@@ -9,6 +9,7 @@
 
 #include <ctype.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
@@ -35,7 +36,23 @@ struct dx_tls_server {
     bool no_tickets;
     dx_tls_ticket_keys keys;
     dx_tls_server_stats stats;
+    dx_tls_session_cache *cache;
+    dx_tls_session_store store;
+    void *store_arg;
+    bool external;
+    dx_tls_clock_fn clock;
+    void *clock_arg;
 };
+
+static uint64_t mono_ms(void *arg)
+{
+    (void)arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_ms(const dx_tls_server *srv) { return srv->clock(srv->clock_arg); }
 
 dx_tls_ticket_keys *dx_tls_server_ticket_keys(dx_tls_server *srv) { return &srv->keys; }
 
@@ -57,6 +74,7 @@ static void server_unref(dx_tls_server *srv)
         dx_free(e);
     }
     free_alpn(srv->alpn);
+    dx_tls_session_cache_free(srv->cache);
     dx_tls_ctx_unref(srv->ctx);
     OPENSSL_cleanse(&srv->keys, sizeof(srv->keys));
     dx_free(srv);
@@ -75,7 +93,9 @@ int dx_tls_server_new(dx_tls_ctx *ctx, dx_tls_server **out)
         return DX_ENOMEM;
     dx_live_inc();
     srv->refs = 1;
-    if (dx_tls_ticket_keys_init(&srv->keys) != 0) {
+    srv->clock = mono_ms;
+    if (dx_tls_ticket_keys_init(&srv->keys) != 0 ||
+        dx_tls_session_cache_new(DX_TLS_SESSION_CACHE_DEFAULT, &srv->cache) != 0) {
         dx_free(srv);
         dx_live_dec();
         return DX_ENOMEM;
@@ -258,6 +278,78 @@ void dx_tls_server_get_stats(const dx_tls_server *srv, dx_tls_server_stats *out)
     *out = srv->stats;
     out->tickets_renewed = srv->keys.renewed;
     out->tickets_unknown = srv->keys.unknown;
+    size_t entries;
+    dx_tls_session_cache_counts(srv->cache, &out->cache_hits, &out->cache_misses,
+                                &out->cache_evictions, &entries);
+    out->cache_entries = entries;
+}
+
+int dx_tls_server_set_session_cache_size(dx_tls_server *srv, size_t max)
+{
+    if (!srv)
+        return DX_EINVAL;
+    dx_tls_session_cache *c;
+    if (dx_tls_session_cache_new(max, &c) != 0)
+        return DX_ENOMEM;
+    dx_tls_session_cache_free(srv->cache);
+    srv->cache = c;
+    return 0;
+}
+
+int dx_tls_server_set_clock(dx_tls_server *srv, dx_tls_clock_fn now, void *arg)
+{
+    if (!srv)
+        return DX_EINVAL;
+    srv->clock = now ? now : mono_ms;
+    srv->clock_arg = now ? arg : NULL;
+    return 0;
+}
+
+int dx_tls_server_set_session_store(dx_tls_server *srv, const dx_tls_session_store *store,
+                                    void *arg)
+{
+    if (!srv || (store && (!store->put || !store->get)))
+        return DX_EINVAL;
+    srv->external = store != NULL;
+    if (store)
+        srv->store = *store;
+    srv->store_arg = arg;
+    return 0;
+}
+
+bool dx_tls_server_async_lookup(const dx_tls_server *srv) { return srv->external; }
+
+void dx_tls_server_lookup(dx_tls_server *srv, const uint8_t *id, size_t len,
+                          dx_tls_pending *p)
+{
+    srv->store.get(srv->store_arg, id, len, p);
+}
+
+void dx_tls_server_session_new(dx_tls_server *srv, SSL_SESSION *sess)
+{
+    uint64_t now = now_ms(srv);
+    if (!srv->external) {
+        dx_tls_session_cache_put(srv->cache, sess, now);
+        return;
+    }
+    unsigned id_len;
+    const unsigned char *id = SSL_SESSION_get_id(sess, &id_len);
+    int n = i2d_SSL_SESSION(sess, NULL);
+    if (n <= 0 || !id_len)
+        return;
+    unsigned char *der = dx_malloc((size_t)n), *q = der;
+    if (!der)
+        return;
+    if (i2d_SSL_SESSION(sess, &q) == n)
+        srv->store.put(srv->store_arg, id, id_len, der, (size_t)n,
+                       now + (uint64_t)SSL_SESSION_get_timeout(sess) * 1000u);
+    OPENSSL_cleanse(der, (size_t)n);
+    dx_free(der);
+}
+
+SSL_SESSION *dx_tls_server_session_get(dx_tls_server *srv, const uint8_t *id, unsigned len)
+{
+    return dx_tls_session_cache_get(srv->cache, id, len, now_ms(srv));
 }
 
 /* ---- the connections' events, as the server's -------------------------- */

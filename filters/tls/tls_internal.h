@@ -56,6 +56,28 @@ dx_tls_ticket_keys *dx_tls_server_ticket_keys(dx_tls_server *srv);
 /* Fills keys with fresh random bytes. 0 or DX_ENOMEM-style failure. */
 int dx_tls_ticket_keys_init(dx_tls_ticket_keys *keys);
 
+/* The built-in session cache (filters/tls/sessions.c). Times in ms on the
+ * server's clock. get returns a new reference or NULL. */
+typedef struct dx_tls_session_cache dx_tls_session_cache;
+int dx_tls_session_cache_new(size_t max, dx_tls_session_cache **out);
+void dx_tls_session_cache_free(dx_tls_session_cache *c);
+void dx_tls_session_cache_put(dx_tls_session_cache *c, SSL_SESSION *sess, uint64_t now);
+SSL_SESSION *dx_tls_session_cache_get(dx_tls_session_cache *c, const uint8_t *id,
+                                      unsigned len, uint64_t now);
+void dx_tls_session_cache_remove(dx_tls_session_cache *c, const uint8_t *id, unsigned len);
+void dx_tls_session_cache_counts(const dx_tls_session_cache *c, uint64_t *hits,
+                                 uint64_t *misses, uint64_t *evictions, size_t *entries);
+
+/* A server's sessions (server.c), for the callbacks of its connections. */
+void dx_tls_server_session_new(dx_tls_server *srv, SSL_SESSION *sess);
+SSL_SESSION *dx_tls_server_session_get(dx_tls_server *srv, const uint8_t *id, unsigned len);
+/* With an external store, lookups are asynchronous: the connection asks
+ * through the store's get (outside OpenSSL) and waits for
+ * dx_tls_session_found(). */
+bool dx_tls_server_async_lookup(const dx_tls_server *srv);
+void dx_tls_server_lookup(dx_tls_server *srv, const uint8_t *id, size_t len,
+                          dx_tls_pending *p);
+
 /* Copies of the process defaults (see dx_tls_set_default_ciphers()), for
  * a new configuration, which owns and frees them. */
 typedef struct dx_tls_defaults {

@@ -112,6 +112,39 @@ DX_EXTERN int dx_tls_server_set_ticket_keys(dx_tls_server *srv, const uint8_t ke
  * accepted from now on. Returns 0 or DX_EINVAL. */
 DX_EXTERN int dx_tls_server_set_tickets(dx_tls_server *srv, bool enabled);
 
+/*
+ * Sessions by id (resumption without tickets, and TLS 1.3 stateful
+ * tickets): by default a built-in cache of at most
+ * DX_TLS_SESSION_CACHE_DEFAULT sessions, the least recently used going
+ * first, each expiring after the context's session timeout on the
+ * server's clock. dx_tls_server_set_session_cache_size() changes the
+ * bound (0: no cache).
+ */
+#define DX_TLS_SESSION_CACHE_DEFAULT 20480u
+DX_EXTERN int dx_tls_server_set_session_cache_size(dx_tls_server *srv, size_t max);
+/* The clock of the cache, in milliseconds (NULL: CLOCK_MONOTONIC). */
+DX_EXTERN int dx_tls_server_set_clock(dx_tls_server *srv, dx_tls_clock_fn now, void *arg);
+
+/*
+ * An external store instead (Node's newSession and resumeSession events;
+ * a cluster's shared cache): put keeps a new session (DER bytes, valid
+ * during the call) until expires (ms on the server's clock); get looks
+ * one up and answers with dx_tls_session_found(), at once or later: the
+ * handshake waits. store NULL restores the built-in cache.
+ */
+typedef struct dx_tls_session_store {
+    void (*put)(void *arg, const uint8_t *id, size_t id_len, const uint8_t *session,
+                size_t len, uint64_t expires);
+    void (*get)(void *arg, const uint8_t *id, size_t id_len, dx_tls_pending *p);
+} dx_tls_session_store;
+DX_EXTERN int dx_tls_server_set_session_store(dx_tls_server *srv,
+                                              const dx_tls_session_store *store,
+                                              void *arg);
+/* Answers a lookup, exactly once (also after the connection went): the
+ * session's DER bytes, or NULL for none (a full handshake; bytes that are
+ * no session count as none). Returns 0, DX_EINVAL. */
+DX_EXTERN int dx_tls_session_found(dx_tls_pending *p, const void *session, size_t len);
+
 /* Counters since the server was made. A resumption failure is a client
  * that offered a ticket or a TLS 1.3 pre-shared key and got a full
  * handshake (Node's silent fallback, counted). */
@@ -122,6 +155,8 @@ typedef struct dx_tls_server_stats {
     uint64_t resume_failures; /* offered a session, got a full handshake */
     uint64_t tickets_renewed; /* opened with the previous keys, sealed anew */
     uint64_t tickets_unknown; /* sealed with keys no longer held */
+    uint64_t cache_hits, cache_misses, cache_evictions; /* built-in cache */
+    uint64_t cache_entries;
 } dx_tls_server_stats;
 DX_EXTERN void dx_tls_server_get_stats(const dx_tls_server *srv, dx_tls_server_stats *out);
 
