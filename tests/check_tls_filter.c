@@ -142,7 +142,7 @@ static dx_tls_ctx *client_ctx(const char *version)
 typedef struct tside {
     dx_tls *t;
     h_rec rec;
-    unsigned secure, sessions, keylogs, timeouts, deadlines;
+    unsigned secure, sessions, keylogs, timeouts, deadlines, key_updates;
     bool secure_before_session_ok;
     uint8_t session[8192];
     size_t session_len;
@@ -2168,6 +2168,49 @@ START_TEST(client_context_keeps_no_sessions)
 }
 END_TEST
 
+
+/* TLS 1.3 KeyUpdate: sent at once (the peer's trace shows it), data flows
+ * on both ways under the new keys; refused before the handshake and in
+ * TLS 1.2. */
+static void count_key_updates(dx_tls *t, const char *text, void *u)
+{
+    (void)t;
+    tside *sd = u;
+    for (const char *p = text; (p = strstr(p, "KeyUpdate")); p += 9)
+        sd->key_updates++;
+}
+
+START_TEST(key_update_renews_keys)
+{
+    const char *v = versions[_i];
+    dx_tls_ctx *cctx = client_ctx(v), *sctx = server_ctx(CERT_EC, v);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_key_update(p.c.t, false), DX_ESTATE);
+    dx_tls_events ev = tls_events;
+    ev.on_trace = count_key_updates;
+    ck_assert_int_eq(dx_tls_set_events(p.s.t, &ev, &p.s), 0);
+    ck_assert_int_eq(dx_tls_set_events(p.c.t, &ev, &p.c), 0);
+    tp_start(&p);
+    ck_assert(p.c.secure && p.s.secure);
+    ck_assert_int_eq(dx_tls_set_trace(p.s.t, true), 0);
+    ck_assert_int_eq(dx_tls_set_trace(p.c.t, true), 0);
+    if (_i == 0) {
+        ck_assert_int_eq(dx_tls_key_update(p.c.t, true), DX_ESTATE);
+    } else {
+        ck_assert_int_eq(dx_tls_key_update(p.c.t, true), 0);
+        ck_assert_uint_ge(p.s.key_updates, 1); /* the server read it */
+        ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "after", 5), 0);
+        ck_assert_uint_eq(p.c.rec.received, 5);
+        ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "more", 4), 0);
+        ck_assert_uint_eq(p.s.rec.received, 4);
+    }
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 /* ---- suite ------------------------------------------------------------------- */
 
 Suite *tls_filter_suite(void)
@@ -2236,6 +2279,7 @@ Suite *tls_filter_suite(void)
     tcase_add_loop_test(tc, sigalgs_shared_or_refused, 0, 2);
     tcase_add_test(tc, keylog_tls12_client_random);
     tcase_add_test(tc, ticket_bytes_on_the_client);
+    tcase_add_loop_test(tc, key_update_renews_keys, 0, 2);
     tcase_add_loop_test(tc, bad_record_mid_connection_fails_receiver, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("pitfalls");

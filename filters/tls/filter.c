@@ -122,6 +122,7 @@ struct dx_tls {
     /* state */
     bool started, hs_done, secure_emitted, failed, dead;
     bool oom; /* an allocation of ours failed under OpenSSL */
+    bool key_update; /* a KeyUpdate to send */
     bool got_input; /* bytes went to OpenSSL: the idle timer starts over */
     const dx_error *own_err; /* during fail(): the error being reported */
     bool running, again, in_step, flushing;
@@ -1077,6 +1078,15 @@ static void step(dx_tls *f)
             f->again = true; /* the secure event goes before any data */
         return;
     }
+    if (f->key_update) {
+        /* A KeyUpdate waits in OpenSSL until a handshake step sends it. */
+        f->key_update = false;
+        ERR_clear_error();
+        if (SSL_do_handshake(f->ssl) != 1) {
+            fail(f, ssl_error(f, SSL_ERROR_SSL));
+            return;
+        }
+    }
     step_write(f);
     step_read(f);
     step_shutdown(f);
@@ -1991,6 +2001,22 @@ const char *dx_tls_servername(const dx_tls *t)
     if (t->role == DX_TLS_CLIENT)
         return t->servername;
     return t->sni_name[0] ? t->sni_name : NULL;
+}
+
+int dx_tls_key_update(dx_tls *t, bool request_peer)
+{
+    if (!t)
+        return DX_EINVAL;
+    if (!secure(t) || t->failed || t->notify_sent || SSL_version(t->ssl) != TLS1_3_VERSION)
+        return DX_ESTATE;
+    if (!SSL_key_update(t->ssl, request_peer ? SSL_KEY_UPDATE_REQUESTED
+                                             : SSL_KEY_UPDATE_NOT_REQUESTED)) {
+        ERR_clear_error();
+        return DX_ESTATE;
+    }
+    t->key_update = true;
+    run(t);
+    return 0;
 }
 
 const char *dx_tls_alpn_protocol(const dx_tls *t)

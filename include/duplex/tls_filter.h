@@ -308,6 +308,14 @@ DX_EXTERN int dx_tls_set_trace(dx_tls *t, bool on);
  */
 DX_EXTERN int dx_tls_set_max_send_fragment(dx_tls *t, size_t size);
 
+/*
+ * TLS 1.3 KeyUpdate (beyond Node): the next records go under fresh keys,
+ * and with request_peer the peer is asked to update its own. Sent at once.
+ * Returns 0, DX_EINVAL, DX_ESTATE (before the handshake, after close, or
+ * not TLS 1.3: "ERR_SSL_WRONG_SSL_VERSION" in Node's terms).
+ */
+DX_EXTERN int dx_tls_key_update(dx_tls *t, bool request_peer);
+
 /* ---- state and introspection -----------------------------------------
  * What was negotiated (protocol, cipher, keys, certificates, finished
  * messages, session, keying material) is readable once the handshake
