@@ -634,7 +634,7 @@ START_TEST(ticket_key_rotation_keeps_one_previous_set)
 END_TEST
 
 /* C-20: tickets off: no ticket is issued (TLS 1.2), and the session still
- * resumes by the context's own cache. */
+ * resumes from the server's session cache. */
 START_TEST(tickets_can_be_turned_off)
 {
     dx_tls_ctx *dflt = ctx_for(C_DEFAULT, "TLSv1.2"), *cctx = ctx_for(-1, "TLSv1.2");

@@ -2021,7 +2021,7 @@ int dx_tls_key_update(dx_tls *t, bool request_peer)
 
 const char *dx_tls_alpn_protocol(const dx_tls *t)
 {
-    if (!t || t->dead || !t->ssl || !t->hs_done)
+    if (!secure(t))
         return NULL;
     const unsigned char *p;
     unsigned n;

@@ -214,9 +214,11 @@ int dx_tls_server_set_alpn_protocols(dx_tls_server *srv, const char *const *prot
 {
     if (!srv)
         return DX_EINVAL;
+    size_t total = 0;
     for (size_t i = 0; protocols && protocols[i]; i++) {
         size_t n = strlen(protocols[i]);
-        if (n == 0 || n > 255)
+        total += 1 + n;
+        if (n == 0 || n > 255 || total > 0xffff)
             return DX_EINVAL;
     }
     return copy_alpn(&srv->alpn, protocols);
@@ -425,8 +427,8 @@ int dx_tls_server_accept(dx_tls_server *srv, dx_stream *transport, dx_tls **out)
     dx_tls_set_allow_half_open(t, srv->allow_half_open);
     if (srv->timeout_set)
         dx_tls_set_handshake_timeout(t, srv->handshake_timeout);
-    if (srv->contexts || srv->ev.on_sni)
-        dx_tls_set_sni_callback(t, on_sni, srv);
+    dx_tls_set_sni_callback(t, on_sni, srv);
+    dx_tls_set_clock(t, srv->clock, srv->clock_arg);
     if (srv->alpn && (rc = dx_tls_set_alpn_protocols(t, (const char *const *)srv->alpn)) != 0) {
         dx_tls_destroy(t);
         dx_stream_destroy(transport);

@@ -238,9 +238,10 @@ DX_EXTERN int dx_tls_set_sni_callback(dx_tls *t, dx_tls_sni_cb cb, void *user);
 /*
  * Answers a pending SNI choice, exactly once, also after the connection
  * went (then it only frees p). ctx: the context to serve with (a
- * reference is taken), or NULL for the connection's own; err non-NULL
- * fails the handshake with err (ownership passes; the client gets an
- * unrecognized_name alert). Returns 0, DX_EINVAL (NULL p).
+ * reference is taken; its certificates and keys serve), or NULL for the
+ * connection's own; err non-NULL fails the handshake with err (ownership
+ * passes; the client gets an unrecognized_name alert). Returns 0,
+ * DX_EINVAL (NULL p, or p a session lookup; err is freed).
  */
 DX_EXTERN int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx, dx_error *err);
 
@@ -369,8 +370,8 @@ DX_EXTERN int dx_tls_ephemeral_key(const dx_tls *t, dx_tls_kex_info *out);
  * ClientHello was read, also during a failure). NULL if none. */
 DX_EXTERN const char *dx_tls_servername(const dx_tls *t);
 
-/* The protocol ALPN chose (Node's alpnProtocol), NULL if none or before
- * the handshake. Valid until dx_tls_destroy(). */
+/* The protocol ALPN chose (Node's alpnProtocol), NULL if none, before the
+ * handshake or after close. Valid until the next call. */
 DX_EXTERN const char *dx_tls_alpn_protocol(const dx_tls *t);
 
 /*

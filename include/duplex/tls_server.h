@@ -74,7 +74,9 @@ DX_EXTERN int dx_tls_server_set_context(dx_tls_server *srv, dx_tls_ctx *ctx);
 DX_EXTERN int dx_tls_server_add_context(dx_tls_server *srv, const char *hostname,
                                         dx_tls_ctx *ctx);
 
-/* Defaults of the connections accepted from now on. */
+/* Defaults of the connections accepted from now on. ALPN: as
+ * dx_tls_set_alpn_protocols(); NULL or an empty list offers none. All
+ * return 0, DX_EINVAL, DX_ENOMEM. */
 DX_EXTERN int dx_tls_server_set_request_cert(dx_tls_server *srv, bool request,
                                              bool reject_unauthorized);
 DX_EXTERN int dx_tls_server_set_alpn_protocols(dx_tls_server *srv,
@@ -121,16 +123,21 @@ DX_EXTERN int dx_tls_server_set_tickets(dx_tls_server *srv, bool enabled);
  * bound (0: no cache).
  */
 #define DX_TLS_SESSION_CACHE_DEFAULT 20480u
+/* Replaces the cache by an empty one of at most max sessions (0: none).
+ * Returns 0, DX_EINVAL, DX_ENOMEM. */
 DX_EXTERN int dx_tls_server_set_session_cache_size(dx_tls_server *srv, size_t max);
-/* The clock of the cache, in milliseconds (NULL: CLOCK_MONOTONIC). */
+/* The clock of the cache and of the connections accepted from now on
+ * (their deadlines), in milliseconds (NULL: CLOCK_MONOTONIC). */
 DX_EXTERN int dx_tls_server_set_clock(dx_tls_server *srv, dx_tls_clock_fn now, void *arg);
 
 /*
  * An external store instead (Node's newSession and resumeSession events;
  * a cluster's shared cache): put keeps a new session (DER bytes, valid
- * during the call) until expires (ms on the server's clock); get looks
- * one up and answers with dx_tls_session_found(), at once or later: the
- * handshake waits. store NULL restores the built-in cache.
+ * during the call) until expires (ms on the server's clock); it runs
+ * during the handshake, inside OpenSSL, and must not call the connection.
+ * get looks one up and answers with dx_tls_session_found(), at once or
+ * later: the handshake waits. Both are required. store NULL restores the
+ * built-in cache. Returns 0, DX_EINVAL.
  */
 typedef struct dx_tls_session_store {
     void (*put)(void *arg, const uint8_t *id, size_t id_len, const uint8_t *session,
@@ -142,12 +149,15 @@ DX_EXTERN int dx_tls_server_set_session_store(dx_tls_server *srv,
                                               void *arg);
 /* Answers a lookup, exactly once (also after the connection went): the
  * session's DER bytes, or NULL for none (a full handshake; bytes that are
- * no session count as none). Returns 0, DX_EINVAL. */
+ * no session count as none). Returns 0, DX_EINVAL (NULL p, or p an SNI
+ * choice). */
 DX_EXTERN int dx_tls_session_found(dx_tls_pending *p, const void *session, size_t len);
 
-/* Counters since the server was made. A resumption failure is a client
- * that offered a ticket or a TLS 1.3 pre-shared key and got a full
- * handshake (Node's silent fallback, counted). */
+/* Counters since the server was made (the cache's since its size was last
+ * set). A resumption failure is a client that offered a session (a ticket,
+ * a session id, a TLS 1.3 pre-shared key) and got a full handshake (Node's
+ * silent fallback, counted). Connections whose TLS events the application
+ * replaced are not counted in handshakes, resumed and resume_failures. */
 typedef struct dx_tls_server_stats {
     uint64_t accepted;        /* connections accepted */
     uint64_t handshakes;      /* handshakes completed */
