@@ -789,6 +789,34 @@ START_TEST(external_store_answers_now_or_later)
 }
 END_TEST
 
+/* A server that verifies clients resumes their sessions too (a session id
+ * context is set by default), by ticket and by id. */
+START_TEST(resumption_with_client_certificates)
+{
+    const char *v = versions[_i / 2];
+    bool tickets = _i % 2;
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v), *cctx = ctx_for(C_A, v); /* the client has a cert */
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_set_request_cert(srv, true, true), 0);
+    ck_assert_int_eq(dx_tls_server_set_tickets(srv, tickets), 0);
+    uint8_t s1[8192];
+    size_t l1;
+    ck_assert(!one_connection(srv, cctx, NULL, 0, s1, &l1));
+    ck_assert(one_connection(srv, cctx, s1, l1, NULL, NULL));
+    dx_tls_server_stats st;
+    dx_tls_server_get_stats(srv, &st);
+    ck_assert_uint_eq(st.resumed, 1);
+    /* setting the keys already held rotates nothing */
+    uint8_t keys[48];
+    ck_assert_int_eq(dx_tls_server_get_ticket_keys(srv, keys), 0);
+    ck_assert_int_eq(dx_tls_server_set_ticket_keys(srv, keys), 0);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
 /* ---- a real peer: openssl s_client ----------------------------------------- */
 
 /* Writes text to a new file in dir; returns its path (static storage). */
@@ -952,6 +980,7 @@ Suite *tls_server_suite(void)
     tcase_add_test(tc, tickets_can_be_turned_off);
     tcase_add_loop_test(tc, builtin_cache_resumes_evicts_and_expires, 0, 2);
     tcase_add_loop_test(tc, external_store_answers_now_or_later, 0, 4);
+    tcase_add_loop_test(tc, resumption_with_client_certificates, 0, 4);
     suite_add_tcase(s, tc);
     tc = tcase_create("peer");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);

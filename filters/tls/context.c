@@ -948,8 +948,12 @@ static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg,
         if (err)
             return err;
     }
-    if (cfg->sid_ctx_len &&
-        SSL_CTX_set_session_id_context(ssl, cfg->sid_ctx, (unsigned)cfg->sid_ctx_len) != 1)
+    /* Without one, a server that verifies clients could resume no session
+     * (OpenSSL refuses): a default, as Node sets one for its servers. */
+    static const uint8_t default_sid_ctx[] = "libduplex";
+    const uint8_t *sid = cfg->sid_ctx_len ? cfg->sid_ctx : default_sid_ctx;
+    size_t sid_len = cfg->sid_ctx_len ? cfg->sid_ctx_len : sizeof(default_sid_ctx) - 1;
+    if (SSL_CTX_set_session_id_context(ssl, sid, (unsigned)sid_len) != 1)
         return dx_tls_error_openssl("sessionIdContext", "refused");
     SSL_CTX_set_timeout(ssl, (long)cfg->session_timeout);
     SSL_CTX_set_default_passwd_cb(ssl, pass_cb);

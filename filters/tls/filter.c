@@ -522,7 +522,7 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     dx_tls *f = of_ssl(ssl);
     if (f && f->role == DX_TLS_SERVER && f->server) {
-        dx_tls_server_session_new(f->server, sess);
+        dx_tls_server_session_new(f->server, ssl, sess);
         return 0;
     }
     /* A client's sessions go to the application (contexts keep none). */

@@ -255,6 +255,8 @@ int dx_tls_server_set_ticket_keys(dx_tls_server *srv, const uint8_t keys[48])
 {
     if (!srv || !keys)
         return DX_EINVAL;
+    if (memcmp(keys, srv->keys.cur, 48) == 0)
+        return 0; /* the keys held: nothing rotates */
     memcpy(srv->keys.prev, srv->keys.cur, 48);
     srv->keys.have_prev = true;
     memcpy(srv->keys.cur, keys, 48);
@@ -327,8 +329,11 @@ void dx_tls_server_lookup(dx_tls_server *srv, const uint8_t *id, size_t len,
     srv->store.get(srv->store_arg, id, len, p);
 }
 
-void dx_tls_server_session_new(dx_tls_server *srv, SSL_SESSION *sess)
+void dx_tls_server_session_new(dx_tls_server *srv, SSL *ssl, SSL_SESSION *sess)
 {
+    /* A TLS 1.3 session sent as a ticket lives in the ticket alone. */
+    if (SSL_version(ssl) == TLS1_3_VERSION && !(SSL_get_options(ssl) & SSL_OP_NO_TICKET))
+        return;
     uint64_t now = now_ms(srv);
     if (!srv->external) {
         dx_tls_session_cache_put(srv->cache, sess, now);

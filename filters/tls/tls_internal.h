@@ -69,7 +69,7 @@ void dx_tls_session_cache_counts(const dx_tls_session_cache *c, uint64_t *hits,
                                  uint64_t *misses, uint64_t *evictions, size_t *entries);
 
 /* A server's sessions (server.c), for the callbacks of its connections. */
-void dx_tls_server_session_new(dx_tls_server *srv, SSL_SESSION *sess);
+void dx_tls_server_session_new(dx_tls_server *srv, SSL *ssl, SSL_SESSION *sess);
 SSL_SESSION *dx_tls_server_session_get(dx_tls_server *srv, const uint8_t *id, unsigned len);
 /* With an external store, lookups are asynchronous: the connection asks
  * through the store's get (outside OpenSSL) and waits for

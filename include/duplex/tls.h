@@ -208,7 +208,9 @@ DX_EXTERN int dx_tls_config_set_honor_cipher_order(dx_tls_config *cfg,
 /* Extra SSL_OP_* bits (Node's secureOptions), or-ed into the defaults. */
 DX_EXTERN int dx_tls_config_set_secure_options(dx_tls_config *cfg,
                                                uint64_t options);
-/* Server session id context, 1 to 32 bytes (DX_EINVAL otherwise). */
+/* Server session id context, 1 to 32 bytes (DX_EINVAL otherwise). Sessions
+ * resume only on contexts with the same one; the default is "libduplex".
+ */
 DX_EXTERN int dx_tls_config_set_session_id_context(dx_tls_config *cfg,
                                                    const void *id, size_t len);
 /* Session lifetime in seconds (default 300; 1 to 2^31-1, DX_EINVAL

@@ -102,7 +102,7 @@ DX_EXTERN size_t dx_tls_server_connections(const dx_tls_server *srv);
  * with 48 bytes of keys: a 16-byte key name, a 16-byte HMAC-SHA256 key
  * and a 16-byte AES-128-CBC key, made at random by dx_tls_server_new().
  * Servers that share their keys accept each other's tickets. Setting new
- * keys rotates: tickets sealed under the previous keys are still opened
+ * keys (other than those held) rotates: tickets sealed under the previous keys are still opened
  * (and renewed under the new ones) until the next rotation; older ones
  * fall back to a full handshake. Keys live only in memory; give them to
  * every server of a cluster, never write them to disk.
