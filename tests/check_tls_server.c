@@ -817,6 +817,48 @@ START_TEST(resumption_with_client_certificates)
 }
 END_TEST
 
+/* S-13, S-04: the server's half-open and handshake-timeout defaults reach
+ * the connections it accepts. */
+START_TEST(server_defaults_reach_accepted_connections)
+{
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, NULL), *cctx = ctx_for(-1, NULL);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_set_allow_half_open(srv, true), 0);
+    fake_now = 5000;
+    ck_assert_int_eq(dx_tls_server_set_clock(srv, fake_clock, NULL), 0);
+    ck_assert_int_eq(dx_tls_server_set_handshake_timeout(srv, 40), 0);
+    conn k;
+    connect_to(&k, srv, cctx, "default.test", NULL);
+    ck_assert_uint_eq(k.c_secure, 1);
+    /* half-open: after the client's end the server still writes */
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(k.c)), 0);
+    ck_assert_uint_eq(k.rs.ends, 1);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(k.s), "late", 4), 0);
+    ck_assert_uint_eq(k.rc.received, 4);
+    conn_close(&k);
+    /* a server connection whose client never speaks times out at 40 ms */
+    dx_stream *a, *b;
+    ck_assert_int_eq(dx_pair_new(NULL, &a, &b), 0);
+    dx_tls *s;
+    ck_assert_int_eq(dx_tls_server_accept(srv, b, &s), 0);
+    ck_assert_uint_eq(dx_tls_deadline(s), 5040);
+    srv_log l = {0};
+    ck_assert_int_eq(dx_tls_server_set_events(srv, &srv_events, &l), 0);
+    fake_now = 5040;
+    dx_tls_check_timeouts(s);
+    ck_assert_uint_eq(l.client_errors, 1);
+    ck_assert_str_eq(l.error_name, "ERR_TLS_HANDSHAKE_TIMEOUT");
+    ck_assert_int_eq(dx_tls_server_set_allow_half_open(NULL, true), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_server_set_handshake_timeout(NULL, 1), DX_EINVAL);
+    dx_tls_destroy(s);
+    dx_stream_destroy(a);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
 /* ---- a real peer: openssl s_client ----------------------------------------- */
 
 /* Writes text to a new file in dir; returns its path (static storage). */
@@ -981,6 +1023,7 @@ Suite *tls_server_suite(void)
     tcase_add_loop_test(tc, builtin_cache_resumes_evicts_and_expires, 0, 2);
     tcase_add_loop_test(tc, external_store_answers_now_or_later, 0, 4);
     tcase_add_loop_test(tc, resumption_with_client_certificates, 0, 4);
+    tcase_add_test(tc, server_defaults_reach_accepted_connections);
     suite_add_tcase(s, tc);
     tc = tcase_create("peer");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
