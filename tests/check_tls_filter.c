@@ -26,45 +26,36 @@ static dx_pki_cert *ca, *ca2, *inter, *certs[CERT_COUNT];
 static const char *const server_dns[] = {"localhost", "server.test", NULL};
 static const char *const server_ip[] = {"127.0.0.1", NULL};
 
-/* Suite set-up runs outside any test: failures abort the run loudly. */
-#define MUST(call)                                                             \
-    do {                                                                       \
-        if ((call) != 0) {                                                     \
-            fprintf(stderr, "tls_filter set-up failed: %s\n", #call);          \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
-
 static void make_pki(void)
 {
     dx_pki_opts o = {.key_type = DX_PKI_EC_P256, .common_name = "Test CA", .is_ca = true};
-    MUST(dx_pki_issue(NULL, &o, &ca, NULL));
+    H_MUST(dx_pki_issue(NULL, &o, &ca, NULL));
     o.common_name = "Other CA";
-    MUST(dx_pki_issue(NULL, &o, &ca2, NULL));
+    H_MUST(dx_pki_issue(NULL, &o, &ca2, NULL));
     dx_pki_opts leaf = {.common_name = "server", .dns_names = server_dns,
                         .ip_addresses = server_ip, .ext_key_usage = DX_PKI_EKU_SERVER};
-    MUST(dx_pki_issue(ca, &leaf, &certs[CERT_EC], NULL));
+    H_MUST(dx_pki_issue(ca, &leaf, &certs[CERT_EC], NULL));
     dx_pki_opts rsa = leaf;
     rsa.key_type = DX_PKI_RSA_2048;
-    MUST(dx_pki_issue(ca, &rsa, &certs[CERT_RSA], NULL));
+    H_MUST(dx_pki_issue(ca, &rsa, &certs[CERT_RSA], NULL));
     dx_pki_opts exp = leaf;
     exp.not_before = -7200;
     exp.not_after = -3600;
-    MUST(dx_pki_issue(ca, &exp, &certs[CERT_EXPIRED], NULL));
+    H_MUST(dx_pki_issue(ca, &exp, &certs[CERT_EXPIRED], NULL));
     dx_pki_opts fut = leaf;
     fut.not_before = 3600;
     fut.not_after = 7200;
-    MUST(dx_pki_issue(ca, &fut, &certs[CERT_FUTURE], NULL));
-    MUST(dx_pki_issue(NULL, &leaf, &certs[CERT_SELF], NULL));
-    MUST(dx_pki_issue(ca2, &leaf, &certs[CERT_UNTRUSTED], NULL));
+    H_MUST(dx_pki_issue(ca, &fut, &certs[CERT_FUTURE], NULL));
+    H_MUST(dx_pki_issue(NULL, &leaf, &certs[CERT_SELF], NULL));
+    H_MUST(dx_pki_issue(ca2, &leaf, &certs[CERT_UNTRUSTED], NULL));
     dx_pki_opts cli = {.common_name = "client", .ext_key_usage = DX_PKI_EKU_CLIENT};
-    MUST(dx_pki_issue(ca, &cli, &certs[CERT_CLIENT], NULL));
+    H_MUST(dx_pki_issue(ca, &cli, &certs[CERT_CLIENT], NULL));
     static const char *const other[] = {"other.test", NULL};
     dx_pki_opts wrong = {.common_name = "other", .dns_names = other};
-    MUST(dx_pki_issue(ca, &wrong, &certs[CERT_NONAME], NULL));
+    H_MUST(dx_pki_issue(ca, &wrong, &certs[CERT_NONAME], NULL));
     dx_pki_opts io = {.common_name = "Intermediate CA", .is_ca = true};
-    MUST(dx_pki_issue(ca, &io, &inter, NULL));
-    MUST(dx_pki_issue(inter, &leaf, &certs[CERT_VIA_INTER], NULL));
+    H_MUST(dx_pki_issue(ca, &io, &inter, NULL));
+    H_MUST(dx_pki_issue(inter, &leaf, &certs[CERT_VIA_INTER], NULL));
 }
 
 static void free_pki(void)

@@ -25,18 +25,10 @@
 enum { C_DEFAULT, C_A, C_WILD, C_NEW, C_COUNT };
 static dx_pki_cert *ca, *certs[C_COUNT];
 
-#define MUST(call)                                                             \
-    do {                                                                       \
-        if ((call) != 0) {                                                     \
-            fprintf(stderr, "tls_server set-up failed: %s\n", #call);          \
-            abort();                                                           \
-        }                                                                      \
-    } while (0)
-
 static void make_pki(void)
 {
     dx_pki_opts o = {.common_name = "Server Test CA", .is_ca = true};
-    MUST(dx_pki_issue(NULL, &o, &ca, NULL));
+    H_MUST(dx_pki_issue(NULL, &o, &ca, NULL));
     static const char *const dflt[] = {"default.test", NULL};
     static const char *const a[] = {"a.example.com", NULL};
     static const char *const wild[] = {"*.test.com", NULL};
@@ -47,7 +39,7 @@ static void make_pki(void)
     } spec[C_COUNT] = {{"default", dflt}, {"a", a}, {"wild", wild}, {"new", fresh}};
     for (int i = 0; i < C_COUNT; i++) {
         dx_pki_opts l = {.common_name = spec[i].cn, .dns_names = spec[i].dns};
-        MUST(dx_pki_issue(ca, &l, &certs[i], NULL));
+        H_MUST(dx_pki_issue(ca, &l, &certs[i], NULL));
     }
 }
 

@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include <duplex/duplex.h>
 
@@ -97,6 +99,16 @@ void h_rec_attach(h_rec *r, dx_stream *s);
 void h_rec_free(h_rec *r);
 /* Fails the current test if the recorder saw a contract violation. */
 void h_rec_assert_clean(const h_rec *r);
+
+/* A call in a suite's set-up (an unchecked fixture, outside any test,
+ * where ck_assert cannot report): a failure aborts the run loudly. */
+#define H_MUST(call)                                                           \
+    do {                                                                       \
+        if ((call) != 0) {                                                     \
+            fprintf(stderr, "set-up failed: %s\n", #call);                   \
+            abort();                                                           \
+        }                                                                      \
+    } while (0)
 
 /* ---- deterministic data ---- */
 
