@@ -8,13 +8,13 @@
  *    copy on our side;
  *  - its writes (whole records) are appended to f->outq, which is pushed
  *    to the lower stream's consumer once OpenSSL has returned.
- * All OpenSSL calls happen inside run(), which never runs twice at once
+ * All OpenSSL calls happen inside dx_tls_run(), which never runs twice at once
  * for one connection: a write to either stream that arrives while it runs
  * (a peer answering synchronously through a memory pair, say) is refused
- * for the moment (taken = 0) and offered again by the core once run() is
+ * for the moment (taken = 0) and offered again by the core once dx_tls_run() is
  * over. User callbacks never run inside an OpenSSL call: what OpenSSL
  * reports from inside (keylog lines, sessions, trace) is queued and
- * emitted by run() between calls.
+ * emitted by dx_tls_run() between calls.
  *
  * Backpressure: cleartext is read from OpenSSL only while the upper
  * consumer wants data, so unread records stay in the lower stream's write
@@ -41,7 +41,7 @@
 #include "errors.h"
 #include "stream_internal.h"
 #include "cert_internal.h"
-#include "tls_internal.h"
+#include "filter_internal.h"
 #include <duplex/tls_server.h>
 
 /* Encrypt more cleartext only while less than this waits to go below. */
@@ -49,122 +49,6 @@
 /* Largest record payload. */
 #define RECORD_MAX 16384
 
-/* ---- queued TLS events -------------------------------------------------- */
-
-typedef enum ev_kind { EV_KEYLOG, EV_SESSION, EV_TRACE, EV_SNI, EV_LOOKUP } ev_kind;
-
-/* Where the SNI choice stands. */
-typedef enum sni_state { SNI_NONE, SNI_WAITING, SNI_DONE, SNI_APPLIED, SNI_FAILED } sni_state;
-
-/* A pending answer: outlives the connection if the user answers late. */
-struct dx_tls_pending {
-    dx_tls *f; /* NULL once the connection is gone */
-    bool lookup; /* a session lookup (else an SNI choice) */
-};
-
-typedef struct tls_event {
-    struct tls_event *next;
-    ev_kind kind;
-    size_t len;
-    uint8_t data[]; /* NUL-terminated for text */
-} tls_event;
-
-/* ---- the connection ----------------------------------------------------- */
-
-/* Buffers a stream's core offers to our write op, and how far we got. */
-typedef struct offered {
-    const dx_iov *iov;
-    size_t n, idx, off, used;
-} offered;
-
-struct dx_tls {
-    unsigned refs; /* the handle, one per stream, one per running call */
-    dx_tls_ctx *ctx;
-    SSL *ssl;
-    BIO *bio;
-    dx_tls_role role;
-    dx_stream *upper, *lower;
-    dx_link *link;
-    dx_tls_events ev;
-    void *user;
-
-    /* input: prefix bytes, then the buffers offered to the lower write */
-    dx_bufq inq;
-    offered in;
-    /* output: records waiting to be pushed below */
-    dx_bufq outq;
-    /* cleartext offered to the upper write */
-    offered clear;
-    size_t retry_len; /* length of an SSL_write to repeat, 0 if none */
-
-    tls_event *evq, *evq_tail;
-
-    /* options */
-    char *servername, *host;
-    bool reject_unauthorized, request_cert, allow_half_open, allow_truncation;
-    bool release_buffers, trace;
-    unsigned min_dh_size;
-    size_t max_fragment;
-    dx_tls_identity_cb identity_cb;
-    void *identity_user;
-    dx_tls_clock_fn clock;
-    void *clock_arg;
-    uint64_t hs_timeout, idle_timeout;
-    uint64_t hs_deadline, idle_deadline, told_deadline;
-    BIO *trace_bio;
-
-    /* verification */
-    bool authorized;
-    long verify_result;
-    dx_error *verify_err;
-    char alerts[96]; /* alerts sent and received, for error details */
-
-    /* state */
-    bool started, hs_done, secure_emitted, failed, dead;
-    bool oom; /* an allocation of ours failed under OpenSSL */
-    bool key_update; /* a KeyUpdate to send */
-    bool got_input; /* bytes went to OpenSSL: the idle timer starts over */
-    const dx_error *own_err; /* during fail(): the error being reported */
-    bool running, again, in_step, flushing;
-    bool in_eof;          /* the transport ended (lower stream's end) */
-    bool read_done;       /* upper end pushed */
-    bool clean_end;       /* close_notify received */
-    bool end_requested;   /* upper stream's end: send close_notify */
-    bool notify_sent, lower_ended;
-    bool lower_blocked, upper_blocked;
-    dx_tls_stats stats;
-
-    /* SNI and ALPN */
-    dx_tls_sni_cb sni_cb;
-    void *sni_user;
-    sni_state sni;
-    dx_tls_pending *pending;
-    dx_tls_ctx *sni_ctx;
-    dx_error *sni_err;
-    char sni_name[256];
-    bool hello_seen, offered;
-    sni_state lookup; /* the session lookup: NONE, WAITING, DONE */
-    dx_tls_pending *lookup_pending;
-    SSL_SESSION *resume_sess; /* what the store found */
-    uint8_t lookup_id[SSL_MAX_SSL_SESSION_ID_LENGTH];
-    size_t lookup_len;
-    uint8_t *alpn; /* wire format */
-    size_t alpn_len;
-    char alpn_sel[256];
-
-    void (*close_hook)(dx_tls *t, void *arg);
-    void *close_arg;
-    dx_tls_server *server;
-
-    /* certificate objects made on request */
-    dx_tls_cert *peer_cert, *local_cert, **chain;
-    size_t chain_len;
-    bool chain_made;
-    char sigalg[64];
-};
-
-static void run(dx_tls *f);
-static void fail(dx_tls *f, dx_error *err);
 
 static void tls_ref(dx_tls *f) { f->refs++; }
 
@@ -237,7 +121,7 @@ static uint64_t mono_ms(void *arg)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static uint64_t now_ms(const dx_tls *f) { return f->clock(f->clock_arg); }
+uint64_t dx_tls_now(const dx_tls *f) { return f->clock(f->clock_arg); }
 
 /* Closed: no more events, no more deadlines. */
 static bool is_closed(const dx_tls *f)
@@ -269,18 +153,17 @@ static void tell_deadline(dx_tls *f)
 }
 
 /* Traffic: the idle timer starts over. */
-static void activity(dx_tls *f)
+void dx_tls_activity(dx_tls *f)
 {
     if (f->idle_timeout && f->started)
-        f->idle_deadline = now_ms(f) + f->idle_timeout;
+        f->idle_deadline = dx_tls_now(f) + f->idle_timeout;
 }
 
 /* ---- errors --------------------------------------------------------------- */
 
-static dx_error *or_oom(dx_error *e) { return e ? e : (dx_error *)dx_error_oom(); }
 
 /* Node's name for an X509_V_ERR_* code. */
-static const char *verify_code_name(long code)
+const char *dx_tls_verify_code_name(long code)
 {
     static const struct {
         long code;
@@ -323,7 +206,7 @@ static const char *verify_code_name(long code)
 
 /* The error for a failed OpenSSL call: the verification failure when that
  * is what stopped the handshake, else OpenSSL's reason, else a reset. */
-static dx_error *ssl_error(dx_tls *f, int sslerr)
+dx_error *dx_tls_ssl_error(dx_tls *f, int sslerr)
 {
     unsigned long e = ERR_peek_last_error();
     dx_error *err;
@@ -335,7 +218,7 @@ static dx_error *ssl_error(dx_tls *f, int sslerr)
     }
     if (f->sni_err) { /* the application refused the name */
         ERR_clear_error();
-        return or_oom(dx_error_copy(f->sni_err));
+        return dx_tls_or_oom(dx_error_copy(f->sni_err));
     }
     if (eof && !f->hs_done) {
         e = 0; /* the transport went before the handshake: a reset */
@@ -364,7 +247,7 @@ static dx_error *ssl_error(dx_tls *f, int sslerr)
         err = dx_error_new(DX_ETLS, "ERR_TLS", "tls", "TLS error %d", sslerr);
     }
     ERR_clear_error();
-    return or_oom(err);
+    return dx_tls_or_oom(err);
 }
 
 /* ---- process-wide state ----------------------------------------------------
@@ -494,7 +377,7 @@ static dx_tls *of_ssl(const SSL *ssl)
 
 dx_tls *dx_tls_of_ssl(const SSL *ssl) { return of_ssl(ssl); }
 
-static void queue_event(dx_tls *f, ev_kind kind, const void *data, size_t len)
+void dx_tls_queue_event(dx_tls *f, ev_kind kind, const void *data, size_t len)
 {
     tls_event *e = dx_malloc(sizeof(*e) + len + 1);
     if (!e)
@@ -515,7 +398,7 @@ static void keylog_cb(const SSL *ssl, const char *line)
 {
     dx_tls *f = of_ssl(ssl);
     if (f && f->ev.on_keylog)
-        queue_event(f, EV_KEYLOG, line, strlen(line));
+        dx_tls_queue_event(f, EV_KEYLOG, line, strlen(line));
 }
 
 static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
@@ -535,7 +418,7 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
     if (!buf)
         return 0;
     if (i2d_SSL_SESSION(sess, &p) == n)
-        queue_event(f, EV_SESSION, buf, (size_t)n);
+        dx_tls_queue_event(f, EV_SESSION, buf, (size_t)n);
     dx_free(buf);
     return 0; /* no reference kept */
 }
@@ -552,10 +435,10 @@ static void info_cb(const SSL *ssl, int where, int ret)
 }
 
 /* Records a verification failure (the first one counts). */
-static void set_verify_error(dx_tls *f, dx_error *err)
+void dx_tls_set_verify_error(dx_tls *f, dx_error *err)
 {
     if (!f->verify_err)
-        f->verify_err = or_oom(err);
+        f->verify_err = dx_tls_or_oom(err);
     else
         dx_error_free(err);
 }
@@ -583,7 +466,7 @@ static dx_error *check_identity(dx_tls *f, X509 *leaf)
     dx_tls_cert *cert = NULL;
     int rc = dx_tls_cert_wrap(leaf, &cert);
     if (rc != 0)
-        return or_oom(dx_error_new(rc, NULL, "tls", "cannot read the certificate"));
+        return dx_tls_or_oom(dx_error_new(rc, NULL, "tls", "cannot read the certificate"));
     dx_error *err = NULL;
     const char *host = identity_name(f);
     int refused = f->identity_cb ? f->identity_cb(f, host, cert, &err, f->identity_user)
@@ -596,7 +479,7 @@ static dx_error *check_identity(dx_tls *f, X509 *leaf)
     if (!err) /* refused without a reason, or no memory for one */
         err = dx_error_new(DX_ETLS, "ERR_TLS_CERT_ALTNAME_INVALID", "tls",
                            "the server's identity was refused");
-    return or_oom(err);
+    return dx_tls_or_oom(err);
 }
 
 /*
@@ -615,14 +498,14 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
         return ok;
     if (ok <= 0) {
         long code = X509_STORE_CTX_get_error(sctx);
-        set_verify_error(f, dx_error_new(DX_ETLS, verify_code_name(code), "tls",
+        dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, dx_tls_verify_code_name(code), "tls",
                                          "%s", X509_verify_cert_error_string(code)));
         f->verify_result = code;
     } else if (f->role == DX_TLS_CLIENT) {
         dx_error *err = check_identity(f, X509_STORE_CTX_get0_cert(sctx));
         if (err) {
             dx_error_default_layer(err, "tls");
-            set_verify_error(f, err);
+            dx_tls_set_verify_error(f, err);
             f->verify_result = X509_V_ERR_HOSTNAME_MISMATCH;
             X509_STORE_CTX_set_error(sctx, X509_V_ERR_HOSTNAME_MISMATCH);
         }
@@ -708,9 +591,9 @@ static int session_lookup(dx_tls *f, SSL *ssl, int *al)
             return SSL_CLIENT_HELLO_ERROR;
         }
         f->lookup_pending->f = f;
-        f->lookup_pending->lookup = true;
+        f->lookup_pending->kind = PENDING_LOOKUP;
         f->lookup = SNI_WAITING;
-        queue_event(f, EV_LOOKUP, "", 0);
+        dx_tls_queue_event(f, EV_LOOKUP, "", 0);
         return SSL_CLIENT_HELLO_RETRY;
     case SNI_WAITING:
         return SSL_CLIENT_HELLO_RETRY;
@@ -772,7 +655,7 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
         }
         f->pending->f = f;
         f->sni = SNI_WAITING;
-        queue_event(f, EV_SNI, "", 0);
+        dx_tls_queue_event(f, EV_SNI, "", 0);
         return SSL_CLIENT_HELLO_RETRY;
     case SNI_WAITING:
         return SSL_CLIENT_HELLO_RETRY;
@@ -855,21 +738,21 @@ static void handshake_done(dx_tls *f)
          * name must still match its certificate. */
         long v = SSL_get_verify_result(f->ssl);
         if (v != X509_V_OK)
-            set_verify_error(f, dx_error_new(DX_ETLS, verify_code_name(v), "tls", "%s",
+            dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, dx_tls_verify_code_name(v), "tls", "%s",
                                              X509_verify_cert_error_string(v)));
         else if (!peer)
-            set_verify_error(f, dx_error_new(DX_ETLS, "UNABLE_TO_GET_ISSUER_CERT", "tls",
+            dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, "UNABLE_TO_GET_ISSUER_CERT", "tls",
                                              "the resumed session has no certificate"));
         else {
             dx_error *err = check_identity(f, peer);
             if (err) {
                 dx_error_default_layer(err, "tls");
-                set_verify_error(f, err);
+                dx_tls_set_verify_error(f, err);
             }
         }
         f->authorized = !f->verify_err;
         if (f->verify_err && f->reject_unauthorized) {
-            fail(f, or_oom(dx_error_copy(f->verify_err)));
+            dx_tls_fail(f, dx_tls_or_oom(dx_error_copy(f->verify_err)));
             return;
         }
     }
@@ -877,7 +760,7 @@ static void handshake_done(dx_tls *f)
         f->authorized = false;
     if (f->role == DX_TLS_SERVER && f->request_cert && !peer && !f->verify_err) {
         /* No certificate to verify: as Node, not authorized. */
-        set_verify_error(f, dx_error_new(DX_ETLS, "UNABLE_TO_GET_ISSUER_CERT", "tls",
+        dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, "UNABLE_TO_GET_ISSUER_CERT", "tls",
                                          "the peer sent no certificate"));
         f->authorized = false;
     }
@@ -888,14 +771,14 @@ static void handshake_done(dx_tls *f)
             bool dh = EVP_PKEY_is_a(k, "DH");
             EVP_PKEY_free(k);
             if (dh && bits < (int)f->min_dh_size) {
-                fail(f, or_oom(dx_error_new(DX_ETLS, "ERR_TLS_DH_PARAM_SIZE", "tls",
+                dx_tls_fail(f, dx_tls_or_oom(dx_error_new(DX_ETLS, "ERR_TLS_DH_PARAM_SIZE", "tls",
                                             "DH parameter size %d is less than %u",
                                             bits, f->min_dh_size)));
                 return;
             }
         }
     }
-    activity(f);
+    dx_tls_activity(f);
 }
 
 /* Drives the handshake one step. */
@@ -912,10 +795,10 @@ static void step_handshake(dx_tls *f)
         return; /* an answer is pending (dx_tls_sni_done) */
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         if (f->in_eof && !f->inq.bytes)
-            fail(f, ssl_error(f, SSL_ERROR_SYSCALL));
+            dx_tls_fail(f, dx_tls_ssl_error(f, SSL_ERROR_SYSCALL));
         return;
     }
-    fail(f, ssl_error(f, e));
+    dx_tls_fail(f, dx_tls_ssl_error(f, e));
 }
 
 /* The next piece of cleartext to encrypt: a pointer into the offered
@@ -988,7 +871,7 @@ static void step_write(dx_tls *f)
             f->retry_len = 0;
             advance_clear(f, (size_t)r);
             f->stats.clear_out += (uint64_t)r;
-            activity(f);
+            dx_tls_activity(f);
             continue;
         }
         int e = SSL_get_error(f->ssl, r);
@@ -996,7 +879,7 @@ static void step_write(dx_tls *f)
             f->retry_len = n; /* OpenSSL wants the same length again */
             return;
         }
-        fail(f, ssl_error(f, e));
+        dx_tls_fail(f, dx_tls_ssl_error(f, e));
         return;
     }
 }
@@ -1011,7 +894,7 @@ static void truncated(dx_tls *f)
             dx_stream_end(f->upper);
         return;
     }
-    fail(f, or_oom(dx_error_new(DX_ETLS, "ERR_SSL_UNEXPECTED_EOF_WHILE_READING", "tls",
+    dx_tls_fail(f, dx_tls_or_oom(dx_error_new(DX_ETLS, "ERR_SSL_UNEXPECTED_EOF_WHILE_READING", "tls",
                                 "the transport ended without close_notify "
                                 "(truncation)")));
 }
@@ -1025,7 +908,7 @@ static void step_read(dx_tls *f)
         int r = SSL_read(f->ssl, buf, sizeof(buf));
         if (r > 0) {
             f->stats.clear_in += (uint64_t)r;
-            activity(f);
+            dx_tls_activity(f);
             dx_stream_push(f->upper, buf, (size_t)r);
             continue;
         }
@@ -1034,7 +917,7 @@ static void step_read(dx_tls *f)
             /* The transport ended without close_notify: a truncation, or
              * a cut record when part of one is still buffered. */
             if (SSL_has_pending(f->ssl))
-                fail(f, or_oom(dx_error_new(DX_ETLS, "ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
+                dx_tls_fail(f, dx_tls_or_oom(dx_error_new(DX_ETLS, "ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
                                             "tls", "the transport ended inside a record")));
             else
                 truncated(f);
@@ -1050,7 +933,7 @@ static void step_read(dx_tls *f)
                 dx_stream_end(f->upper); /* answers once queued data went */
             return;
         }
-        fail(f, ssl_error(f, e));
+        dx_tls_fail(f, dx_tls_ssl_error(f, e));
         return;
     }
 }
@@ -1083,7 +966,7 @@ static void step(dx_tls *f)
         f->key_update = false;
         ERR_clear_error();
         if (SSL_do_handshake(f->ssl) != 1) {
-            fail(f, ssl_error(f, SSL_ERROR_SSL));
+            dx_tls_fail(f, dx_tls_ssl_error(f, SSL_ERROR_SSL));
             return;
         }
     }
@@ -1108,7 +991,7 @@ static void flush_out(dx_tls *f)
         dx_free(c);
         if (f->dead)
             return;
-        activity(f);
+        dx_tls_activity(f);
         if (r <= 0)
             break;
     }
@@ -1180,11 +1063,11 @@ static void collect_trace(dx_tls *f)
     char *text;
     long n = BIO_get_mem_data(f->trace_bio, &text);
     if (n > 0 && f->ev.on_trace)
-        queue_event(f, EV_TRACE, text, (size_t)n);
+        dx_tls_queue_event(f, EV_TRACE, text, (size_t)n);
     (void)BIO_reset(f->trace_bio);
 }
 
-static void run(dx_tls *f)
+void dx_tls_run(dx_tls *f)
 {
     if (f->running) {
         f->again = true;
@@ -1201,7 +1084,7 @@ static void run(dx_tls *f)
         f->in_step = false;
         if (f->got_input) {
             f->got_input = false;
-            activity(f);
+            dx_tls_activity(f);
         }
         collect_trace(f);
         if (!f->dead)
@@ -1225,7 +1108,7 @@ static void run(dx_tls *f)
 
 /* Fails the connection: the alert OpenSSL made goes out first, then both
  * streams fail with err. */
-static void fail(dx_tls *f, dx_error *err)
+void dx_tls_fail(dx_tls *f, dx_error *err)
 {
     if (f->failed || f->dead) {
         dx_error_free(err);
@@ -1268,8 +1151,8 @@ static dx_tls *tls_of(dx_stream *s) { return ((side *)dx_stream_impl(s))->f; }
 
 /*
  * A write op: takes from iov what OpenSSL consumes now, through o. Refuses
- * (taken 0) while run() is busy or the connection cannot take bytes yet;
- * *blocked then asks run() to have the core offer them again.
+ * (taken 0) while dx_tls_run() is busy or the connection cannot take bytes yet;
+ * *blocked then asks dx_tls_run() to have the core offer them again.
  */
 static void take(dx_tls *f, offered *o, bool *blocked, bool ready, const dx_iov *iov,
                  size_t n, size_t *taken)
@@ -1279,14 +1162,14 @@ static void take(dx_tls *f, offered *o, bool *blocked, bool ready, const dx_iov 
         return;
     *blocked = false;
     *o = (offered){.iov = iov, .n = n};
-    run(f);
+    dx_tls_run(f);
     size_t used = o->used;
     bool all = o->idx == n;
     *o = (offered){0};
     *taken = used;
     if (!all) {
         *blocked = true;
-        /* Progress, and room for more (run() flushed): the core offers the
+        /* Progress, and room for more (dx_tls_run() flushed): the core offers the
          * rest again at once, which it does only when told. */
         dx_stream *s = o == &f->clear ? f->upper : f->lower;
         if (used && (o == &f->clear ? can_take_clear(f) : can_take_input(f)))
@@ -1305,15 +1188,15 @@ static int upper_shutdown(dx_stream *s)
 {
     dx_tls *f = tls_of(s);
     f->end_requested = true;
-    run(f);
+    dx_tls_run(f);
     return 0;
 }
 
-static void upper_read_start(dx_stream *s) { run(tls_of(s)); }
+static void upper_read_start(dx_stream *s) { dx_tls_run(tls_of(s)); }
 
 /*
  * One stream closed: what happens to the other. A failure crosses over
- * (our own, while fail() is sending its alert). An upper stream that
+ * (our own, while dx_tls_fail() is sending its alert). An upper stream that
  * closed after both its ends (peer's close_notify read, our end asked
  * for) leaves the lower stream to send the close_notify and finish on its
  * own, so that nothing buffered is lost; so does a lower
@@ -1339,7 +1222,7 @@ static void side_closed(dx_tls *f, dx_stream *self, dx_stream *other)
     if (f->in_eof && f->lower_ended)
         return;
     if (!f->read_done) {
-        fail(f, or_oom(dx_error_new(DX_ECONNRESET, "ECONNRESET", "tls", "%s",
+        dx_tls_fail(f, dx_tls_or_oom(dx_error_new(DX_ECONNRESET, "ECONNRESET", "tls", "%s",
                                     f->hs_done ? "socket hang up"
                                                : "Client network socket disconnected "
                                                  "before secure TLS connection was "
@@ -1348,7 +1231,7 @@ static void side_closed(dx_tls *f, dx_stream *self, dx_stream *other)
     }
     if (dx_stream_state(other) & DX_STREAM_WRITABLE) {
         /* Half-open, still writing: what it writes can no longer go. */
-        fail(f, or_oom(dx_error_new(DX_EPIPE, "EPIPE", "tls",
+        dx_tls_fail(f, dx_tls_or_oom(dx_error_new(DX_EPIPE, "EPIPE", "tls",
                                     "the transport went before this side ended")));
         return;
     }
@@ -1405,11 +1288,11 @@ static int lower_shutdown(dx_stream *s)
 {
     dx_tls *f = tls_of(s);
     f->in_eof = true; /* before dx_tls_start(), it waits for it */
-    run(f);
+    dx_tls_run(f);
     return 0;
 }
 
-static void lower_read_start(dx_stream *s) { run(tls_of(s)); }
+static void lower_read_start(dx_stream *s) { dx_tls_run(tls_of(s)); }
 
 static void lower_close(dx_stream *s)
 {
@@ -1588,12 +1471,12 @@ int dx_tls_start(dx_tls *t)
         SSL_set_connect_state(t->ssl);
         if (t->servername && !is_ip(t->servername) &&
             !SSL_set_tlsext_host_name(t->ssl, t->servername)) {
-            fail(t, ssl_error(t, SSL_ERROR_SSL));
+            dx_tls_fail(t, dx_tls_ssl_error(t, SSL_ERROR_SSL));
             return 0;
         }
         SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
         if (t->alpn_len && SSL_set_alpn_protos(t->ssl, t->alpn, (unsigned)t->alpn_len) != 0) {
-            fail(t, or_oom(dx_error_new(DX_ENOMEM, NULL, "tls", "ALPN refused")));
+            dx_tls_fail(t, dx_tls_or_oom(dx_error_new(DX_ENOMEM, NULL, "tls", "ALPN refused")));
             return 0;
         }
     } else {
@@ -1607,9 +1490,9 @@ int dx_tls_start(dx_tls *t)
     if (t->release_buffers)
         SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
     if (t->hs_timeout)
-        t->hs_deadline = now_ms(t) + t->hs_timeout;
-    activity(t);
-    run(t);
+        t->hs_deadline = dx_tls_now(t) + t->hs_timeout;
+    dx_tls_activity(t);
+    dx_tls_run(t);
     return 0;
 }
 
@@ -1698,7 +1581,7 @@ int dx_tls_set_sni_callback(dx_tls *t, dx_tls_sni_cb cb, void *user)
 
 int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx, dx_error *err)
 {
-    if (!p || p->lookup) {
+    if (!p || p->kind != PENDING_SNI) {
         dx_error_free(err);
         return DX_EINVAL;
     }
@@ -1717,13 +1600,13 @@ int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx, dx_error *err)
         f->sni_ctx = ctx ? dx_tls_ctx_ref(ctx) : NULL;
         f->sni = SNI_DONE;
     }
-    run(f); /* the handshake goes on (later, if run() is busy now) */
+    dx_tls_run(f); /* the handshake goes on (later, if dx_tls_run() is busy now) */
     return 0;
 }
 
 int dx_tls_session_found(dx_tls_pending *p, const void *session, size_t len)
 {
-    if (!p || !p->lookup)
+    if (!p || p->kind != PENDING_LOOKUP)
         return DX_EINVAL;
     dx_tls *f = p->f;
     dx_free(p);
@@ -1736,7 +1619,7 @@ int dx_tls_session_found(dx_tls_pending *p, const void *session, size_t len)
         ERR_clear_error(); /* bytes that are no session: a full handshake */
     }
     f->lookup = SNI_DONE;
-    run(f);
+    dx_tls_run(f);
     return 0;
 }
 
@@ -1831,7 +1714,7 @@ int dx_tls_set_handshake_timeout(dx_tls *t, uint64_t ms)
         return DX_ESTATE;
     t->hs_timeout = ms;
     if (t->started) {
-        t->hs_deadline = ms ? now_ms(t) + ms : 0;
+        t->hs_deadline = ms ? dx_tls_now(t) + ms : 0;
         tell_deadline(t);
     }
     return 0;
@@ -1843,7 +1726,7 @@ int dx_tls_set_idle_timeout(dx_tls *t, uint64_t ms)
         return DX_EINVAL;
     t->idle_timeout = ms;
     t->idle_deadline = 0;
-    activity(t);
+    dx_tls_activity(t);
     if (!t->dead)
         tell_deadline(t);
     return 0;
@@ -1859,11 +1742,11 @@ void dx_tls_check_timeouts(dx_tls *t)
     if (!t || !t->started || is_closed(t))
         return;
     tls_ref(t);
-    uint64_t now = now_ms(t);
+    uint64_t now = dx_tls_now(t);
     if (t->started && !t->hs_done && t->hs_deadline && now >= t->hs_deadline) {
         dx_error *err = dx_error_new(DX_ETIMEDOUT, "ERR_TLS_HANDSHAKE_TIMEOUT", "tls",
                                      "TLS handshake timeout");
-        fail(t, or_oom(err));
+        dx_tls_fail(t, dx_tls_or_oom(err));
     }
     if (!t->dead && !t->failed && t->idle_deadline && now >= t->idle_deadline) {
         t->idle_deadline = now + t->idle_timeout;
@@ -2015,7 +1898,7 @@ int dx_tls_key_update(dx_tls *t, bool request_peer)
         return DX_ESTATE;
     }
     t->key_update = true;
-    run(t);
+    dx_tls_run(t);
     return 0;
 }
 

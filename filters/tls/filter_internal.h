@@ -1,0 +1,159 @@
+/*
+ * Internal: the connection object of the TLS filter, shared by filter.c
+ * (the engine and the streams) and the files that add one feature each
+ * to it. Only files of filters/tls include it.
+ */
+#ifndef DX_TLS_FILTER_INTERNAL_H
+#define DX_TLS_FILTER_INTERNAL_H
+
+#include <openssl/ssl.h>
+
+#include <duplex/link.h>
+#include <duplex/tls_filter.h>
+
+#include "bufq.h"
+#include "tls_internal.h"
+
+/* ---- queued TLS events -------------------------------------------------- */
+
+typedef enum ev_kind { EV_KEYLOG, EV_SESSION, EV_TRACE, EV_SNI, EV_LOOKUP } ev_kind;
+
+/* Where the SNI choice stands. */
+typedef enum sni_state { SNI_NONE, SNI_WAITING, SNI_DONE, SNI_APPLIED, SNI_FAILED } sni_state;
+
+/* A pending answer: outlives the connection if the user answers late. */
+typedef enum pending_kind { PENDING_SNI, PENDING_LOOKUP } pending_kind;
+struct dx_tls_pending {
+    dx_tls *f; /* NULL once the connection is gone */
+    pending_kind kind; /* what answers it: dx_tls_sni_done, dx_tls_session_found */
+};
+
+typedef struct tls_event {
+    struct tls_event *next;
+    ev_kind kind;
+    size_t len;
+    uint8_t data[]; /* NUL-terminated for text */
+} tls_event;
+
+/* ---- the connection ----------------------------------------------------- */
+
+/* Buffers a stream's core offers to our write op, and how far we got. */
+typedef struct offered {
+    const dx_iov *iov;
+    size_t n, idx, off, used;
+} offered;
+
+struct dx_tls {
+    unsigned refs; /* the handle, one per stream, one per running call */
+    dx_tls_ctx *ctx;
+    SSL *ssl;
+    BIO *bio;
+    dx_tls_role role;
+    dx_stream *upper, *lower;
+    dx_link *link;
+    dx_tls_events ev;
+    void *user;
+
+    /* input: prefix bytes, then the buffers offered to the lower write */
+    dx_bufq inq;
+    offered in;
+    /* output: records waiting to be pushed below */
+    dx_bufq outq;
+    /* cleartext offered to the upper write */
+    offered clear;
+    size_t retry_len; /* length of an SSL_write to repeat, 0 if none */
+
+    tls_event *evq, *evq_tail;
+
+    /* options */
+    char *servername, *host;
+    bool reject_unauthorized, request_cert, allow_half_open, allow_truncation;
+    bool release_buffers, trace;
+    unsigned min_dh_size;
+    size_t max_fragment;
+    dx_tls_identity_cb identity_cb;
+    void *identity_user;
+    dx_tls_clock_fn clock;
+    void *clock_arg;
+    uint64_t hs_timeout, idle_timeout;
+    uint64_t hs_deadline, idle_deadline, told_deadline;
+    BIO *trace_bio;
+
+    /* verification */
+    bool authorized;
+    long verify_result;
+    dx_error *verify_err;
+    char alerts[96]; /* alerts sent and received, for error details */
+
+    /* state */
+    bool started, hs_done, secure_emitted, failed, dead;
+    bool oom; /* an allocation of ours failed under OpenSSL */
+    bool key_update; /* a KeyUpdate to send */
+    bool got_input; /* bytes went to OpenSSL: the idle timer starts over */
+    const dx_error *own_err; /* during dx_tls_fail(): the error being reported */
+    bool running, again, in_step, flushing;
+    bool in_eof;          /* the transport ended (lower stream's end) */
+    bool read_done;       /* upper end pushed */
+    bool clean_end;       /* close_notify received */
+    bool end_requested;   /* upper stream's end: send close_notify */
+    bool notify_sent, lower_ended;
+    bool lower_blocked, upper_blocked;
+    dx_tls_stats stats;
+
+    /* SNI and ALPN */
+    dx_tls_sni_cb sni_cb;
+    void *sni_user;
+    sni_state sni;
+    dx_tls_pending *pending;
+    dx_tls_ctx *sni_ctx;
+    dx_error *sni_err;
+    char sni_name[256];
+    bool hello_seen, offered;
+    sni_state lookup; /* the session lookup: NONE, WAITING, DONE */
+    dx_tls_pending *lookup_pending;
+    SSL_SESSION *resume_sess; /* what the store found */
+    uint8_t lookup_id[SSL_MAX_SSL_SESSION_ID_LENGTH];
+    size_t lookup_len;
+    uint8_t *alpn; /* wire format */
+    size_t alpn_len;
+    char alpn_sel[256];
+
+    void (*close_hook)(dx_tls *t, void *arg);
+    void *close_arg;
+    dx_tls_server *server;
+
+    /* certificate objects made on request */
+    dx_tls_cert *peer_cert, *local_cert, **chain;
+    size_t chain_len;
+    bool chain_made;
+    char sigalg[64];
+};
+
+/* ---- the engine (filter.c), for the feature files ----------------------- */
+
+/* Does all the OpenSSL work that can be done now and emits what it
+ * queued; a call made while it runs makes it go round once more. */
+void dx_tls_run(dx_tls *f);
+/* Fails the connection with err (owned): the alert goes out, then both
+ * streams fail. */
+void dx_tls_fail(dx_tls *f, dx_error *err);
+/* Queues an event for dx_tls_run() to emit outside OpenSSL; text data is
+ * NUL-terminated. A shortage of memory loses the event. */
+void dx_tls_queue_event(dx_tls *f, ev_kind kind, const void *data, size_t len);
+/* The error for a failed OpenSSL call (SSL_get_error's code). */
+dx_error *dx_tls_ssl_error(dx_tls *f, int sslerr);
+/* Node's name for an X509_V_ERR_* code. */
+const char *dx_tls_verify_code_name(long code);
+/* Records a verification failure (owned; the first one counts). */
+void dx_tls_set_verify_error(dx_tls *f, dx_error *err);
+/* The connection's clock, in ms. */
+uint64_t dx_tls_now(const dx_tls *f);
+/* Traffic: the idle timer starts over. */
+void dx_tls_activity(dx_tls *f);
+
+static inline dx_error *dx_tls_or_oom(dx_error *e)
+{
+    return e ? e : (dx_error *)dx_error_oom();
+}
+
+#endif
