@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "peer.h"
 
 /* ---- the test PKI, made per test case (unchecked fixture) ---------------- */
 
@@ -851,21 +852,7 @@ START_TEST(server_defaults_reach_accepted_connections)
 }
 END_TEST
 
-/* ---- a real peer: openssl s_client ----------------------------------------- */
-
-/* Writes text to a new file in dir; returns its path (static storage). */
-static const char *write_tmp(const char *dir, const char *name, const char *text)
-{
-    static char path[3][512];
-    static int turn;
-    char *p = path[turn++ % 3];
-    snprintf(p, 512, "%s/%s", dir, name);
-    FILE *f = fopen(p, "w");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_eq(fputs(text, f) >= 0, 1);
-    ck_assert_int_eq(fclose(f), 0);
-    return p;
-}
+/* ---- real peers: openssl s_client and s_server ----------------------------- */
 
 typedef struct echo {
     dx_tls *t;
@@ -873,7 +860,7 @@ typedef struct echo {
     size_t len;
 } echo;
 
-/* The server side of the test: echoes each line in upper case. */
+/* The server side of the tests: echoes each line in upper case. */
 static void echo_data(dx_stream *s, const uint8_t *d, size_t n, void *u)
 {
     echo *e = u;
@@ -888,100 +875,285 @@ static void echo_data(dx_stream *s, const uint8_t *d, size_t n, void *u)
     dx_stream_write(s, up, k);
 }
 
+/* Our server on a loopback socket, taking every connection a peer makes. */
+enum { MAX_CONNS = 16 };
+typedef struct tcp_server {
+    int listener;
+    unsigned port;
+    dx_tls_server *srv;
+    dx_tls *t[MAX_CONNS];
+    dx_stream *sock[MAX_CONNS];
+    echo e[MAX_CONNS];
+    size_t n;
+} tcp_server;
+
+static void tcp_server_open(tcp_server *ts, dx_tls_server *srv)
+{
+    *ts = (tcp_server){.srv = srv};
+    ts->listener = h_listen_loopback(&ts->port);
+}
+
+/* Accepts what came, then serves for up to ms. */
+static void tcp_server_step(tcp_server *ts, int ms)
+{
+    int fd;
+    while (ts->n < MAX_CONNS && (fd = h_accept(ts->listener, 0)) >= 0) {
+        size_t i = ts->n++;
+        ck_assert_int_eq(dx_fd_stream_new(fd, fd, DX_FD_CLOSE, &ts->sock[i]), 0);
+        ck_assert_int_eq(dx_tls_server_accept(ts->srv, ts->sock[i], &ts->t[i]), 0);
+        ts->e[i].t = ts->t[i];
+        dx_stream_events ev = {.on_data = echo_data};
+        dx_stream_set_events(dx_tls_upper(ts->t[i]), &ev, &ts->e[i]);
+    }
+    dx_fd_poll(ts->sock, ts->n, ms);
+}
+
+typedef struct serve_until {
+    tcp_server *ts;
+    h_peer *peer;
+    const char *text;
+    size_t count; /* how many times text must appear */
+} serve_until;
+
+static size_t count_of(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    return n;
+}
+
+static bool served(void *arg)
+{
+    serve_until *u = arg;
+    tcp_server_step(u->ts, 10);
+    return count_of(h_peer_output(u->peer), u->text) >= u->count;
+}
+
+/* Serves until the peer printed text count times, or ms passed. */
+static bool serve_until_output(tcp_server *ts, h_peer *peer, const char *text, size_t count,
+                               int ms)
+{
+    serve_until u = {ts, peer, text, count};
+    return h_peer_run(peer, NULL, 0, served, &u, ms);
+}
+
+static void tcp_server_close(tcp_server *ts)
+{
+    for (size_t i = 0; i < ts->n; i++)
+        dx_tls_destroy(ts->t[i]);
+    close(ts->listener);
+}
+
 /* S-01, SV-08 with a peer nobody here wrote: openssl s_client asks for a
  * name and protocols over TCP on loopback; the server picks the context
  * and the protocol, and echoes what the client types. */
 START_TEST(openssl_s_client_gets_sni_context_and_alpn)
 {
-    signal(SIGPIPE, SIG_IGN);
-    char dir[] = "/tmp/dx-srv-XXXXXX";
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    const char *capath = write_tmp(dir, "ca.pem", dx_pki_cert_pem(ca));
+    char dir[64];
+    h_tmpdir(dir);
+    const char *capath = h_tmpfile(dir, "ca.pem", dx_pki_cert_pem(ca), (size_t)-1);
     dx_tls_ctx *dflt = ctx_for(C_DEFAULT, NULL), *a = ctx_for(C_A, NULL);
     dx_tls_server *srv;
     ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
     ck_assert_int_eq(dx_tls_server_add_context(srv, "a.example.com", a), 0);
     static const char *const protos[] = {"h2", "http/1.1", NULL};
     ck_assert_int_eq(dx_tls_server_set_alpn_protocols(srv, protos), 0);
-
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(ls, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    ck_assert_int_eq(listen(ls, 1), 0);
-    socklen_t sl = sizeof(sa);
-    ck_assert_int_eq(getsockname(ls, (struct sockaddr *)&sa, &sl), 0);
-    char connect_to_arg[64];
-    snprintf(connect_to_arg, sizeof(connect_to_arg), "127.0.0.1:%u", ntohs(sa.sin_port));
-
-    int in[2], out[2];
-    ck_assert_int_eq(pipe(in), 0);
-    ck_assert_int_eq(pipe(out), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        dup2(out[1], 2);
-        close(in[1]);
-        close(out[0]);
-        execlp("openssl", "openssl", "s_client", "-connect", connect_to_arg, "-servername",
-               "a.example.com", "-alpn", "http/1.1,h2", "-CAfile", capath,
-               "-verify_return_error", "-verify_hostname", "a.example.com", (char *)NULL);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    int fd = accept(ls, NULL, NULL);
-    ck_assert_int_ge(fd, 0);
-    close(ls);
-    dx_stream *sock;
-    ck_assert_int_eq(dx_fd_stream_new(fd, fd, DX_FD_CLOSE, &sock), 0);
-    dx_tls *t;
-    ck_assert_int_eq(dx_tls_server_accept(srv, sock, &t), 0);
-    echo e = {.t = t};
-    dx_stream_events ev = {.on_data = echo_data};
-    dx_stream_set_events(dx_tls_upper(t), &ev, &e);
+    tcp_server ts;
+    tcp_server_open(&ts, srv);
+    char to[64];
+    snprintf(to, sizeof(to), "127.0.0.1:%u", ts.port);
+    h_peer peer;
+    const char *argv[] = {"openssl", "s_client", "-connect", to, "-servername",
+                          "a.example.com", "-alpn", "http/1.1,h2", "-CAfile", capath,
+                          "-verify_return_error", "-verify_hostname", "a.example.com", NULL};
+    h_peer_start(&peer, argv);
     /* Type a line once the handshake is done; wait for the echo. */
-    bool typed = false;
-    char output[16384] = "";
-    size_t olen = 0;
-    int64_t end = h_now_ms() + 15000;
-    fcntl(out[0], F_SETFL, O_NONBLOCK);
-    while (h_now_ms() < end && !strstr(output, "HELLO FROM S_CLIENT")) {
-        dx_fd_poll(&sock, 1, 20);
-        if (!typed && dx_tls_is_secure(t)) {
-            ck_assert_int_eq(write(in[1], "hello from s_client\n", 20), 20);
-            typed = true;
-        }
-        ssize_t r = read(out[0], output + olen, sizeof(output) - 1 - olen);
-        if (r > 0) {
-            olen += (size_t)r;
-            output[olen] = '\0';
-        }
-    }
-    ck_assert_msg(strstr(output, "HELLO FROM S_CLIENT"), "s_client said: %s", output);
+    ck_assert_msg(serve_until_output(&ts, &peer, "Verify return code", 1, 15000), "s_client: %s",
+                  h_peer_output(&peer));
+    h_peer_write(&peer, "hello from s_client\n");
+    ck_assert_msg(serve_until_output(&ts, &peer, "HELLO FROM S_CLIENT", 1, 15000),
+                  "s_client said: %s", h_peer_output(&peer));
+    const char *output = h_peer_output(&peer);
     ck_assert_ptr_nonnull(strstr(output, "ALPN protocol: h2"));
     ck_assert_ptr_nonnull(strstr(output, "Verify return code: 0 (ok)"));
+    ck_assert_uint_eq(ts.n, 1);
+    dx_tls *t = ts.t[0];
     ck_assert_str_eq(dx_tls_servername(t), "a.example.com");
     ck_assert_str_eq(dx_tls_alpn_protocol(t), "h2");
     ck_assert_str_eq(dx_tls_name_get(dx_tls_cert_subject(dx_tls_local_cert(t)), "CN", 0), "a");
-    ck_assert_uint_eq(e.len, 20);
+    ck_assert_uint_eq(ts.e[0].len, 20);
     /* EOF on its input: s_client closes; ours sees the end. */
-    close(in[1]);
-    end = h_now_ms() + 5000;
+    h_peer_close_input(&peer);
+    int64_t end = h_now_ms() + 5000;
     while (h_now_ms() < end && !(dx_stream_state(dx_tls_upper(t)) & DX_STREAM_ENDED))
-        dx_fd_poll(&sock, 1, 20);
+        tcp_server_step(&ts, 20);
     ck_assert(dx_stream_state(dx_tls_upper(t)) & DX_STREAM_ENDED);
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    close(out[0]);
-    dx_tls_destroy(t);
+    ck_assert_int_eq(h_peer_stop(&peer, 5000), 0);
+    h_peer_free(&peer);
+    tcp_server_close(&ts);
     dx_tls_server_free(srv);
     dx_tls_ctx_unref(dflt);
     dx_tls_ctx_unref(a);
-    unlink(capath);
-    rmdir(dir);
+    h_tmpdir_remove(dir);
+}
+END_TEST
+
+/* Resumption with a peer nobody here wrote, tickets on or off (i odd):
+ * in TLS 1.2 openssl s_client -reconnect connects six times with the
+ * session of the first (a ticket, or the session id); in TLS 1.3, where
+ * s_client -reconnect leaves before the tickets come, a second s_client
+ * resumes from the session the first one saved (-sess_out, -sess_in). */
+START_TEST(openssl_s_client_resumes)
+{
+    const char *v = versions[_i / 2];
+    bool tickets = _i % 2 == 0, tls13 = strcmp(v, "TLSv1.3") == 0;
+    char dir[64];
+    h_tmpdir(dir);
+    const char *capath = h_tmpfile(dir, "ca.pem", dx_pki_cert_pem(ca), (size_t)-1);
+    char sess[600];
+    snprintf(sess, sizeof(sess), "%s/session.pem", dir);
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_set_tickets(srv, tickets), 0);
+    tcp_server ts;
+    tcp_server_open(&ts, srv);
+    char to[64];
+    snprintf(to, sizeof(to), "127.0.0.1:%u", ts.port);
+    size_t expect_conns = tls13 ? 2 : 6, expect_resumed = tls13 ? 1 : 5;
+    h_peer peer;
+    if (!tls13) {
+        const char *argv[] = {"openssl", "s_client", "-connect", to, "-reconnect", "-CAfile",
+                              capath, "-verify_return_error", NULL};
+        h_peer_start(&peer, argv);
+        ck_assert_msg(serve_until_output(&ts, &peer, "Reused, TLSv1.2", 5, 20000),
+                      "s_client said: %s", h_peer_output(&peer));
+        ck_assert_int_eq(h_peer_stop(&peer, 5000), 0);
+    } else {
+        for (int round = 0; round < 2; round++) {
+            const char *argv[] = {"openssl", "s_client", "-connect", to, "-CAfile", capath,
+                                  "-verify_return_error", round ? "-sess_in" : "-sess_out",
+                                  sess, NULL};
+            h_peer_start(&peer, argv);
+            h_peer_write(&peer, "line\n");
+            ck_assert_msg(serve_until_output(&ts, &peer, "LINE", 1, 15000), "s_client said: %s",
+                          h_peer_output(&peer));
+            ck_assert_int_eq(h_peer_stop(&peer, 5000), 0);
+            ck_assert_ptr_nonnull(strstr(h_peer_output(&peer), round ? "Reused, TLSv1.3"
+                                                                     : "New, TLSv1.3"));
+            if (!round)
+                h_peer_free(&peer);
+        }
+    }
+    h_peer_free(&peer);
+    ck_assert_uint_eq(ts.n, expect_conns);
+    dx_tls_server_stats st;
+    dx_tls_server_get_stats(srv, &st);
+    ck_assert_uint_eq(st.accepted, expect_conns);
+    ck_assert_uint_eq(st.resumed, expect_resumed);
+    ck_assert_uint_eq(st.resume_failures, 0);
+    if (!tickets)
+        ck_assert_uint_eq(st.cache_hits, expect_resumed);
+    else
+        ck_assert_uint_eq(st.cache_hits, 0);
+    tcp_server_close(&ts);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    h_tmpdir_remove(dir);
+}
+END_TEST
+
+/* Our client resumes with openssl s_server: the session from on_session,
+ * handed to a second connection, is taken. */
+typedef struct resume_client {
+    uint8_t session[8192];
+    size_t session_len;
+} resume_client;
+
+static void keep_session(dx_tls *t, const uint8_t *s, size_t n, void *u)
+{
+    (void)t;
+    resume_client *rc = u;
+    if (n <= sizeof(rc->session)) {
+        memcpy(rc->session, s, n);
+        rc->session_len = n;
+    }
+}
+
+typedef struct client_wait {
+    dx_tls *t;
+    resume_client *rc;
+    h_peer *peer;
+    const char *ping;
+} client_wait;
+
+static bool got_session_and_echo(void *arg)
+{
+    client_wait *w = arg;
+    /* A TLS 1.2 resumption brings no new session. */
+    bool session = w->rc->session_len > 0 ||
+                   (dx_tls_session_reused(w->t) && !strcmp(dx_tls_protocol(w->t), "TLSv1.2"));
+    return session && strstr(h_peer_output(w->peer), w->ping);
+}
+
+START_TEST(our_client_resumes_with_openssl_s_server)
+{
+    const char *v = versions[_i];
+    char dir[64];
+    h_tmpdir(dir);
+    const char *cert = h_tmpfile(dir, "cert.pem", dx_pki_cert_pem(certs[C_DEFAULT]), (size_t)-1);
+    char certpath[512];
+    snprintf(certpath, sizeof(certpath), "%s", cert);
+    const char *key = h_tmpfile(dir, "key.pem", dx_pki_key_pem(certs[C_DEFAULT]), (size_t)-1);
+    char port[16];
+    snprintf(port, sizeof(port), "%u", h_free_port());
+    h_peer peer;
+    const char *argv[] = {"openssl", "s_server", "-accept", port, "-cert", certpath, "-key", key,
+                          strcmp(v, "TLSv1.3") ? "-tls1_2" : "-tls1_3", "-naccept", "2", NULL};
+    h_peer_start(&peer, argv);
+    ck_assert_msg(h_peer_wait_output(&peer, "ACCEPT", NULL, 0, 10000), "s_server: %s",
+                  h_peer_output(&peer));
+    dx_tls_ctx *cctx = ctx_for(-1, NULL);
+    resume_client rc = {0};
+    for (int round = 0; round < 2; round++) {
+        int fd = h_connect_loopback((unsigned)atoi(port), 5000);
+        ck_assert_int_ge(fd, 0);
+        dx_stream *sock;
+        ck_assert_int_eq(dx_fd_stream_new(fd, fd, DX_FD_CLOSE, &sock), 0);
+        dx_tls *t;
+        ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &t), 0);
+        ck_assert_int_eq(dx_tls_set_servername(t, "default.test"), 0);
+        dx_tls_events tev = {.on_session = keep_session};
+        dx_tls_set_events(t, &tev, &rc);
+        if (round == 1)
+            ck_assert_int_eq(dx_tls_set_session(t, rc.session, rc.session_len), 0);
+        rc.session_len = 0;
+        h_rec r = {0};
+        h_rec_attach(&r, dx_tls_upper(t));
+        ck_assert_int_eq(dx_tls_attach(t, sock), 0);
+        ck_assert_int_eq(dx_tls_start(t), 0);
+        char ping[32];
+        snprintf(ping, sizeof(ping), "ping from ours %d\n", round);
+        ck_assert_int_eq(dx_stream_write(dx_tls_upper(t), ping, strlen(ping)), 0);
+        client_wait w = {t, &rc, &peer, ping};
+        ck_assert_msg(h_peer_run(&peer, &sock, 1, got_session_and_echo, &w, 10000),
+                      "s_server: %s", h_peer_output(&peer));
+        ck_assert(dx_tls_authorized(t));
+        ck_assert_str_eq(dx_tls_protocol(t), v);
+        ck_assert_int_eq(dx_tls_session_reused(t), round == 1);
+        dx_stream_end(dx_tls_upper(t));
+        int64_t end = h_now_ms() + 3000;
+        while (h_now_ms() < end && !(dx_stream_state(dx_tls_lower(t)) & DX_STREAM_CLOSED))
+            dx_fd_poll(&sock, 1, 10);
+        h_rec_assert_clean(&r);
+        dx_tls_destroy(t);
+        h_rec_free(&r);
+    }
+    ck_assert_int_eq(h_peer_stop(&peer, 5000), 0);
+    h_peer_free(&peer);
+    dx_tls_ctx_unref(cctx);
+    h_tmpdir_remove(dir);
 }
 END_TEST
 
@@ -1021,6 +1193,8 @@ Suite *tls_server_suite(void)
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, openssl_s_client_gets_sni_context_and_alpn);
+    tcase_add_loop_test(tc, openssl_s_client_resumes, 0, 4);
+    tcase_add_loop_test(tc, our_client_resumes_with_openssl_s_server, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -537,6 +537,21 @@ static void hello_servername(SSL *ssl, char *out, size_t size)
     out[n] = '\0';
 }
 
+/* Does the ClientHello offer TLS 1.3? Such a client sends a random
+ * session id (RFC 8446 D.4) unless it resumes a TLS 1.2 session, so its
+ * id alone offers nothing. */
+static bool hello_offers_tls13(SSL *ssl)
+{
+    const unsigned char *p;
+    size_t len;
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_supported_versions, &p, &len) || len < 1)
+        return false;
+    for (size_t i = 1; i + 1 < len && i + 1 <= (size_t)p[0]; i += 2)
+        if (p[i] == 0x03 && p[i + 1] == 0x04)
+            return true;
+    return false;
+}
+
 /* The id under which a server's store may hold the session this
  * ClientHello offers: a TLS 1.3 pre-shared key identity short enough to
  * be a session id (stateful tickets), or the TLS 1.2 session id when the
@@ -557,14 +572,9 @@ static size_t hello_session_key(SSL *ssl, uint8_t *out)
     }
     if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_session_ticket, &p, &len) && len > 0)
         return 0; /* a ticket: no store */
-    if (SSL_get_max_proto_version(ssl) == 0 || SSL_get_max_proto_version(ssl) >= TLS1_3_VERSION) {
-        if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_supported_versions, &p, &len) &&
-            len >= 1) {
-            for (size_t i = 1; i + 1 < len + 0 && i + 1 <= (size_t)p[0]; i += 2)
-                if (p[i] == 0x03 && p[i + 1] == 0x04)
-                    return 0;
-        }
-    }
+    int max = SSL_get_max_proto_version(ssl);
+    if ((max == 0 || max >= TLS1_3_VERSION) && hello_offers_tls13(ssl))
+        return 0;
     len = SSL_client_hello_get0_session_id(ssl, &p);
     if (len == 0 || len > SSL_MAX_SSL_SESSION_ID_LENGTH)
         return 0;
@@ -637,11 +647,11 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
         hello_servername(ssl, f->sni_name, sizeof(f->sni_name));
         const unsigned char *p;
         size_t len;
-        uint8_t key[SSL_MAX_SSL_SESSION_ID_LENGTH];
         f->offered = (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_session_ticket, &p, &len) &&
                       len > 0) ||
                      SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_psk, &p, &len) ||
-                     hello_session_key(ssl, key) > 0;
+                     (SSL_client_hello_get0_session_id(ssl, &p) > 0 &&
+                      !hello_offers_tls13(ssl));
     }
     switch (f->sni) {
     case SNI_NONE:
