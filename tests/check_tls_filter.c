@@ -2204,6 +2204,333 @@ END_TEST
 
 /* ---- suite ------------------------------------------------------------------- */
 
+/* ---- handshakes on an open connection ----------------------------------------- */
+
+typedef struct done_log {
+    unsigned calls;
+    char name[64];
+    dx_tls *t;
+    bool destroy; /* destroy the connection inside the callback */
+} done_log;
+
+static void on_done(dx_tls *t, const dx_error *err, void *u)
+{
+    done_log *d = u;
+    d->calls++;
+    d->t = t;
+    snprintf(d->name, sizeof(d->name), "%s", err ? dx_error_name(err) : "");
+    if (d->destroy)
+        dx_tls_destroy(t);
+}
+
+static bool done_called(void *arg) { return ((done_log *)arg)->calls > 0; }
+
+static void run_until_done(tpair *p, done_log *d, int ms) { h_run(&p->ch, done_called, d, ms); }
+
+static bool client_failed(void *arg) { return ((tpair *)arg)->c.rec.errors > 0; }
+
+/* Node's renegotiate(): either side starts it (i: 0 the server, 1 the
+ * client, on a server that allows it), the callback comes once, data
+ * keeps flowing across it, and the peer is verified anew. */
+START_TEST(renegotiation_from_either_side)
+{
+    dx_tls_ctx *cctx = client_ctx("TLSv1.2"), *sctx = server_ctx(CERT_EC, "TLSv1.2");
+    tpair p;
+    tp_open(&p, H_PIPE, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_servername(p.c.t, "localhost"), 0);
+    ck_assert_int_eq(dx_tls_set_client_renegotiation(p.s.t, true, 0, 0), 0);
+    tp_start(&p);
+    tp_run(&p, both_secure, 5000);
+    ck_assert(dx_tls_authorized(p.c.t));
+    dx_tls *by = _i ? p.c.t : p.s.t;
+    uint8_t fin0[64], fin1[64];
+    size_t n0 = dx_tls_finished(by, fin0, sizeof(fin0));
+    done_log d = {0};
+    ck_assert_int_eq(dx_tls_renegotiate(by, NULL, on_done, &d), 0);
+    ck_assert_uint_eq(d.calls, 0); /* never from inside the call */
+    ck_assert_int_eq(dx_tls_renegotiate(by, NULL, on_done, &d), DX_ESTATE);
+    transfer_both(&p, 200000);
+    run_until_done(&p, &d, 5000);
+    ck_assert_uint_eq(d.calls, 1);
+    ck_assert_str_eq(d.name, "");
+    ck_assert_ptr_eq(d.t, by);
+    size_t n1 = dx_tls_finished(by, fin1, sizeof(fin1));
+    ck_assert(n0 != n1 || memcmp(fin0, fin1, n0) != 0); /* a new handshake */
+    ck_assert(dx_tls_authorized(p.c.t));
+    ck_assert_ptr_nonnull(dx_tls_peer_cert(p.c.t));
+    ck_assert(dx_tls_is_secure(p.s.t));
+    /* And again, now that the first completed. */
+    d.calls = 0;
+    ck_assert_int_eq(dx_tls_renegotiate(by, NULL, on_done, &d), 0);
+    run_until_done(&p, &d, 5000);
+    ck_assert_uint_eq(d.calls, 1);
+    ck_assert_str_eq(d.name, "");
+    ck_assert_uint_eq(p.c.secure, 1); /* no second secure event */
+    ck_assert_uint_eq(p.c.rec.errors + p.s.rec.errors, 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* A server renegotiates to ask for the client's certificate (Node's
+ * renegotiate({requestCert, rejectUnauthorized})): i 0 the client has a
+ * trusted one; 1 none, refused; 2 none, allowed. */
+START_TEST(renegotiation_asks_for_client_certificate)
+{
+    int mode = _i;
+    ctx_opts co = {.cert = mode == 0 ? CERT_CLIENT : -1, .trust_ca = true, .min = "TLSv1.2",
+                   .max = "TLSv1.2"};
+    dx_tls_ctx *cctx = make_ctx(&co), *sctx = server_ctx(CERT_EC, "TLSv1.2");
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    ck_assert_ptr_null(dx_tls_peer_cert(p.s.t));
+    ck_assert(!dx_tls_authorized(p.s.t));
+    done_log d = {0};
+    dx_tls_renegotiate_opts o = {.request_cert = true, .reject_unauthorized = mode != 2};
+    ck_assert_int_eq(dx_tls_renegotiate(p.s.t, &o, on_done, &d), 0);
+    run_until_done(&p, &d, 5000);
+    ck_assert_uint_eq(d.calls, 1);
+    if (mode == 0) {
+        ck_assert_str_eq(d.name, "");
+        ck_assert(dx_tls_authorized(p.s.t));
+        const dx_tls_cert *c = dx_tls_peer_cert(p.s.t);
+        ck_assert_ptr_nonnull(c);
+        ck_assert_str_eq(dx_tls_name_get(dx_tls_cert_subject(c), "CN", 0), "client");
+    } else if (mode == 1) {
+        ck_assert_str_ne(d.name, "");
+        ck_assert_uint_eq(p.s.rec.errors, 1);
+        ck_assert_str_eq(d.name, p.s.rec.error_name);
+        ck_assert_uint_eq(p.c.rec.errors, 1);
+    } else {
+        ck_assert_str_eq(d.name, "");
+        ck_assert(!dx_tls_authorized(p.s.t));
+        ck_assert_str_eq(dx_tls_authorization_error(p.s.t), "UNABLE_TO_GET_ISSUER_CERT");
+        ck_assert(dx_tls_is_secure(p.s.t));
+    }
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Client-initiated renegotiation is refused by default: the client's
+ * callback gets the refusal, and it fails as OpenSSL fails it. */
+START_TEST(client_renegotiation_refused_by_default)
+{
+    dx_tls_ctx *cctx = client_ctx("TLSv1.2"), *sctx = server_ctx(CERT_EC, "TLSv1.2");
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    done_log d = {0};
+    ck_assert_int_eq(dx_tls_renegotiate(p.c.t, NULL, on_done, &d), 0);
+    run_until_done(&p, &d, 5000);
+    ck_assert_uint_eq(d.calls, 1);
+    ck_assert_str_eq(d.name, "ERR_SSL_NO_RENEGOTIATION");
+    ck_assert_uint_eq(p.c.rec.errors, 1);
+    ck_assert_str_eq(p.c.rec.error_name, "ERR_SSL_NO_RENEGOTIATION");
+    tp_close(&p);
+    ck_assert_uint_eq(d.calls, 1);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* CLIENT_RENEG_LIMIT per CLIENT_RENEG_WINDOW, on the connection's clock:
+ * two in the window pass, a third fails the server with
+ * ERR_TLS_SESSION_ATTACK; after the window they pass again. */
+START_TEST(client_renegotiation_limit_per_window)
+{
+    dx_tls_ctx *cctx = client_ctx("TLSv1.2"), *sctx = server_ctx(CERT_EC, "TLSv1.2");
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    fake_now = 5000;
+    ck_assert_int_eq(dx_tls_set_clock(p.s.t, fake_clock, NULL), 0);
+    ck_assert_int_eq(dx_tls_set_client_renegotiation(p.s.t, true, 2, 1000), 0);
+    ck_assert_int_eq(dx_tls_set_client_renegotiation(p.c.t, true, 2, 1000), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_set_client_renegotiation(p.s.t, true, 1001, 1000), DX_EINVAL);
+    tp_start(&p);
+    tp_run(&p, both_secure, 5000);
+    done_log d = {0};
+    /* at 5000, 5500: fine; at 6100 the one of 5000 left the window */
+    const uint64_t at[] = {5000, 5500, 6100};
+    for (int i = 0; i < 3; i++) {
+        fake_now = at[i];
+        ck_assert_int_eq(dx_tls_renegotiate(p.c.t, NULL, on_done, &d), 0);
+        run_until_done(&p, &d, 5000);
+        ck_assert_uint_eq(d.calls, 1);
+        ck_assert_str_eq(d.name, "");
+        d.calls = 0;
+    }
+    /* 6200: the third within [5200, 6200] */
+    fake_now = 6200;
+    ck_assert_int_eq(dx_tls_renegotiate(p.c.t, NULL, on_done, &d), 0);
+    run_until_done(&p, &d, 5000);
+    ck_assert_uint_eq(d.calls, 1);
+    ck_assert_str_ne(d.name, "");
+    ck_assert_uint_eq(p.s.rec.errors, 1);
+    ck_assert_str_eq(p.s.rec.error_name, "ERR_TLS_SESSION_ATTACK");
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Node's disableRenegotiation(): the side that disabled it fails with
+ * ERR_TLS_RENEGOTIATION_DISABLED when the peer tries; its own calls are
+ * refused. i: 0 the client disabled, 1 the server (which allows client
+ * renegotiation otherwise). */
+START_TEST(disabled_renegotiation_fails_the_peer_attempt)
+{
+    dx_tls_ctx *cctx = client_ctx("TLSv1.2"), *sctx = server_ctx(CERT_EC, "TLSv1.2");
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_client_renegotiation(p.s.t, true, 0, 0), 0);
+    tp_start(&p);
+    tp_run(&p, both_secure, 5000);
+    dx_tls *off = _i ? p.s.t : p.c.t, *other = _i ? p.c.t : p.s.t;
+    h_rec *off_rec = _i ? &p.s.rec : &p.c.rec;
+    ck_assert_int_eq(dx_tls_disable_renegotiation(off), 0);
+    done_log d = {0}, mine = {0};
+    ck_assert_int_eq(dx_tls_renegotiate(off, NULL, on_done, &mine), DX_ESTATE);
+    ck_assert_int_eq(dx_tls_renegotiate(other, NULL, on_done, &d), 0);
+    run_until_done(&p, &d, 5000);
+    ck_assert_uint_eq(d.calls, 1);
+    ck_assert_str_eq(d.name, "ERR_SSL_NO_RENEGOTIATION");
+    ck_assert_uint_eq(off_rec->errors, 1);
+    ck_assert_str_eq(off_rec->error_name, "ERR_TLS_RENEGOTIATION_DISABLED");
+    ck_assert_uint_eq(mine.calls, 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* The callback comes exactly once, also when the connection goes first:
+ * i 0 destroyed (ECANCELED), 1 the peer destroyed (the connection's
+ * error), 2 destroyed from inside the callback's own call is safe. */
+START_TEST(renegotiation_callback_when_the_connection_goes)
+{
+    dx_tls_ctx *cctx = client_ctx("TLSv1.2"), *sctx = server_ctx(CERT_EC, "TLSv1.2");
+    tpair p;
+    tp_connect(&p, H_PIPE, NULL, cctx, sctx);
+    done_log d = {.destroy = _i == 2};
+    /* Over pipes nothing moves until the loop runs: the HelloRequest waits
+     * in the pipe. */
+    ck_assert_int_eq(dx_tls_renegotiate(p.s.t, NULL, on_done, &d), 0);
+    ck_assert_msg(d.calls == 0, "called: %s", d.name);
+    if (_i == 1) {
+        dx_tls_destroy(p.c.t); /* and its end of the pipes */
+        p.c.t = NULL;
+        p.ch.a = NULL;
+        run_until_done(&p, &d, 5000);
+        ck_assert_uint_eq(d.calls, 1);
+        ck_assert_str_eq(d.name, p.s.rec.error_name);
+        ck_assert_str_ne(d.name, "");
+    } else {
+        dx_tls_destroy(p.s.t);
+        p.s.t = NULL;
+        p.ch.b = NULL;
+        ck_assert_uint_eq(d.calls, 1);
+        ck_assert_str_eq(d.name, "ECANCELED");
+    }
+    tp_close(&p);
+    ck_assert_uint_eq(d.calls, 1);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Calls that cannot start a handshake say why and never call back. */
+START_TEST(rehandshake_calls_out_of_state)
+{
+    dx_tls_ctx *cctx = client_ctx(versions[_i]), *sctx = server_ctx(CERT_EC, versions[_i]);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    done_log d = {0};
+    ck_assert_int_eq(dx_tls_renegotiate(NULL, NULL, on_done, &d), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_renegotiate(p.c.t, NULL, NULL, &d), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_renegotiate(p.c.t, NULL, on_done, &d), DX_ESTATE);
+    ck_assert_int_eq(dx_tls_request_client_cert(p.c.t, on_done, &d), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_request_client_cert(p.s.t, on_done, &d), DX_ESTATE);
+    ck_assert_int_eq(dx_tls_set_post_handshake_auth(p.s.t, true), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_disable_renegotiation(NULL), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_set_servername(p.c.t, "localhost"), 0);
+    tp_start(&p);
+    ck_assert_int_eq(dx_tls_set_post_handshake_auth(p.c.t, true), DX_ESTATE);
+    ck_assert_int_eq(dx_tls_set_client_renegotiation(p.s.t, true, 0, 0), DX_ESTATE);
+    tp_run(&p, both_secure, 5000);
+    if (_i == 1) {
+        ck_assert_int_eq(dx_tls_renegotiate(p.c.t, NULL, on_done, &d), DX_ENOTSUP);
+        ck_assert_int_eq(dx_tls_renegotiate(p.s.t, NULL, on_done, &d), DX_ENOTSUP);
+        /* The client did not offer post-handshake authentication. */
+        ck_assert_int_eq(dx_tls_request_client_cert(p.s.t, on_done, &d), DX_ENOTSUP);
+    } else {
+        ck_assert_int_eq(dx_tls_request_client_cert(p.s.t, on_done, &d), DX_ENOTSUP);
+    }
+    dx_stream_end(dx_tls_upper(p.c.t));
+    ck_assert_int_eq(dx_tls_renegotiate(p.c.t, NULL, on_done, &d), DX_ESTATE);
+    tp_run(&p, both_closed, 5000);
+    ck_assert_int_eq(dx_tls_renegotiate(p.s.t, NULL, on_done, &d), DX_ESTATE);
+    ck_assert_uint_eq(d.calls, 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* TLS 1.3 post-handshake authentication (beyond Node): i 0 a trusted
+ * certificate comes; 1 none, refused; 2 none, allowed; 3 an untrusted
+ * one, refused. Data flows across it. */
+START_TEST(post_handshake_client_authentication)
+{
+    int mode = _i;
+    int cert = mode == 0 ? CERT_CLIENT : mode == 3 ? CERT_UNTRUSTED : -1;
+    ctx_opts co = {.cert = cert, .trust_ca = true, .min = "TLSv1.3", .max = "TLSv1.3"};
+    dx_tls_ctx *cctx = make_ctx(&co), *sctx = server_ctx(CERT_EC, "TLSv1.3");
+    tpair p;
+    tp_open(&p, H_PIPE, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_servername(p.c.t, "localhost"), 0);
+    ck_assert_int_eq(dx_tls_set_post_handshake_auth(p.c.t, true), 0);
+    ck_assert_int_eq(dx_tls_set_reject_unauthorized(p.s.t, mode != 2), 0);
+    tp_start(&p);
+    tp_run(&p, both_secure, 5000);
+    ck_assert_ptr_null(dx_tls_peer_cert(p.s.t));
+    done_log d = {0};
+    ck_assert_int_eq(dx_tls_request_client_cert(p.s.t, on_done, &d), 0);
+    ck_assert_int_eq(dx_tls_request_client_cert(p.s.t, on_done, &d), DX_ESTATE);
+    if (mode == 0 || mode == 2)
+        transfer_both(&p, 100000);
+    run_until_done(&p, &d, 5000);
+    ck_assert_uint_eq(d.calls, 1);
+    switch (mode) {
+    case 0:
+        ck_assert_str_eq(d.name, "");
+        ck_assert(dx_tls_authorized(p.s.t));
+        ck_assert_str_eq(dx_tls_name_get(dx_tls_cert_subject(dx_tls_peer_cert(p.s.t)), "CN", 0),
+                         "client");
+        break;
+    case 1:
+        ck_assert_str_eq(d.name, p.s.rec.error_name);
+        ck_assert_uint_eq(p.s.rec.errors, 1);
+        h_run(&p.ch, client_failed, &p, 5000);
+        ck_assert_str_eq(p.c.rec.error_name, "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED");
+        break;
+    case 2:
+        ck_assert_str_eq(d.name, "");
+        ck_assert(!dx_tls_authorized(p.s.t));
+        ck_assert_str_eq(dx_tls_authorization_error(p.s.t), "UNABLE_TO_GET_ISSUER_CERT");
+        break;
+    default:
+        ck_assert_str_eq(d.name, "UNABLE_TO_GET_ISSUER_CERT_LOCALLY");
+        ck_assert_str_eq(p.s.rec.error_name, "UNABLE_TO_GET_ISSUER_CERT_LOCALLY");
+        break;
+    }
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 Suite *tls_filter_suite(void)
 {
     Suite *s = suite_create("tls_filter");
@@ -2304,6 +2631,17 @@ Suite *tls_filter_suite(void)
     tcase_add_test(tc, calls_out_of_order_are_refused);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, many_connections_created_and_destroyed);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("rehandshake");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_add_loop_test(tc, renegotiation_from_either_side, 0, 2);
+    tcase_add_loop_test(tc, renegotiation_asks_for_client_certificate, 0, 3);
+    tcase_add_test(tc, client_renegotiation_refused_by_default);
+    tcase_add_test(tc, client_renegotiation_limit_per_window);
+    tcase_add_loop_test(tc, disabled_renegotiation_fails_the_peer_attempt, 0, 2);
+    tcase_add_loop_test(tc, renegotiation_callback_when_the_connection_goes, 0, 3);
+    tcase_add_loop_test(tc, rehandshake_calls_out_of_state, 0, 2);
+    tcase_add_loop_test(tc, post_handshake_client_authentication, 0, 4);
     suite_add_tcase(s, tc);
     return s;
 }

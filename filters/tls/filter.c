@@ -72,6 +72,11 @@ static void free_certs(dx_tls *f)
     f->chain = NULL;
     f->chain_len = 0;
     f->chain_made = false;
+    for (size_t i = 0; i < f->nretired; i++)
+        dx_tls_cert_free(f->retired[i]);
+    dx_free(f->retired);
+    f->retired = NULL;
+    f->nretired = 0;
 }
 
 /* Frees the OpenSSL side; the connection answers as closed from then on. */
@@ -97,6 +102,7 @@ static void tls_unref(dx_tls *f)
         f->pending->f = NULL; /* a late answer only frees it */
     if (f->lookup_pending)
         f->lookup_pending->f = NULL;
+    dx_tls_rehandshake_free(f);
     SSL_SESSION_free(f->resume_sess);
     dx_tls_ctx_unref(f->sni_ctx);
     dx_error_free(f->sni_err);
@@ -426,8 +432,13 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 static void info_cb(const SSL *ssl, int where, int ret)
 {
     dx_tls *f = of_ssl(ssl);
-    if (!f || !(where & SSL_CB_ALERT))
+    if (!f)
         return;
+    if (f->hs_done && (where & (SSL_CB_HANDSHAKE_START | SSL_CB_HANDSHAKE_DONE)))
+        dx_tls_rehandshake_info(f, where);
+    if (!(where & SSL_CB_ALERT))
+        return;
+    dx_tls_rehandshake_alert(f, where, ret);
     size_t used = strlen(f->alerts);
     snprintf(f->alerts + used, sizeof(f->alerts) - used, "%salert %s %s",
              used ? ", " : "", (where & SSL_CB_READ) ? "received" : "sent",
@@ -739,41 +750,86 @@ static bool can_take_clear(const dx_tls *f)
            f->outq.bytes < OUT_MARK;
 }
 
+/* A server's verdict on the client: not authorized when it asked for no
+ * certificate, or got none (as Node). */
+static void settle_server_auth(dx_tls *f)
+{
+    if (f->role != DX_TLS_SERVER)
+        return;
+    if (!f->request_cert) {
+        f->authorized = false;
+        return;
+    }
+    if (!SSL_get0_peer_certificate(f->ssl) && !f->verify_err)
+        dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, "UNABLE_TO_GET_ISSUER_CERT", "tls",
+                                                "the peer sent no certificate"));
+    f->authorized = !f->verify_err;
+}
+
+void dx_tls_retire_certs(dx_tls *f)
+{
+    dx_tls_cert *objs[2] = {f->peer_cert, f->local_cert};
+    size_t n = 2 + f->chain_len;
+    dx_tls_cert **r = dx_realloc(f->retired, (f->nretired + n) * sizeof(*r));
+    if (!r) {
+        /* Without room to keep them the old objects stay in place: they
+         * describe the first handshake. */
+        return;
+    }
+    f->retired = r;
+    for (size_t i = 0; i < 2; i++)
+        if (objs[i])
+            r[f->nretired++] = objs[i];
+    for (size_t i = 0; i < f->chain_len; i++)
+        if (f->chain[i])
+            r[f->nretired++] = f->chain[i];
+    dx_free(f->chain);
+    f->peer_cert = f->local_cert = NULL;
+    f->chain = NULL;
+    f->chain_len = 0;
+    f->chain_made = false;
+}
+
+/* A client that resumed verified no chain now: the session's result
+ * stands, and the name must still match its certificate. */
+static void settle_resumed_client(dx_tls *f)
+{
+    if (f->role != DX_TLS_CLIENT || !SSL_session_reused(f->ssl))
+        return;
+    X509 *peer = SSL_get0_peer_certificate(f->ssl);
+    long v = SSL_get_verify_result(f->ssl);
+    if (v != X509_V_OK)
+        dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, dx_tls_verify_code_name(v), "tls",
+                                                "%s", X509_verify_cert_error_string(v)));
+    else if (!peer)
+        dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, "UNABLE_TO_GET_ISSUER_CERT", "tls",
+                                                "the resumed session has no certificate"));
+    else {
+        dx_error *err = check_identity(f, peer);
+        if (err) {
+            dx_error_default_layer(err, "tls");
+            dx_tls_set_verify_error(f, err);
+        }
+    }
+    f->authorized = !f->verify_err;
+}
+
+bool dx_tls_settle_peer(dx_tls *f)
+{
+    settle_resumed_client(f);
+    settle_server_auth(f);
+    if (f->role == DX_TLS_CLIENT && f->verify_err && f->reject_unauthorized) {
+        dx_tls_fail(f, dx_tls_or_oom(dx_error_copy(f->verify_err)));
+        return false;
+    }
+    return true;
+}
+
 static void handshake_done(dx_tls *f)
 {
     f->hs_done = true;
-    X509 *peer = SSL_get0_peer_certificate(f->ssl);
-    if (f->role == DX_TLS_CLIENT && SSL_session_reused(f->ssl)) {
-        /* No chain was verified now: the session's result stands, and the
-         * name must still match its certificate. */
-        long v = SSL_get_verify_result(f->ssl);
-        if (v != X509_V_OK)
-            dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, dx_tls_verify_code_name(v), "tls", "%s",
-                                             X509_verify_cert_error_string(v)));
-        else if (!peer)
-            dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, "UNABLE_TO_GET_ISSUER_CERT", "tls",
-                                             "the resumed session has no certificate"));
-        else {
-            dx_error *err = check_identity(f, peer);
-            if (err) {
-                dx_error_default_layer(err, "tls");
-                dx_tls_set_verify_error(f, err);
-            }
-        }
-        f->authorized = !f->verify_err;
-        if (f->verify_err && f->reject_unauthorized) {
-            dx_tls_fail(f, dx_tls_or_oom(dx_error_copy(f->verify_err)));
-            return;
-        }
-    }
-    if (f->role == DX_TLS_SERVER && !f->request_cert)
-        f->authorized = false;
-    if (f->role == DX_TLS_SERVER && f->request_cert && !peer && !f->verify_err) {
-        /* No certificate to verify: as Node, not authorized. */
-        dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, "UNABLE_TO_GET_ISSUER_CERT", "tls",
-                                         "the peer sent no certificate"));
-        f->authorized = false;
-    }
+    if (!dx_tls_settle_peer(f))
+        return;
     if (f->role == DX_TLS_CLIENT && f->min_dh_size) {
         EVP_PKEY *k = NULL;
         if (SSL_get_peer_tmp_key(f->ssl, &k) && k) {
@@ -980,8 +1036,10 @@ static void step(dx_tls *f)
             return;
         }
     }
+    dx_tls_rehandshake_before(f);
     step_write(f);
     step_read(f);
+    dx_tls_rehandshake_after(f);
     step_shutdown(f);
 }
 
@@ -1047,6 +1105,11 @@ static void emit_events(dx_tls *f)
             f->sni_cb(f, f->sni_name, f->pending, f->sni_user);
         else if (e->kind == EV_LOOKUP && f->lookup_pending && f->server)
             dx_tls_server_lookup(f->server, f->lookup_id, f->lookup_len, f->lookup_pending);
+        else if (e->kind == EV_REHANDSHAKE && f->re.cb) {
+            dx_tls_done_cb cb = f->re.cb;
+            f->re.cb = NULL;
+            cb(f, NULL, f->re.cb_user);
+        }
         dx_free(e);
     }
     if (f->dead) {
@@ -1264,6 +1327,7 @@ static void upper_close(dx_stream *s)
         return; /* a constructor that failed half-way */
     forget_offers(f);
     tls_ref(f);
+    dx_tls_rehandshake_closed(f, dx_stream_error(s));
     if (f->close_hook) {
         void (*hook)(dx_tls *, void *) = f->close_hook;
         f->close_hook = NULL;
@@ -1497,6 +1561,7 @@ int dx_tls_start(dx_tls *t)
                    (t->reject_unauthorized ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
         SSL_set_verify(t->ssl, mode, NULL);
     }
+    dx_tls_rehandshake_start(t);
     if (t->release_buffers)
         SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
     if (t->hs_timeout)
@@ -1768,6 +1833,29 @@ void dx_tls_check_timeouts(dx_tls *t)
     tls_unref(t);
 }
 
+static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
+                   SSL *ssl, void *arg)
+{
+    (void)arg;
+    dx_tls *f = of_ssl(ssl);
+    if (!f)
+        return;
+#ifndef OPENSSL_NO_SSL_TRACE
+    if (f->trace_bio)
+        SSL_trace(write_p, version, content_type, buf, len, ssl, f->trace_bio);
+#endif
+    if (content_type == SSL3_RT_HANDSHAKE)
+        dx_tls_rehandshake_msg(f, write_p, content_type, buf, len);
+}
+
+void dx_tls_update_msg_callback(dx_tls *f)
+{
+    if (!f->ssl)
+        return;
+    bool want = f->trace_bio || dx_tls_rehandshake_wants_msgs(f);
+    SSL_set_msg_callback(f->ssl, want ? msg_cb : NULL);
+}
+
 int dx_tls_set_trace(dx_tls *t, bool on)
 {
     if (!t)
@@ -1779,15 +1867,12 @@ int dx_tls_set_trace(dx_tls *t, bool on)
         t->trace_bio = BIO_new(BIO_s_mem());
         if (!t->trace_bio)
             return DX_ENOMEM;
-        SSL_set_msg_callback(t->ssl, SSL_trace);
-        SSL_set_msg_callback_arg(t->ssl, t->trace_bio);
     } else if (!on && t->trace_bio) {
-        SSL_set_msg_callback(t->ssl, NULL);
-        SSL_set_msg_callback_arg(t->ssl, NULL);
         BIO_free(t->trace_bio);
         t->trace_bio = NULL;
     }
     t->trace = on;
+    dx_tls_update_msg_callback(t);
     return 0;
 #else
     (void)on;

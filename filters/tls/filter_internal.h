@@ -16,7 +16,14 @@
 
 /* ---- queued TLS events -------------------------------------------------- */
 
-typedef enum ev_kind { EV_KEYLOG, EV_SESSION, EV_TRACE, EV_SNI, EV_LOOKUP } ev_kind;
+typedef enum ev_kind {
+    EV_KEYLOG,
+    EV_SESSION,
+    EV_TRACE,
+    EV_SNI,
+    EV_LOOKUP,
+    EV_REHANDSHAKE, /* ours completed: call re.cb */
+} ev_kind;
 
 /* Where the SNI choice stands. */
 typedef enum sni_state { SNI_NONE, SNI_WAITING, SNI_DONE, SNI_APPLIED, SNI_FAILED } sni_state;
@@ -118,6 +125,26 @@ struct dx_tls {
     size_t alpn_len;
     char alpn_sel[256];
 
+    /* handshakes on an open connection (rehandshake.c) */
+    struct {
+        dx_tls_done_cb cb; /* ours under way, until it is called */
+        void *cb_user;
+        bool want;       /* dx_tls_renegotiate(): start in the next step */
+        bool pha;        /* ours is a post-handshake authentication */
+        bool done;       /* OpenSSL completed a handshake: settle it */
+        bool peer_start; /* the peer started one (renegotiation) */
+        bool disabled, allow_client, offer_pha;
+        unsigned limit;        /* client renegotiations per window */
+        uint64_t window;       /* ms */
+        uint64_t *times;       /* when the last ones came, a ring */
+        unsigned ntimes, next; /* entries used, the oldest */
+        dx_error *refusal;     /* why a peer's handshake fails the connection */
+    } re;
+    /* certificate objects replaced by a later handshake, kept until the
+     * connection is released */
+    dx_tls_cert **retired;
+    size_t nretired;
+
     void (*close_hook)(dx_tls *t, void *arg);
     void *close_arg;
     dx_tls_server *server;
@@ -150,6 +177,35 @@ void dx_tls_set_verify_error(dx_tls *f, dx_error *err);
 uint64_t dx_tls_now(const dx_tls *f);
 /* Traffic: the idle timer starts over. */
 void dx_tls_activity(dx_tls *f);
+
+/* After a handshake: settles the outcome of the peer's verification (a
+ * resumed session's result, a client that sent no certificate) and fails
+ * the connection if it must. Returns false if it failed. */
+bool dx_tls_settle_peer(dx_tls *f);
+/* Retires the certificate objects made so far (they stay valid until the
+ * connection is released); the next getter makes them anew. */
+void dx_tls_retire_certs(dx_tls *f);
+/* The SSL message callback of the connection (trace and the handshakes
+ * of rehandshake.c); installed while either needs it. */
+void dx_tls_update_msg_callback(dx_tls *f);
+
+/* rehandshake.c: hooks of the engine. */
+/* In dx_tls_start(): options that go to the SSL object. */
+void dx_tls_rehandshake_start(dx_tls *f);
+/* The info callback saw a handshake start or end after the first one. */
+void dx_tls_rehandshake_info(dx_tls *f, int where);
+/* The info callback saw an alert (ret as OpenSSL gives it). */
+void dx_tls_rehandshake_alert(dx_tls *f, int where, int ret);
+/* The message callback saw a handshake message (post-handshake auth). */
+void dx_tls_rehandshake_msg(dx_tls *f, int write_p, int type, const void *buf, size_t len);
+/* In every step, before and after the reads and writes. */
+void dx_tls_rehandshake_before(dx_tls *f);
+void dx_tls_rehandshake_after(dx_tls *f);
+/* The connection closes: a callback still waiting gets its error. */
+void dx_tls_rehandshake_closed(dx_tls *f, const dx_error *err);
+/* Whether the message callback is needed. */
+bool dx_tls_rehandshake_wants_msgs(const dx_tls *f);
+void dx_tls_rehandshake_free(dx_tls *f);
 
 static inline dx_error *dx_tls_or_oom(dx_error *e)
 {

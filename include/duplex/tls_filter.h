@@ -309,6 +309,85 @@ DX_EXTERN int dx_tls_set_trace(dx_tls *t, bool on);
  */
 DX_EXTERN int dx_tls_set_max_send_fragment(dx_tls *t, size_t size);
 
+/* ---- handshakes on an open connection ---------------------------------
+ * A TLS 1.2 renegotiation or a TLS 1.3 post-handshake authentication
+ * verifies the peer anew: during it dx_tls_authorized() is false, and once
+ * it completed dx_tls_authorized(), dx_tls_authorization_error() and
+ * dx_tls_peer_cert() tell its outcome (certificate objects obtained
+ * before stay valid until dx_tls_destroy(); the dx_error of
+ * dx_tls_verify_error() until the next such handshake). */
+
+/* Called exactly once for every call that returned 0: err NULL when the
+ * handshake completed, else why not. Like the other TLS events it runs
+ * from the call that brought the peer's answer (before the starting call
+ * returns when the peer answers at once, as a peer in the same process
+ * over a memory pair does). When the connection fails or closes first it
+ * runs as the connection closes, with the connection's error, or
+ * DX_ECANCELED ("ECANCELED") when it was destroyed or ended without one.
+ * dx_tls_destroy() is allowed in it. */
+typedef void (*dx_tls_done_cb)(dx_tls *t, const dx_error *err, void *user);
+
+typedef struct dx_tls_renegotiate_opts {
+    /* Server: ask the client for a certificate (Node's requestCert). */
+    bool request_cert;
+    /* Refuse a peer that fails verification (Node's
+     * rejectUnauthorized). */
+    bool reject_unauthorized;
+} dx_tls_renegotiate_opts;
+
+/*
+ * TLS 1.2 renegotiation (Node's renegotiate()): a new full handshake on
+ * the open connection, either role; data keeps flowing meanwhile. opts
+ * NULL keeps the connection's verification settings. A peer that
+ * refuses fails the connection ("ERR_SSL_NO_RENEGOTIATION" on this side),
+ * as OpenSSL does. Returns 0 (cb will be called), DX_EINVAL (NULL t or
+ * cb), DX_ESTATE (the handshake did not complete, the connection is
+ * closing or closed, one is already under way, or renegotiation was
+ * disabled), DX_ENOTSUP (TLS 1.3, which has no renegotiation:
+ * dx_tls_key_update() and dx_tls_request_client_cert() do its jobs).
+ */
+DX_EXTERN int dx_tls_renegotiate(dx_tls *t, const dx_tls_renegotiate_opts *opts,
+                                 dx_tls_done_cb cb, void *user);
+
+/* Node's disableRenegotiation(): from now on a renegotiation the peer
+ * starts fails the connection with "ERR_TLS_RENEGOTIATION_DISABLED", and
+ * dx_tls_renegotiate() returns DX_ESTATE. Allowed at any time. Returns 0
+ * or DX_EINVAL. */
+DX_EXTERN int dx_tls_disable_renegotiation(dx_tls *t);
+
+/* Node's tls.CLIENT_RENEG_LIMIT and tls.CLIENT_RENEG_WINDOW. */
+#define DX_TLS_CLIENT_RENEG_LIMIT 3u
+#define DX_TLS_CLIENT_RENEG_WINDOW_MS 600000u
+/*
+ * Server: renegotiations the client starts. Refused by default (OpenSSL's
+ * default: the client gets a no_renegotiation alert, which fails it).
+ * With allow they are accepted, at most limit of them in any window_ms
+ * on the connection's clock (0 for either: DX_TLS_CLIENT_RENEG_LIMIT,
+ * DX_TLS_CLIENT_RENEG_WINDOW_MS); one more fails the connection with
+ * "ERR_TLS_SESSION_ATTACK". Returns 0, DX_EINVAL (a client, limit over
+ * 1000), DX_ESTATE (started).
+ */
+DX_EXTERN int dx_tls_set_client_renegotiation(dx_tls *t, bool allow, unsigned limit,
+                                              uint64_t window_ms);
+
+/* Client: offer TLS 1.3 post-handshake authentication (default false), so
+ * that the server may ask for the certificate of the connection's context
+ * at any time (dx_tls_request_client_cert). Returns 0, DX_EINVAL (a
+ * server), DX_ESTATE (started). */
+DX_EXTERN int dx_tls_set_post_handshake_auth(dx_tls *t, bool offer);
+
+/*
+ * Server: asks the client for its certificate now, in TLS 1.3 (beyond
+ * Node): the certificate is verified as with dx_tls_set_request_cert(),
+ * and with reject_unauthorized (the connection's setting) a client that
+ * sends none or fails verification fails the connection. Returns 0 (cb
+ * will be called), DX_EINVAL (NULL t or cb, a client), DX_ESTATE (the
+ * handshake did not complete, closing or closed, one already under way),
+ * DX_ENOTSUP (not TLS 1.3, or the client did not offer post-handshake
+ * authentication).
+ */
+DX_EXTERN int dx_tls_request_client_cert(dx_tls *t, dx_tls_done_cb cb, void *user);
+
 /*
  * TLS 1.3 KeyUpdate (beyond Node): the next records go under fresh keys,
  * and with request_peer the peer is asked to update its own. Sent at once.
