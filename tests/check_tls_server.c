@@ -18,6 +18,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "harness.h"
 #include "peer.h"
 
@@ -852,6 +854,230 @@ START_TEST(server_defaults_reach_accepted_connections)
 }
 END_TEST
 
+/* ---- ALPN chosen by the application ------------------------------------------ */
+
+typedef struct alpn_pick {
+    unsigned calls;
+    char seen[128];
+    char servername[64];
+    int answer; /* the index to return */
+} alpn_pick;
+
+static int pick_alpn(dx_tls *t, const char *const *protocols, size_t count, void *u)
+{
+    alpn_pick *a = u;
+    a->calls++;
+    a->seen[0] = '\0';
+    for (size_t i = 0; i < count; i++) {
+        strcat(a->seen, protocols[i]);
+        strcat(a->seen, i + 1 < count ? "," : "");
+    }
+    snprintf(a->servername, sizeof(a->servername), "%s",
+             dx_tls_servername(t) ? dx_tls_servername(t) : "");
+    return a->answer;
+}
+
+/* Node's ALPNCallback, on the server and on a standalone connection: it
+ * sees the client's list and the name, its index is the protocol, -1
+ * fails with no_application_protocol; it and a list exclude each other.
+ * i: bit 0 version, bit 1 refuse. */
+START_TEST(alpn_callback_chooses_the_protocol)
+{
+    const char *v = versions[_i & 1];
+    bool refuse = _i & 2;
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v), *cctx = ctx_for(-1, v);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    alpn_pick a = {.answer = refuse ? -1 : 1};
+    ck_assert_int_eq(dx_tls_server_set_alpn_callback(srv, pick_alpn, &a), 0);
+    static const char *const list[] = {"h2", NULL};
+    ck_assert_int_eq(dx_tls_server_set_alpn_protocols(srv, list), DX_EINVAL);
+    srv_log l = {0};
+    ck_assert_int_eq(dx_tls_server_set_events(srv, &srv_events, &l), 0);
+    static const char *const offer[] = {"spdy/3", "imap", "h2", NULL};
+    conn k;
+    connect_to(&k, srv, cctx, "default.test", offer);
+    ck_assert_uint_eq(a.calls, 1);
+    ck_assert_str_eq(a.seen, "spdy/3,imap,h2");
+    ck_assert_str_eq(a.servername, "default.test");
+    if (refuse) {
+        ck_assert_uint_eq(k.c_secure, 0);
+        ck_assert_str_eq(k.rc.error_name, "ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL");
+        ck_assert_uint_eq(l.client_errors, 1);
+    } else {
+        ck_assert_str_eq(dx_tls_alpn_protocol(k.c), "imap");
+        ck_assert_str_eq(dx_tls_alpn_protocol(k.s), "imap");
+    }
+    conn_close(&k);
+    /* A client that offers nothing: no call, no protocol. */
+    connect_to(&k, srv, cctx, "default.test", NULL);
+    ck_assert_uint_eq(a.calls, 1);
+    ck_assert_uint_eq(k.c_secure, 1);
+    ck_assert_ptr_null(dx_tls_alpn_protocol(k.s));
+    conn_close(&k);
+    /* On a connection: a list then a callback, and the other way round. */
+    dx_tls *t;
+    ck_assert_int_eq(dx_tls_new(dflt, DX_TLS_SERVER, &t), 0);
+    ck_assert_int_eq(dx_tls_set_alpn_protocols(t, list), 0);
+    ck_assert_int_eq(dx_tls_set_alpn_callback(t, pick_alpn, &a), DX_EINVAL);
+    dx_tls_destroy(t);
+    ck_assert_int_eq(dx_tls_new(dflt, DX_TLS_SERVER, &t), 0);
+    ck_assert_int_eq(dx_tls_set_alpn_callback(t, pick_alpn, &a), 0);
+    ck_assert_int_eq(dx_tls_set_alpn_protocols(t, list), DX_EINVAL);
+    dx_tls_destroy(t);
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &t), 0);
+    ck_assert_int_eq(dx_tls_set_alpn_callback(t, pick_alpn, &a), DX_EINVAL);
+    dx_tls_destroy(t);
+    ck_assert_int_eq(dx_tls_server_set_alpn_callback(srv, NULL, NULL), 0);
+    ck_assert_int_eq(dx_tls_server_set_alpn_protocols(srv, list), 0);
+    ck_assert_int_eq(dx_tls_server_set_alpn_callback(srv, pick_alpn, &a), DX_EINVAL);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* ---- client certificates per SNI context ------------------------------------------ */
+
+static dx_tls_ctx *ctx_requesting(int cert, const char *version)
+{
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    const char *capem = dx_pki_cert_pem(ca);
+    ck_assert_int_eq(dx_tls_config_add_ca(cfg, capem, strlen(capem)), 0);
+    const char *c = dx_pki_cert_pem(certs[cert]), *k = dx_pki_key_pem(certs[cert]);
+    ck_assert_int_eq(dx_tls_config_add_cert(cfg, c, strlen(c), k, strlen(k), NULL), 0);
+    ck_assert_int_eq(dx_tls_config_set_min_version(cfg, version), 0);
+    ck_assert_int_eq(dx_tls_config_set_max_version(cfg, version), 0);
+    ck_assert_int_eq(dx_tls_config_set_request_cert(cfg, true, true), 0);
+    ck_assert_int_eq(dx_tls_config_set_request_cert(NULL, true, true), DX_EINVAL);
+    dx_tls_ctx *ctx;
+    ck_assert_int_eq(dx_tls_ctx_new(cfg, &ctx, NULL), 0);
+    dx_tls_config_free(cfg);
+    return ctx;
+}
+
+static void sni_strict_name(dx_tls_server *srv, dx_tls *t, const char *name, dx_tls_pending *p,
+                            void *u)
+{
+    (void)srv, (void)t;
+    srv_log *l = u;
+    l->snis++;
+    dx_tls_sni_done(p, strcmp(name, "a.example.com") ? NULL : l->sni_ctx, NULL);
+}
+
+/* One name requires client certificates, the others do not: the context
+ * SNI chooses (from the table, or by on_sni later) decides. i: bit 0
+ * version, bit 1 on_sni. */
+START_TEST(client_certificate_required_per_sni_context)
+{
+    const char *v = versions[_i & 1];
+    bool by_callback = _i & 2;
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v), *a = ctx_requesting(C_A, v);
+    dx_tls_ctx *anon = ctx_for(-1, v), *withcert = ctx_for(C_NEW, v);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_add_context(srv, "a.example.com", a), 0);
+    srv_log l = {.sni_ctx = a};
+    if (by_callback) {
+        dx_tls_server_events ev = srv_events;
+        ev.on_sni = sni_strict_name;
+        ck_assert_int_eq(dx_tls_server_set_events(srv, &ev, &l), 0);
+    }
+    conn k;
+    /* the default name: no certificate asked for */
+    connect_to(&k, srv, anon, "default.test", NULL);
+    ck_assert_uint_eq(k.c_secure, 1);
+    ck_assert_uint_eq(k.rs.errors, 0);
+    ck_assert(!dx_tls_authorized(k.s));
+    ck_assert_ptr_null(dx_tls_peer_cert(k.s));
+    conn_close(&k);
+    /* the strict name, with a certificate: verified */
+    connect_to(&k, srv, withcert, "a.example.com", NULL);
+    ck_assert_uint_eq(k.c_secure, 1);
+    ck_assert_str_eq(served_cn(&k), "a");
+    ck_assert(dx_tls_authorized(k.s));
+    ck_assert_str_eq(dx_tls_name_get(dx_tls_cert_subject(dx_tls_peer_cert(k.s)), "CN", 0),
+                     "new");
+    conn_close(&k);
+    /* the strict name, without: refused */
+    connect_to(&k, srv, anon, "a.example.com", NULL);
+    ck_assert_uint_eq(k.rs.errors, 1);
+    ck_assert_uint_eq(k.rc.errors, 1);
+    if (!strcmp(v, "TLSv1.3"))
+        ck_assert_str_eq(k.rc.error_name, "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED");
+    conn_close(&k);
+    /* a server-wide setting is the default; the context SNI chose, which
+     * sets its own, still decides */
+    ck_assert_int_eq(dx_tls_server_set_request_cert(srv, true, false), 0);
+    connect_to(&k, srv, anon, "default.test", NULL);
+    ck_assert_uint_eq(k.c_secure, 1);
+    ck_assert_uint_eq(k.rs.errors, 0);
+    ck_assert_str_eq(dx_tls_authorization_error(k.s), "UNABLE_TO_GET_ISSUER_CERT");
+    conn_close(&k);
+    connect_to(&k, srv, anon, "a.example.com", NULL);
+    ck_assert_uint_eq(k.rs.errors, 1);
+    conn_close(&k);
+    ck_assert_uint_eq(l.snis, by_callback ? 5u : 0u);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(a);
+    dx_tls_ctx_unref(anon);
+    dx_tls_ctx_unref(withcert);
+}
+END_TEST
+
+/* The server's settings for truncation, record buffers and client
+ * renegotiation reach the connections it accepts. */
+static void on_reneg(dx_tls *t, const dx_error *err, void *u)
+{
+    (void)t;
+    char *name = u;
+    snprintf(name, 64, "%s", err ? dx_error_name(err) : "ok");
+}
+
+START_TEST(server_connection_policies_reach_accepted_connections)
+{
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, "TLSv1.2"), *cctx = ctx_for(-1, "TLSv1.2");
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    conn k;
+    char reneg[64] = "";
+    /* defaults: a client renegotiation is refused; buffers kept */
+    connect_to(&k, srv, cctx, "default.test", NULL);
+    ck_assert(!(SSL_get_mode(dx_tls_openssl(k.s)) & SSL_MODE_RELEASE_BUFFERS));
+    ck_assert_int_eq(dx_tls_renegotiate(k.c, NULL, on_reneg, reneg), 0);
+    ck_assert_str_eq(reneg, "ERR_SSL_NO_RENEGOTIATION");
+    conn_close(&k);
+    ck_assert_int_eq(dx_tls_server_set_allow_truncation(srv, true), 0);
+    ck_assert_int_eq(dx_tls_server_set_release_buffers(srv, true), 0);
+    ck_assert_int_eq(dx_tls_server_set_client_renegotiation(srv, true, 1, 60000), 0);
+    ck_assert_int_eq(dx_tls_server_set_client_renegotiation(srv, true, 1001, 1), DX_EINVAL);
+    connect_to(&k, srv, cctx, "default.test", NULL);
+    ck_assert(SSL_get_mode(dx_tls_openssl(k.s)) & SSL_MODE_RELEASE_BUFFERS);
+    ck_assert_int_eq(dx_tls_renegotiate(k.c, NULL, on_reneg, reneg), 0);
+    ck_assert_str_eq(reneg, "ok");
+    ck_assert_int_eq(dx_tls_renegotiate(k.c, NULL, on_reneg, reneg), 0);
+    ck_assert_str_ne(reneg, "ok"); /* the server went */
+    ck_assert_str_eq(k.rs.error_name, "ERR_TLS_SESSION_ATTACK");
+    conn_close(&k);
+    /* truncation allowed: the transport's end is an end */
+    connect_to(&k, srv, cctx, "default.test", NULL);
+    dx_tls *c = k.c;
+    k.c = NULL;
+    dx_tls_destroy(c); /* the client's transport goes without close_notify */
+    ck_assert_uint_eq(k.rs.ends, 1);
+    ck_assert_uint_eq(k.rs.errors, 0);
+    ck_assert(!dx_tls_clean_end(k.s));
+    conn_close(&k);
+    ck_assert_int_eq(dx_tls_server_set_allow_truncation(NULL, true), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_server_set_release_buffers(NULL, true), DX_EINVAL);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
 /* ---- real peers: openssl s_client and s_server ----------------------------- */
 
 typedef struct echo {
@@ -1169,11 +1395,13 @@ Suite *tls_server_suite(void)
     tcase_add_test(tc, sni_answer_after_destroy);
     tcase_add_test(tc, standalone_connection_sni_callback);
     tcase_add_test(tc, set_context_swaps_for_new_connections);
+    tcase_add_loop_test(tc, client_certificate_required_per_sni_context, 0, 4);
     suite_add_tcase(s, tc);
     tc = tcase_create("alpn");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
     tcase_add_loop_test(tc, alpn_agreement_and_refusal, 0, 8);
     tcase_add_test(tc, alpn_lists_are_checked);
+    tcase_add_loop_test(tc, alpn_callback_chooses_the_protocol, 0, 4);
     suite_add_tcase(s, tc);
     tc = tcase_create("events");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
@@ -1188,6 +1416,7 @@ Suite *tls_server_suite(void)
     tcase_add_loop_test(tc, external_store_answers_now_or_later, 0, 4);
     tcase_add_loop_test(tc, resumption_with_client_certificates, 0, 4);
     tcase_add_test(tc, server_defaults_reach_accepted_connections);
+    tcase_add_test(tc, server_connection_policies_reach_accepted_connections);
     suite_add_tcase(s, tc);
     tc = tcase_create("peer");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);

@@ -80,6 +80,7 @@ struct dx_tls_config {
     uint8_t sid_ctx[SSL_MAX_SID_CTX_LENGTH];
     size_t sid_ctx_len;
     unsigned session_timeout;
+    bool verify_set, request_cert, reject_unauthorized;
 };
 
 int dx_tls_config_new(dx_tls_config **out)
@@ -354,6 +355,16 @@ int dx_tls_config_set_session_id_context(dx_tls_config *cfg, const void *id,
     return 0;
 }
 
+int dx_tls_config_set_request_cert(dx_tls_config *cfg, bool request, bool reject_unauthorized)
+{
+    if (!cfg)
+        return DX_EINVAL;
+    cfg->verify_set = true;
+    cfg->request_cert = request;
+    cfg->reject_unauthorized = reject_unauthorized;
+    return 0;
+}
+
 int dx_tls_config_set_session_timeout(dx_tls_config *cfg, unsigned seconds)
 {
     if (!cfg || seconds == 0 || seconds > 0x7fffffffu)
@@ -450,6 +461,7 @@ struct dx_tls_ctx {
     atomic_uint refs;
     SSL_CTX *ssl;
     bool honor_cipher_order;
+    bool verify_set, request_cert, reject_unauthorized;
 };
 
 SSL_CTX *dx_tls_ctx_ssl(const dx_tls_ctx *ctx) { return ctx->ssl; }
@@ -1018,6 +1030,9 @@ int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out, dx_error **err)
     ctx->ssl = ssl;
     atomic_init(&ctx->refs, 1);
     ctx->honor_cipher_order = cfg->honor_cipher_order;
+    ctx->verify_set = cfg->verify_set;
+    ctx->request_cert = cfg->request_cert;
+    ctx->reject_unauthorized = cfg->reject_unauthorized;
     dx_live_inc();
     *out = ctx;
     return 0;
@@ -1040,6 +1055,15 @@ void dx_tls_ctx_unref(dx_tls_ctx *ctx)
 }
 
 void *dx_tls_ctx_openssl(const dx_tls_ctx *ctx) { return ctx ? ctx->ssl : NULL; }
+
+bool dx_tls_ctx_client_verify(const dx_tls_ctx *ctx, bool *request, bool *reject)
+{
+    if (!ctx->verify_set)
+        return false;
+    *request = ctx->request_cert;
+    *reject = ctx->reject_unauthorized;
+    return true;
+}
 
 bool dx_tls_ctx_honor_cipher_order(const dx_tls_ctx *ctx)
 {

@@ -641,6 +641,14 @@ static SSL_SESSION *get_session_cb(SSL *ssl, const unsigned char *id, int len, i
     return dx_tls_server_session_get(f->server, id, (unsigned)len);
 }
 
+/* A server's verification mode for its options. */
+static int verify_mode_of(const dx_tls *f)
+{
+    if (!f->request_cert)
+        return SSL_VERIFY_NONE;
+    return SSL_VERIFY_PEER | (f->reject_unauthorized ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
+}
+
 /*
  * Every ClientHello a server reads passes here first: the name is kept
  * (readable also if the handshake then fails), and the application's SNI
@@ -664,6 +672,11 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
                      (SSL_client_hello_get0_session_id(ssl, &p) > 0 &&
                       !hello_offers_tls13(ssl));
     }
+    if (f->sni == SNI_NONE && f->sni_resolve && !f->sni_cb && f->sni_name[0]) {
+        dx_tls_ctx *ctx = f->sni_resolve(f->sni_resolve_arg, f->sni_name);
+        f->sni_ctx = ctx ? dx_tls_ctx_ref(ctx) : NULL;
+        f->sni = SNI_DONE;
+    }
     switch (f->sni) {
     case SNI_NONE:
         if (!f->sni_cb || !f->sni_name[0])
@@ -685,6 +698,9 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
             *al = SSL_AD_INTERNAL_ERROR;
             return SSL_CLIENT_HELLO_ERROR;
         }
+        if (f->sni_ctx &&
+            dx_tls_ctx_client_verify(f->sni_ctx, &f->request_cert, &f->reject_unauthorized))
+            SSL_set_verify(ssl, verify_mode_of(f), NULL);
         f->sni = SNI_APPLIED;
         return session_lookup(f, ssl, al);
     case SNI_APPLIED:
@@ -696,6 +712,47 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
     }
 }
 
+/* ALPN chosen by the application: the client's list as strings, and the
+ * index it picks. */
+static int alpn_choose(dx_tls *f, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < inlen; i += 1 + (size_t)in[i]) {
+        if (in[i] == 0 || i + 1 + in[i] > inlen)
+            return SSL_TLSEXT_ERR_ALERT_FATAL; /* malformed: OpenSSL checks first */
+        count++;
+    }
+    if (!count)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    /* One block: the pointers, where each entry starts in the list, and
+     * the names with their NULs (as many bytes as the list). */
+    char **names = dx_malloc(count * (sizeof(char *) + sizeof(size_t)) + inlen);
+    if (!names) {
+        f->oom = true;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    size_t *where = (size_t *)(names + count);
+    char *text = (char *)(where + count);
+    size_t k = 0;
+    for (size_t i = 0; i < inlen; i += 1 + (size_t)in[i], k++) {
+        names[k] = text;
+        where[k] = i;
+        memcpy(text, in + i + 1, in[i]);
+        text += in[i];
+        *text++ = '\0';
+    }
+    int pick = f->alpn_cb(f, (const char *const *)names, count, f->alpn_user);
+    int rc = SSL_TLSEXT_ERR_ALERT_FATAL;
+    if (pick >= 0 && (size_t)pick < count) {
+        *out = in + where[pick] + 1;
+        *outlen = in[where[pick]];
+        rc = SSL_TLSEXT_ERR_OK;
+    }
+    dx_free(names);
+    return rc;
+}
+
 /* ALPN on servers: the first protocol of the server's list the client
  * offered; none in common is fatal (RFC 7301: no_application_protocol). */
 static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -703,6 +760,8 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
 {
     (void)arg;
     dx_tls *f = of_ssl(ssl);
+    if (f && f->alpn_cb)
+        return alpn_choose(f, out, outlen, in, inlen);
     if (!f || !f->alpn_len)
         return SSL_TLSEXT_ERR_NOACK;
     unsigned char *sel;
@@ -1418,6 +1477,8 @@ int dx_tls_new(dx_tls_ctx *ctx, dx_tls_role role, dx_tls **out)
     f->ctx = dx_tls_ctx_ref(ctx);
     f->role = role;
     f->reject_unauthorized = true;
+    if (role == DX_TLS_SERVER)
+        dx_tls_ctx_client_verify(ctx, &f->request_cert, &f->reject_unauthorized);
     f->min_dh_size = 1024;
     f->clock = mono_ms;
     f->hs_timeout = DX_TLS_DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -1555,11 +1616,7 @@ int dx_tls_start(dx_tls *t)
         }
     } else {
         SSL_set_accept_state(t->ssl);
-        int mode = SSL_VERIFY_NONE;
-        if (t->request_cert)
-            mode = SSL_VERIFY_PEER |
-                   (t->reject_unauthorized ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
-        SSL_set_verify(t->ssl, mode, NULL);
+        SSL_set_verify(t->ssl, verify_mode_of(t), NULL);
     }
     dx_tls_rehandshake_start(t);
     if (t->release_buffers)
@@ -1644,6 +1701,13 @@ void dx_tls_set_close_hook(dx_tls *t, void (*hook)(dx_tls *t, void *arg), void *
     t->close_arg = arg;
 }
 
+void dx_tls_set_sni_resolver(dx_tls *t, dx_tls_ctx *(*fn)(void *arg, const char *name),
+                             void *arg)
+{
+    t->sni_resolve = fn;
+    t->sni_resolve_arg = arg;
+}
+
 int dx_tls_set_sni_callback(dx_tls *t, dx_tls_sni_cb cb, void *user)
 {
     BEFORE_START(t);
@@ -1701,7 +1765,7 @@ int dx_tls_session_found(dx_tls_pending *p, const void *session, size_t len)
 int dx_tls_set_alpn_protocols(dx_tls *t, const char *const *protocols)
 {
     BEFORE_START(t);
-    if (!protocols || !protocols[0])
+    if (!protocols || !protocols[0] || t->alpn_cb)
         return DX_EINVAL;
     size_t len = 0;
     for (const char *const *p = protocols; *p; p++) {
@@ -1722,6 +1786,16 @@ int dx_tls_set_alpn_protocols(dx_tls *t, const char *const *protocols)
     dx_free(t->alpn);
     t->alpn = wire;
     t->alpn_len = len;
+    return 0;
+}
+
+int dx_tls_set_alpn_callback(dx_tls *t, dx_tls_alpn_cb cb, void *user)
+{
+    BEFORE_START(t);
+    if (t->role != DX_TLS_SERVER || (cb && t->alpn))
+        return DX_EINVAL;
+    t->alpn_cb = cb;
+    t->alpn_user = user;
     return 0;
 }
 

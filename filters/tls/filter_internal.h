@@ -110,6 +110,8 @@ struct dx_tls {
     /* SNI and ALPN */
     dx_tls_sni_cb sni_cb;
     void *sni_user;
+    dx_tls_ctx *(*sni_resolve)(void *arg, const char *name);
+    void *sni_resolve_arg;
     sni_state sni;
     dx_tls_pending *pending;
     dx_tls_ctx *sni_ctx;
@@ -123,6 +125,8 @@ struct dx_tls {
     size_t lookup_len;
     uint8_t *alpn; /* wire format */
     size_t alpn_len;
+    dx_tls_alpn_cb alpn_cb;
+    void *alpn_user;
     char alpn_sel[256];
 
     /* handshakes on an open connection (rehandshake.c) */

@@ -29,7 +29,13 @@ struct dx_tls_server {
     ctx_entry *contexts; /* the newest first */
     dx_tls_server_events ev;
     void *user;
-    bool request_cert, reject_unauthorized, allow_half_open, timeout_set;
+    bool request_set, request_cert, reject_unauthorized, allow_half_open, timeout_set;
+    bool allow_truncation, release_buffers;
+    bool client_reneg;
+    unsigned reneg_limit;
+    uint64_t reneg_window;
+    dx_tls_alpn_cb alpn_cb;
+    void *alpn_user;
     uint64_t handshake_timeout;
     char **alpn; /* NULL-terminated, or NULL */
     size_t open;
@@ -205,6 +211,7 @@ int dx_tls_server_set_request_cert(dx_tls_server *srv, bool request, bool reject
 {
     if (!srv)
         return DX_EINVAL;
+    srv->request_set = true;
     srv->request_cert = request;
     srv->reject_unauthorized = reject;
     return 0;
@@ -212,7 +219,7 @@ int dx_tls_server_set_request_cert(dx_tls_server *srv, bool request, bool reject
 
 int dx_tls_server_set_alpn_protocols(dx_tls_server *srv, const char *const *protocols)
 {
-    if (!srv)
+    if (!srv || (protocols && protocols[0] && srv->alpn_cb))
         return DX_EINVAL;
     size_t total = 0;
     for (size_t i = 0; protocols && protocols[i]; i++) {
@@ -222,6 +229,42 @@ int dx_tls_server_set_alpn_protocols(dx_tls_server *srv, const char *const *prot
             return DX_EINVAL;
     }
     return copy_alpn(&srv->alpn, protocols);
+}
+
+int dx_tls_server_set_alpn_callback(dx_tls_server *srv, dx_tls_alpn_cb cb, void *user)
+{
+    if (!srv || (cb && srv->alpn))
+        return DX_EINVAL;
+    srv->alpn_cb = cb;
+    srv->alpn_user = user;
+    return 0;
+}
+
+int dx_tls_server_set_allow_truncation(dx_tls_server *srv, bool allow)
+{
+    if (!srv)
+        return DX_EINVAL;
+    srv->allow_truncation = allow;
+    return 0;
+}
+
+int dx_tls_server_set_release_buffers(dx_tls_server *srv, bool release)
+{
+    if (!srv)
+        return DX_EINVAL;
+    srv->release_buffers = release;
+    return 0;
+}
+
+int dx_tls_server_set_client_renegotiation(dx_tls_server *srv, bool allow, unsigned limit,
+                                           uint64_t window_ms)
+{
+    if (!srv || limit > 1000)
+        return DX_EINVAL;
+    srv->client_reneg = allow;
+    srv->reneg_limit = limit;
+    srv->reneg_window = window_ms;
+    return 0;
 }
 
 int dx_tls_server_set_allow_half_open(dx_tls_server *srv, bool allow)
@@ -390,11 +433,10 @@ static void on_handshake_error(dx_tls *t, const dx_error *err, void *u)
 static void on_sni(dx_tls *t, const char *name, dx_tls_pending *p, void *u)
 {
     dx_tls_server *srv = u;
-    if (srv->ev.on_sni)
-        srv->ev.on_sni(srv, t, name, p, srv->user);
-    else
-        dx_tls_sni_done(p, context_for(srv, name), NULL);
+    srv->ev.on_sni(srv, t, name, p, srv->user);
 }
+
+static dx_tls_ctx *resolve_sni(void *u, const char *name) { return context_for(u, name); }
 
 static void on_closed(dx_tls *t, void *u)
 {
@@ -427,13 +469,25 @@ int dx_tls_server_accept(dx_tls_server *srv, dx_stream *transport, dx_tls **out)
     if (srv->no_tickets)
         SSL_set_options(dx_tls_openssl(t), SSL_OP_NO_TICKET);
     srv->stats.accepted++;
-    dx_tls_set_request_cert(t, srv->request_cert);
-    dx_tls_set_reject_unauthorized(t, srv->reject_unauthorized);
+    if (srv->request_set) {
+        dx_tls_set_request_cert(t, srv->request_cert);
+        dx_tls_set_reject_unauthorized(t, srv->reject_unauthorized);
+    }
     dx_tls_set_allow_half_open(t, srv->allow_half_open);
+    dx_tls_set_allow_truncation(t, srv->allow_truncation);
+    dx_tls_set_release_buffers(t, srv->release_buffers);
+    dx_tls_set_client_renegotiation(t, srv->client_reneg, srv->reneg_limit, srv->reneg_window);
     if (srv->timeout_set)
         dx_tls_set_handshake_timeout(t, srv->handshake_timeout);
-    dx_tls_set_sni_callback(t, on_sni, srv);
+    /* A name is looked up in the table at once; only the application's
+     * choice makes the handshake wait. */
+    if (srv->ev.on_sni)
+        dx_tls_set_sni_callback(t, on_sni, srv);
+    else if (srv->contexts)
+        dx_tls_set_sni_resolver(t, resolve_sni, srv);
     dx_tls_set_clock(t, srv->clock, srv->clock_arg);
+    if (srv->alpn_cb)
+        dx_tls_set_alpn_callback(t, srv->alpn_cb, srv->alpn_user);
     if (srv->alpn && (rc = dx_tls_set_alpn_protocols(t, (const char *const *)srv->alpn)) != 0) {
         dx_tls_destroy(t);
         dx_stream_destroy(transport);

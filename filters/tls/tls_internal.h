@@ -10,6 +10,10 @@
 /* The context's SSL_CTX (shared; never modified after the build). */
 SSL_CTX *dx_tls_ctx_ssl(const dx_tls_ctx *ctx);
 
+/* The client verification a context sets (dx_tls_config_set_request_cert):
+ * false when it sets none. */
+bool dx_tls_ctx_client_verify(const dx_tls_ctx *ctx, bool *request, bool *reject);
+
 /* Node's code string for an OpenSSL error: ERR_OSSL_<LIB>_<REASON>, or
  * ERR_SSL_<REASON> for the SSL library. */
 void dx_tls_openssl_code(unsigned long e, char *out, size_t size);
@@ -23,6 +27,11 @@ dx_error *dx_tls_error_openssl(const char *option, const char *fallback);
  * the callbacks that report to connections (verification, keylog,
  * sessions). 0 or DX_ENOMEM. */
 int dx_tls_ctx_prepare(SSL_CTX *ssl);
+
+/* Server: a choice of context by name made at once, without waiting
+ * (the server's table of dx_tls_server_add_context()); NULL: none. */
+void dx_tls_set_sni_resolver(dx_tls *t, dx_tls_ctx *(*fn)(void *arg, const char *name),
+                             void *arg);
 
 /* Called once when the connection closes (its upper stream), for an owner
  * that counts connections (the TLS server). */

@@ -217,6 +217,17 @@ DX_EXTERN int dx_tls_config_set_session_id_context(dx_tls_config *cfg,
  * otherwise). */
 DX_EXTERN int dx_tls_config_set_session_timeout(dx_tls_config *cfg,
                                                 unsigned seconds);
+/*
+ * Servers: whether connections served with this context ask the client
+ * for a certificate, and refuse one that fails verification (Node's
+ * requestCert and rejectUnauthorized, per context). Unset by default.
+ * When set it is the default of dx_tls_set_request_cert() and
+ * dx_tls_set_reject_unauthorized() for connections made on the context,
+ * and it applies when SNI chooses the context, so that one name may
+ * require client certificates while others do not. Returns 0 or DX_EINVAL.
+ */
+DX_EXTERN int dx_tls_config_set_request_cert(dx_tls_config *cfg, bool request,
+                                             bool reject_unauthorized);
 
 /*
  * Builds a context from cfg, which stays the caller's and may be freed or

@@ -251,10 +251,25 @@ DX_EXTERN int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx, dx_error *err)
  * order; a server chooses the first of its list that the client offered,
  * and fails the handshake with the no_application_protocol alert when
  * none is (a client that offers nothing gets no protocol). Returns 0,
- * DX_EINVAL (an empty list or name, a name over 255 bytes), DX_ESTATE,
- * DX_ENOMEM.
+ * DX_EINVAL (an empty list or name, a name over 255 bytes, an ALPN
+ * callback already set), DX_ESTATE, DX_ENOMEM.
  */
 DX_EXTERN int dx_tls_set_alpn_protocols(dx_tls *t, const char *const *protocols);
+/*
+ * Server: the application chooses the protocol (Node's ALPNCallback).
+ * cb gets the client's protocols in its order (count >= 1; strings valid
+ * during the call) and returns the index of the one to use, or -1 for
+ * none, which fails the handshake with the no_application_protocol alert.
+ * Not called when the client offers no ALPN. It runs during the
+ * handshake, inside OpenSSL: it may read the connection
+ * (dx_tls_servername()) but must not write to, end or destroy it. Either
+ * this or dx_tls_set_alpn_protocols(), not both (Node's
+ * ERR_TLS_ALPN_CALLBACK_WITH_PROTOCOLS). cb NULL removes it. Returns 0,
+ * DX_EINVAL (a client, a list already set), DX_ESTATE.
+ */
+typedef int (*dx_tls_alpn_cb)(dx_tls *t, const char *const *protocols, size_t count,
+                              void *user);
+DX_EXTERN int dx_tls_set_alpn_callback(dx_tls *t, dx_tls_alpn_cb cb, void *user);
 
 /* Keep the write side open after the peer's close_notify (Node's
  * allowHalfOpen; default false). */

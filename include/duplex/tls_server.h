@@ -75,14 +75,25 @@ DX_EXTERN int dx_tls_server_add_context(dx_tls_server *srv, const char *hostname
                                         dx_tls_ctx *ctx);
 
 /* Defaults of the connections accepted from now on. ALPN: as
- * dx_tls_set_alpn_protocols(); NULL or an empty list offers none. All
- * return 0, DX_EINVAL, DX_ENOMEM. */
+ * dx_tls_set_alpn_protocols(); NULL or an empty list offers none. Client
+ * certificates: without the server's setting, the default context's
+ * (dx_tls_config_set_request_cert()) applies; a context chosen by SNI that
+ * sets its own overrides either. All return 0, DX_EINVAL, DX_ENOMEM. */
 DX_EXTERN int dx_tls_server_set_request_cert(dx_tls_server *srv, bool request,
                                              bool reject_unauthorized);
 DX_EXTERN int dx_tls_server_set_alpn_protocols(dx_tls_server *srv,
                                                const char *const *protocols);
 DX_EXTERN int dx_tls_server_set_allow_half_open(dx_tls_server *srv, bool allow);
 DX_EXTERN int dx_tls_server_set_handshake_timeout(dx_tls_server *srv, uint64_t ms);
+DX_EXTERN int dx_tls_server_set_allow_truncation(dx_tls_server *srv, bool allow);
+DX_EXTERN int dx_tls_server_set_release_buffers(dx_tls_server *srv, bool release);
+/* As dx_tls_set_alpn_callback() (cb gets each connection and user);
+ * either it or an ALPN list, not both (DX_EINVAL). */
+DX_EXTERN int dx_tls_server_set_alpn_callback(dx_tls_server *srv, dx_tls_alpn_cb cb,
+                                              void *user);
+/* As dx_tls_set_client_renegotiation(): refused by default. */
+DX_EXTERN int dx_tls_server_set_client_renegotiation(dx_tls_server *srv, bool allow,
+                                                     unsigned limit, uint64_t window_ms);
 
 /*
  * Node's 'connection' with any Duplex: a server-mode connection over
