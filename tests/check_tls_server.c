@@ -1383,6 +1383,196 @@ START_TEST(our_client_resumes_with_openssl_s_server)
 }
 END_TEST
 
+/* ---- renegotiation and post-handshake authentication with real peers -------- */
+
+typedef struct done_flag {
+    unsigned calls;
+    char name[64];
+} done_flag;
+
+static void flag_done(dx_tls *t, const dx_error *err, void *u)
+{
+    (void)t;
+    done_flag *d = u;
+    d->calls++;
+    snprintf(d->name, sizeof(d->name), "%s", err ? dx_error_name(err) : "");
+}
+
+typedef struct serve_done {
+    tcp_server *ts;
+    done_flag *d;
+} serve_done;
+
+static bool served_done(void *arg)
+{
+    serve_done *u = arg;
+    tcp_server_step(u->ts, 10);
+    return u->d->calls > 0;
+}
+
+/*
+ * openssl s_client against our server, which lets clients renegotiate:
+ * i 0, s_client renegotiates (its R command, TLS 1.2); 1, our server
+ * renegotiates asking for s_client's certificate (TLS 1.2); 2, our server
+ * asks for it after the handshake (TLS 1.3, s_client -enable_pha). Lines
+ * still echo afterwards.
+ */
+START_TEST(openssl_s_client_renegotiation_and_client_auth)
+{
+    char dir[64];
+    h_tmpdir(dir);
+    char capath[600], certpath[600], keypath[600];
+    snprintf(capath, sizeof(capath), "%s", h_tmpfile(dir, "ca.pem", dx_pki_cert_pem(ca), (size_t)-1));
+    snprintf(certpath, sizeof(certpath), "%s",
+             h_tmpfile(dir, "cert.pem", dx_pki_cert_pem(certs[C_NEW]), (size_t)-1));
+    snprintf(keypath, sizeof(keypath), "%s",
+             h_tmpfile(dir, "key.pem", dx_pki_key_pem(certs[C_NEW]), (size_t)-1));
+    const char *v = _i == 2 ? "TLSv1.3" : "TLSv1.2";
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_set_client_renegotiation(srv, true, 0, 0), 0);
+    tcp_server ts;
+    tcp_server_open(&ts, srv);
+    char to[64];
+    snprintf(to, sizeof(to), "127.0.0.1:%u", ts.port);
+    h_peer peer;
+    const char *argv[] = {"openssl", "s_client", "-connect", to, "-CAfile", capath,
+                          "-verify_return_error", "-cert", certpath, "-key", keypath,
+                          _i == 2 ? "-enable_pha" : "-tls1_2", NULL};
+    h_peer_start(&peer, argv);
+    ck_assert_msg(serve_until_output(&ts, &peer, "Verify return code", 1, 15000), "s_client: %s",
+                  h_peer_output(&peer));
+    dx_tls *t = ts.t[0];
+    ck_assert_ptr_null(dx_tls_peer_cert(t));
+    uint8_t fin0[64], fin1[64];
+    size_t n0 = dx_tls_finished(t, fin0, sizeof(fin0));
+    done_flag d = {0};
+    if (_i == 0) {
+        h_peer_write(&peer, "R\n");
+        ck_assert_msg(serve_until_output(&ts, &peer, "RENEGOTIATING", 1, 10000),
+                      "s_client: %s", h_peer_output(&peer));
+    } else {
+        dx_tls_renegotiate_opts o = {.request_cert = true, .reject_unauthorized = true};
+        if (_i == 1)
+            ck_assert_int_eq(dx_tls_renegotiate(t, &o, flag_done, &d), 0);
+        else
+            ck_assert_int_eq(dx_tls_request_client_cert(t, flag_done, &d), 0);
+        serve_done u = {&ts, &d};
+        ck_assert_msg(h_peer_run(&peer, NULL, 0, served_done, &u, 10000), "s_client: %s",
+                      h_peer_output(&peer));
+        ck_assert_str_eq(d.name, "");
+        ck_assert(dx_tls_authorized(t));
+        ck_assert_str_eq(dx_tls_name_get(dx_tls_cert_subject(dx_tls_peer_cert(t)), "CN", 0),
+                         "new");
+    }
+    h_peer_write(&peer, "after\n");
+    ck_assert_msg(serve_until_output(&ts, &peer, "AFTER", 1, 10000), "s_client: %s",
+                  h_peer_output(&peer));
+    if (_i < 2) { /* a new handshake: new Finished messages */
+        size_t n1 = dx_tls_finished(t, fin1, sizeof(fin1));
+        ck_assert(n0 != n1 || memcmp(fin0, fin1, n0) != 0);
+    }
+    ck_assert_uint_eq(dx_stream_error(dx_tls_upper(t)) != NULL, 0);
+    ck_assert_int_eq(h_peer_stop(&peer, 5000), 0);
+    h_peer_free(&peer);
+    tcp_server_close(&ts);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    h_tmpdir_remove(dir);
+}
+END_TEST
+
+typedef struct client_done {
+    done_flag *d;
+    h_peer *peer;
+    const char *text;
+} client_done;
+
+static bool done_and_printed(void *arg)
+{
+    client_done *w = arg;
+    return (!w->d || w->d->calls) && (!w->text || strstr(h_peer_output(w->peer), w->text));
+}
+
+/*
+ * Our client against openssl s_server: i 0, our client renegotiates
+ * (s_server -client_renegotiation, TLS 1.2); 1, s_server renegotiates (its
+ * r command); 2, s_server asks for our certificate after the handshake
+ * (its c command, TLS 1.3) and verifies it.
+ */
+START_TEST(our_client_renegotiation_and_client_auth_with_openssl_s_server)
+{
+    char dir[64];
+    h_tmpdir(dir);
+    char capath[600], certpath[600], keypath[600];
+    snprintf(capath, sizeof(capath), "%s", h_tmpfile(dir, "ca.pem", dx_pki_cert_pem(ca), (size_t)-1));
+    snprintf(certpath, sizeof(certpath), "%s",
+             h_tmpfile(dir, "cert.pem", dx_pki_cert_pem(certs[C_DEFAULT]), (size_t)-1));
+    snprintf(keypath, sizeof(keypath), "%s",
+             h_tmpfile(dir, "key.pem", dx_pki_key_pem(certs[C_DEFAULT]), (size_t)-1));
+    char port[16];
+    snprintf(port, sizeof(port), "%u", h_free_port());
+    h_peer peer;
+    const char *argv[] = {"openssl", "s_server", "-accept", port, "-cert", certpath, "-key",
+                          keypath, "-CAfile", capath, "-naccept", "1",
+                          _i == 2 ? "-tls1_3" : "-tls1_2",
+                          _i == 0 ? "-client_renegotiation" : NULL, NULL};
+    h_peer_start(&peer, argv);
+    ck_assert_msg(h_peer_wait_output(&peer, "ACCEPT", NULL, 0, 10000), "s_server: %s",
+                  h_peer_output(&peer));
+    dx_tls_ctx *cctx = ctx_for(C_NEW, NULL);
+    int fd = h_connect_loopback((unsigned)atoi(port), 5000);
+    ck_assert_int_ge(fd, 0);
+    dx_stream *sock;
+    ck_assert_int_eq(dx_fd_stream_new(fd, fd, DX_FD_CLOSE, &sock), 0);
+    dx_tls *t;
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &t), 0);
+    ck_assert_int_eq(dx_tls_set_servername(t, "default.test"), 0);
+    ck_assert_int_eq(dx_tls_set_post_handshake_auth(t, true), 0);
+    h_rec r = {0};
+    h_rec_attach(&r, dx_tls_upper(t));
+    ck_assert_int_eq(dx_tls_attach(t, sock), 0);
+    ck_assert_int_eq(dx_tls_start(t), 0);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(t), "first\n", 6), 0);
+    client_done w = {NULL, &peer, "first"};
+    ck_assert_msg(h_peer_run(&peer, &sock, 1, done_and_printed, &w, 10000), "s_server: %s",
+                  h_peer_output(&peer));
+    uint8_t fin0[64], fin1[64];
+    size_t n0 = dx_tls_finished(t, fin0, sizeof(fin0));
+    done_flag d = {0};
+    if (_i == 0) {
+        ck_assert_int_eq(dx_tls_renegotiate(t, NULL, flag_done, &d), 0);
+        w = (client_done){&d, &peer, NULL};
+        ck_assert_msg(h_peer_run(&peer, &sock, 1, done_and_printed, &w, 10000), "s_server: %s",
+                      h_peer_output(&peer));
+        ck_assert_str_eq(d.name, "");
+        ck_assert(dx_tls_authorized(t));
+    } else {
+        h_peer_write(&peer, _i == 1 ? "r\n" : "c\n");
+        w = (client_done){NULL, &peer, _i == 1 ? "SSL_do_handshake -> 1" : "depth=0 CN = new"};
+        ck_assert_msg(h_peer_run(&peer, &sock, 1, done_and_printed, &w, 10000), "s_server: %s",
+                      h_peer_output(&peer));
+    }
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(t), "second\n", 7), 0);
+    w = (client_done){NULL, &peer, "second"};
+    ck_assert_msg(h_peer_run(&peer, &sock, 1, done_and_printed, &w, 10000), "s_server: %s",
+                  h_peer_output(&peer));
+    if (_i < 2) {
+        size_t n1 = dx_tls_finished(t, fin1, sizeof(fin1));
+        ck_assert(n0 != n1 || memcmp(fin0, fin1, n0) != 0);
+    }
+    ck_assert_uint_eq(r.errors, 0);
+    dx_tls_destroy(t);
+    h_rec_assert_clean(&r);
+    h_rec_free(&r);
+    h_peer_stop(&peer, 5000);
+    h_peer_free(&peer);
+    dx_tls_ctx_unref(cctx);
+    h_tmpdir_remove(dir);
+}
+END_TEST
+
 Suite *tls_server_suite(void)
 {
     Suite *s = suite_create("tls_server");
@@ -1424,6 +1614,9 @@ Suite *tls_server_suite(void)
     tcase_add_test(tc, openssl_s_client_gets_sni_context_and_alpn);
     tcase_add_loop_test(tc, openssl_s_client_resumes, 0, 4);
     tcase_add_loop_test(tc, our_client_resumes_with_openssl_s_server, 0, 2);
+    tcase_add_loop_test(tc, openssl_s_client_renegotiation_and_client_auth, 0, 3);
+    tcase_add_loop_test(tc, our_client_renegotiation_and_client_auth_with_openssl_s_server, 0,
+                        3);
     suite_add_tcase(s, tc);
     return s;
 }
