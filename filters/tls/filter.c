@@ -653,7 +653,8 @@ static int verify_mode_of(const dx_tls *f)
  * Every ClientHello a server reads passes here first: the name is kept
  * (readable also if the handshake then fails), and the application's SNI
  * choice is asked for outside OpenSSL: the handshake is suspended
- * (RETRY) until dx_tls_sni_done() answers, then applied.
+ * (RETRY) until dx_tls_sni_done() or dx_tls_sni_refuse() answers, then
+ * applied.
  */
 static int client_hello_cb(SSL *ssl, int *al, void *arg)
 {
@@ -917,7 +918,7 @@ static void step_handshake(dx_tls *f)
     }
     int e = SSL_get_error(f->ssl, r);
     if (e == SSL_ERROR_WANT_CLIENT_HELLO_CB)
-        return; /* an answer is pending (dx_tls_sni_done) */
+        return; /* an answer is pending (SNI choice, session lookup) */
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         if (f->in_eof && !f->inq.bytes)
             dx_tls_fail(f, dx_tls_ssl_error(f, SSL_ERROR_SYSCALL));
@@ -1718,28 +1719,51 @@ int dx_tls_set_sni_callback(dx_tls *t, dx_tls_sni_cb cb, void *user)
     return 0;
 }
 
-int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx, dx_error *err)
+/* Takes the answer to a pending SNI choice: the connection, or NULL when
+ * it went (p is freed either way). */
+static dx_tls *take_sni_answer(dx_tls_pending *p)
+{
+    dx_tls *f = p->f;
+    dx_free(p);
+    if (!f || f->dead)
+        return NULL;
+    f->pending = NULL;
+    return f;
+}
+
+int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx)
+{
+    if (!p || p->kind != PENDING_SNI)
+        return DX_EINVAL;
+    dx_tls *f = take_sni_answer(p);
+    if (!f)
+        return 0;
+    f->sni_ctx = ctx ? dx_tls_ctx_ref(ctx) : NULL;
+    f->sni = SNI_DONE;
+    dx_tls_run(f); /* the handshake goes on (later, if dx_tls_run() is busy now) */
+    return 0;
+}
+
+int dx_tls_sni_refuse(dx_tls_pending *p, dx_error *err)
 {
     if (!p || p->kind != PENDING_SNI) {
         dx_error_free(err);
         return DX_EINVAL;
     }
-    dx_tls *f = p->f;
-    dx_free(p);
-    if (!f || f->dead) {
+    dx_tls *f = take_sni_answer(p);
+    if (!f) {
         dx_error_free(err);
         return 0;
     }
-    f->pending = NULL;
-    if (err) {
-        dx_error_default_layer(err, "tls");
-        f->sni_err = err;
-        f->sni = SNI_FAILED;
-    } else {
-        f->sni_ctx = ctx ? dx_tls_ctx_ref(ctx) : NULL;
-        f->sni = SNI_DONE;
-    }
-    dx_tls_run(f); /* the handshake goes on (later, if dx_tls_run() is busy now) */
+    /* Without an error, or memory for one, the name is refused all the
+     * same. */
+    if (!err)
+        err = dx_tls_or_oom(dx_error_new(DX_ETLS, "ERR_TLS_SNI_REFUSED", "tls",
+                                         "the server refused the name %s", f->sni_name));
+    dx_error_default_layer(err, "tls");
+    f->sni_err = err;
+    f->sni = SNI_FAILED;
+    dx_tls_run(f);
     return 0;
 }
 

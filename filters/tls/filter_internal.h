@@ -32,7 +32,7 @@ typedef enum sni_state { SNI_NONE, SNI_WAITING, SNI_DONE, SNI_APPLIED, SNI_FAILE
 typedef enum pending_kind { PENDING_SNI, PENDING_LOOKUP } pending_kind;
 struct dx_tls_pending {
     dx_tls *f; /* NULL once the connection is gone */
-    pending_kind kind; /* what answers it: dx_tls_sni_done, dx_tls_session_found */
+    pending_kind kind; /* what answers it: dx_tls_sni_*, dx_tls_session_found */
 };
 
 typedef struct tls_event {

@@ -80,7 +80,7 @@ extern "C" {
 #endif
 
 typedef struct dx_tls dx_tls;
-/* An answer the handshake waits for (dx_tls_sni_done). */
+/* An answer the handshake waits for (dx_tls_sni_done(), ...). */
 typedef struct dx_tls_pending dx_tls_pending;
 /* The certificate object: <duplex/tls_cert.h>. */
 typedef struct dx_tls_cert dx_tls_cert;
@@ -228,22 +228,30 @@ DX_EXTERN int dx_tls_set_check_identity(dx_tls *t, dx_tls_identity_cb cb,
  * Server: choose the context for the name the client asked for (Node's
  * SNICallback). cb runs once the ClientHello was read, with the name
  * (never NULL; cb is not called when the client sent none) and a pending
- * answer; the handshake waits until dx_tls_sni_done() answers it, now
- * from inside cb or later. cb NULL: no choice, the connection's context
+ * answer; the handshake waits until dx_tls_sni_done() or
+ * dx_tls_sni_refuse() answers it, now from inside cb or later. cb NULL: no choice, the connection's context
  * serves. Returns 0, DX_EINVAL (a client), DX_ESTATE.
  */
 typedef void (*dx_tls_sni_cb)(dx_tls *t, const char *servername,
                               dx_tls_pending *p, void *user);
 DX_EXTERN int dx_tls_set_sni_callback(dx_tls *t, dx_tls_sni_cb cb, void *user);
 /*
- * Answers a pending SNI choice, exactly once, also after the connection
- * went (then it only frees p). ctx: the context to serve with (a
- * reference is taken; its certificates and keys serve), or NULL for the
- * connection's own; err non-NULL fails the handshake with err (ownership
- * passes; the client gets an unrecognized_name alert). Returns 0,
- * DX_EINVAL (NULL p, or p a session lookup; err is freed).
+ * A pending SNI choice is answered exactly once, by one of these, now or
+ * later, also after the connection went (then they only free p and err).
+ *
+ * dx_tls_sni_done(): serve with ctx (a reference is taken; its
+ * certificates, keys and client verification serve), or with the
+ * connection's own context when ctx is NULL.
+ *
+ * dx_tls_sni_refuse(): fail the handshake with err (ownership passes;
+ * NULL, as when memory ran out making one, refuses all the same with
+ * "ERR_TLS_SNI_REFUSED"); the client gets an unrecognized_name alert.
+ *
+ * Both return 0, or DX_EINVAL (NULL p, or p a session lookup; err is
+ * freed).
  */
-DX_EXTERN int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx, dx_error *err);
+DX_EXTERN int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx);
+DX_EXTERN int dx_tls_sni_refuse(dx_tls_pending *p, dx_error *err);
 
 /*
  * ALPN (RFC 7301), Node's ALPNProtocols: protocols is a NULL-terminated

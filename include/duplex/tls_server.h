@@ -44,7 +44,8 @@ typedef struct dx_tls_server_events {
     void (*on_keylog)(dx_tls_server *srv, dx_tls *t, const char *line, void *user);
     /*
      * Node's SNICallback: choose the context for servername; answer with
-     * dx_tls_sni_done(p, ctx or NULL, err or NULL), now or later. Without
+     * dx_tls_sni_done(p, ctx or NULL) or dx_tls_sni_refuse(p, err), now or
+     * later. Without
      * it the contexts of dx_tls_server_add_context() decide, and a name
      * none matches gets the default context.
      */
