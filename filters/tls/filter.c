@@ -510,7 +510,7 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     if (ok <= 0) {
         long code = X509_STORE_CTX_get_error(sctx);
         dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, dx_tls_verify_code_name(code), "tls",
-                                         "%s", X509_verify_cert_error_string(code)));
+                                                "%s", X509_verify_cert_error_string(code)));
         f->verify_result = code;
     } else if (f->role == DX_TLS_CLIENT) {
         dx_error *err = check_identity(f, X509_STORE_CTX_get0_cert(sctx));
@@ -897,9 +897,10 @@ static void handshake_done(dx_tls *f)
             bool dh = EVP_PKEY_is_a(k, "DH");
             EVP_PKEY_free(k);
             if (dh && bits < (int)f->min_dh_size) {
-                dx_tls_fail(f, dx_tls_or_oom(dx_error_new(DX_ETLS, "ERR_TLS_DH_PARAM_SIZE", "tls",
-                                            "DH parameter size %d is less than %u",
-                                            bits, f->min_dh_size)));
+                dx_tls_fail(f, dx_tls_or_oom(dx_error_new(
+                                   DX_ETLS, "ERR_TLS_DH_PARAM_SIZE", "tls",
+                                   "DH parameter size %d is less than %u", bits,
+                                   f->min_dh_size)));
                 return;
             }
         }
@@ -1020,9 +1021,9 @@ static void truncated(dx_tls *f)
             dx_stream_end(f->upper);
         return;
     }
-    dx_tls_fail(f, dx_tls_or_oom(dx_error_new(DX_ETLS, "ERR_SSL_UNEXPECTED_EOF_WHILE_READING", "tls",
-                                "the transport ended without close_notify "
-                                "(truncation)")));
+    dx_tls_fail(f, dx_tls_or_oom(dx_error_new(DX_ETLS, "ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
+                                              "tls", "the transport ended without close_notify "
+                                                     "(truncation)")));
 }
 
 /* Decrypts and delivers cleartext while the upper consumer wants it. */
@@ -1043,8 +1044,9 @@ static void step_read(dx_tls *f)
             /* The transport ended without close_notify: a truncation, or
              * a cut record when part of one is still buffered. */
             if (SSL_has_pending(f->ssl))
-                dx_tls_fail(f, dx_tls_or_oom(dx_error_new(DX_ETLS, "ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
-                                            "tls", "the transport ended inside a record")));
+                dx_tls_fail(f, dx_tls_or_oom(dx_error_new(
+                                   DX_ETLS, "ERR_SSL_UNEXPECTED_EOF_WHILE_READING", "tls",
+                                   "the transport ended inside a record")));
             else
                 truncated(f);
             return;
@@ -1355,17 +1357,17 @@ static void side_closed(dx_tls *f, dx_stream *self, dx_stream *other)
     if (f->in_eof && f->lower_ended)
         return;
     if (!f->read_done) {
-        dx_tls_fail(f, dx_tls_or_oom(dx_error_new(DX_ECONNRESET, "ECONNRESET", "tls", "%s",
-                                    f->hs_done ? "socket hang up"
-                                               : "Client network socket disconnected "
-                                                 "before secure TLS connection was "
-                                                 "established")));
+        dx_tls_fail(f, dx_tls_or_oom(dx_error_new(
+                           DX_ECONNRESET, "ECONNRESET", "tls", "%s",
+                           f->hs_done ? "socket hang up"
+                                      : "Client network socket disconnected before secure "
+                                        "TLS connection was established")));
         return;
     }
     if (dx_stream_state(other) & DX_STREAM_WRITABLE) {
         /* Half-open, still writing: what it writes can no longer go. */
         dx_tls_fail(f, dx_tls_or_oom(dx_error_new(DX_EPIPE, "EPIPE", "tls",
-                                    "the transport went before this side ended")));
+                                                  "the transport went before this side ended")));
         return;
     }
     dx_stream_abort(other);

@@ -229,8 +229,9 @@ DX_EXTERN int dx_tls_set_check_identity(dx_tls *t, dx_tls_identity_cb cb,
  * SNICallback). cb runs once the ClientHello was read, with the name
  * (never NULL; cb is not called when the client sent none) and a pending
  * answer; the handshake waits until dx_tls_sni_done() or
- * dx_tls_sni_refuse() answers it, now from inside cb or later. cb NULL: no choice, the connection's context
- * serves. Returns 0, DX_EINVAL (a client), DX_ESTATE.
+ * dx_tls_sni_refuse() answers it, now from inside cb or later. cb NULL:
+ * no choice, the connection's context serves. Returns 0, DX_EINVAL (a
+ * client), DX_ESTATE.
  */
 typedef void (*dx_tls_sni_cb)(dx_tls *t, const char *servername,
                               dx_tls_pending *p, void *user);
