@@ -150,5 +150,6 @@ Suite *tls_context_suite(void);
 Suite *tls_cert_suite(void);
 Suite *tls_filter_suite(void);
 Suite *tls_server_suite(void);
+Suite *tls_psk_suite(void);
 
 #endif

@@ -107,6 +107,7 @@ static void tls_unref(dx_tls *f)
     dx_tls_ctx_unref(f->sni_ctx);
     dx_error_free(f->sni_err);
     dx_free(f->alpn);
+    dx_tls_psk_free(f);
     drop_ssl(f);
     free_certs(f);
     dx_error_free(f->verify_err);
@@ -225,6 +226,10 @@ dx_error *dx_tls_ssl_error(dx_tls *f, int sslerr)
     if (f->sni_err) { /* the application refused the name */
         ERR_clear_error();
         return dx_tls_or_oom(dx_error_copy(f->sni_err));
+    }
+    if (f->psk.err) { /* a PSK answer, or an unknown TLS 1.3 identity */
+        ERR_clear_error();
+        return dx_tls_or_oom(dx_error_copy(f->psk.err));
     }
     if (eof && !f->hs_done) {
         e = 0; /* the transport went before the handshake: a reset */
@@ -779,6 +784,7 @@ int dx_tls_ctx_prepare(SSL_CTX *ssl)
         return DX_ENOMEM;
     SSL_CTX_set_cert_verify_callback(ssl, cert_verify_cb, NULL);
     SSL_CTX_set_client_hello_cb(ssl, client_hello_cb, NULL);
+    SSL_CTX_set_tlsext_servername_callback(ssl, dx_tls_psk_hello_cb);
     SSL_CTX_set_alpn_select_cb(ssl, alpn_select_cb, NULL);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ssl, dx_tls_ticket_cb);
     SSL_CTX_set_keylog_callback(ssl, keylog_cb);
@@ -876,6 +882,11 @@ static void settle_resumed_client(dx_tls *f)
 
 bool dx_tls_settle_peer(dx_tls *f)
 {
+    /* A pre-shared key authenticated both sides: no certificate to check. */
+    if (dx_tls_psk_handshake_done(f)) {
+        f->authorized = true;
+        return true;
+    }
     settle_resumed_client(f);
     settle_server_auth(f);
     if (f->role == DX_TLS_CLIENT && f->verify_err && f->reject_unauthorized) {
@@ -1622,6 +1633,11 @@ int dx_tls_start(dx_tls *t)
         SSL_set_verify(t->ssl, verify_mode_of(t), NULL);
     }
     dx_tls_rehandshake_start(t);
+    if (dx_tls_psk_start(t) != 0) {
+        ERR_clear_error();
+        dx_tls_fail(t, (dx_error *)dx_error_oom());
+        return 0;
+    }
     if (t->release_buffers)
         SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
     if (t->hs_timeout)
@@ -1696,7 +1712,7 @@ int dx_tls_set_check_identity(dx_tls *t, dx_tls_identity_cb cb, void *user)
 
 void dx_tls_set_server(dx_tls *t, dx_tls_server *srv) { t->server = srv; }
 dx_tls_server *dx_tls_get_server(const dx_tls *t) { return t->server; }
-bool dx_tls_offered_resumption(const dx_tls *t) { return t->offered; }
+bool dx_tls_offered_resumption(const dx_tls *t) { return t->offered && !t->psk.external; }
 
 void dx_tls_set_close_hook(dx_tls *t, void (*hook)(dx_tls *t, void *arg), void *arg)
 {
@@ -2280,7 +2296,7 @@ int dx_tls_get_ticket(const dx_tls *t, void *buf, size_t cap, size_t *len)
 
 bool dx_tls_session_reused(const dx_tls *t)
 {
-    return secure(t) && SSL_session_reused(t->ssl);
+    return secure(t) && SSL_session_reused(t->ssl) && !t->psk.external;
 }
 
 bool dx_tls_clean_end(const dx_tls *t) { return t && (t->clean_end || !t->read_done); }

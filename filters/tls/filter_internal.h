@@ -42,6 +42,19 @@ typedef struct tls_event {
     uint8_t data[]; /* NUL-terminated for text */
 } tls_event;
 
+/* Pre-shared keys (psk.c). */
+typedef struct tls_psk {
+    dx_tls_psk_cb cb;
+    void *user;
+    char *hint;          /* server: the identity hint, or NULL */
+    bool given;          /* a key went to OpenSSL */
+    bool refused;        /* server: the callback knew an identity not */
+    bool authenticated;  /* a key authenticated the handshake */
+    bool external;       /* ... as an external key: no resumption */
+    dx_error *err;       /* the failure a callback answer caused */
+    char identity[DX_TLS_PSK_IDENTITY_MAX + 1]; /* client: the TLS 1.3 one sent */
+} tls_psk;
+
 /* ---- the connection ----------------------------------------------------- */
 
 /* Buffers a stream's core offers to our write op, and how far we got. */
@@ -158,6 +171,8 @@ struct dx_tls {
     size_t chain_len;
     bool chain_made;
     char sigalg[64];
+
+    tls_psk psk;
 };
 
 /* ---- the engine (filter.c), for the feature files ----------------------- */
@@ -210,6 +225,20 @@ void dx_tls_rehandshake_closed(dx_tls *f, const dx_error *err);
 /* Whether the message callback is needed. */
 bool dx_tls_rehandshake_wants_msgs(const dx_tls *f);
 void dx_tls_rehandshake_free(dx_tls *f);
+
+/* ---- pre-shared keys (psk.c) --------------------------------------------- */
+
+/* dx_tls_start(): installs the PSK callbacks on the SSL object. 0 or
+ * DX_ENOMEM. */
+int dx_tls_psk_start(dx_tls *f);
+/* Every context's servername callback: it runs once a ClientHello was
+ * processed (after any SNI context switch and the TLS 1.3 PSK choice),
+ * sets a server's identity hint and refuses an unknown TLS 1.3 identity
+ * when no certificate can serve instead. Leaves SNI as without it. */
+int dx_tls_psk_hello_cb(SSL *ssl, int *al, void *arg);
+/* The handshake completed: whether a key authenticated it. */
+bool dx_tls_psk_handshake_done(dx_tls *f);
+void dx_tls_psk_free(dx_tls *f);
 
 static inline dx_error *dx_tls_or_oom(dx_error *e)
 {

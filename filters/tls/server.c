@@ -48,6 +48,9 @@ struct dx_tls_server {
     bool external;
     dx_tls_clock_fn clock;
     void *clock_arg;
+    dx_tls_psk_cb psk_cb;
+    void *psk_user;
+    char *psk_hint;
 };
 
 static uint64_t mono_ms(void *arg)
@@ -80,6 +83,7 @@ static void server_unref(dx_tls_server *srv)
         dx_free(e);
     }
     free_alpn(srv->alpn);
+    dx_free(srv->psk_hint);
     dx_tls_session_cache_free(srv->cache);
     dx_tls_ctx_unref(srv->ctx);
     OPENSSL_cleanse(&srv->keys, sizeof(srv->keys));
@@ -281,6 +285,27 @@ int dx_tls_server_set_handshake_timeout(dx_tls_server *srv, uint64_t ms)
         return DX_EINVAL;
     srv->handshake_timeout = ms;
     srv->timeout_set = true;
+    return 0;
+}
+
+int dx_tls_server_set_psk_callback(dx_tls_server *srv, dx_tls_psk_cb cb, void *user)
+{
+    if (!srv)
+        return DX_EINVAL;
+    srv->psk_cb = cb;
+    srv->psk_user = cb ? user : NULL;
+    return 0;
+}
+
+int dx_tls_server_set_psk_identity_hint(dx_tls_server *srv, const char *hint)
+{
+    if (!srv || (hint && (!*hint || strlen(hint) > DX_TLS_PSK_IDENTITY_MAX)))
+        return DX_EINVAL;
+    char *copy = NULL;
+    if (hint && !(copy = dx_strdup(hint)))
+        return DX_ENOMEM;
+    dx_free(srv->psk_hint);
+    srv->psk_hint = copy;
     return 0;
 }
 
@@ -488,7 +513,9 @@ int dx_tls_server_accept(dx_tls_server *srv, dx_stream *transport, dx_tls **out)
     dx_tls_set_clock(t, srv->clock, srv->clock_arg);
     if (srv->alpn_cb)
         dx_tls_set_alpn_callback(t, srv->alpn_cb, srv->alpn_user);
-    if (srv->alpn && (rc = dx_tls_set_alpn_protocols(t, (const char *const *)srv->alpn)) != 0) {
+    dx_tls_set_psk_callback(t, srv->psk_cb, srv->psk_user);
+    if ((srv->alpn && (rc = dx_tls_set_alpn_protocols(t, (const char *const *)srv->alpn)) != 0) ||
+        (srv->psk_hint && (rc = dx_tls_set_psk_identity_hint(t, srv->psk_hint)) != 0)) {
         dx_tls_destroy(t);
         dx_stream_destroy(transport);
         return rc;

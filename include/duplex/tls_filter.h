@@ -280,6 +280,88 @@ typedef int (*dx_tls_alpn_cb)(dx_tls *t, const char *const *protocols, size_t co
                               void *user);
 DX_EXTERN int dx_tls_set_alpn_callback(dx_tls *t, dx_tls_alpn_cb cb, void *user);
 
+/*
+ * PRE-SHARED KEYS (TLS-PSK; Node's pskCallback and pskIdentityHint): both
+ * sides hold the same secret key and prove it to each other, with no
+ * certificate needed on either side.
+ *
+ * TLS 1.2 uses a key only with a PSK cipher suite, which the contexts of
+ * both sides enable (dx_tls_config_set_ciphers(), e.g.
+ * "PSK-AES128-GCM-SHA256" or "ECDHE-PSK-CHACHA20-POLY1305"; the default
+ * list has none). TLS 1.3 uses it as an external PSK with a SHA-256 suite
+ * (RFC 8446): a connection with a PSK callback puts the SHA-256 suites of
+ * its TLS 1.3 list first, so that a server with a certificate, which
+ * would otherwise choose TLS_AES_256_GCM_SHA384, can still use the key.
+ *
+ * The callback fills a dx_tls_psk. The identity is a string of 1 to
+ * DX_TLS_PSK_IDENTITY_MAX bytes; the key is 1 to DX_TLS_PSK_KEY_MAX bytes
+ * (key_len 0 counts as no key). An identity with no NUL in the array, an
+ * empty one, or key_len over DX_TLS_PSK_KEY_MAX fails the handshake with
+ * "ERR_INVALID_ARG_VALUE" (as Node's). The key is copied into OpenSSL and
+ * the dx_tls_psk is cleared (OPENSSL_cleanse) when the callback returns.
+ */
+#define DX_TLS_PSK_IDENTITY_MAX 128
+#define DX_TLS_PSK_KEY_MAX 256
+typedef struct dx_tls_psk {
+    char identity[DX_TLS_PSK_IDENTITY_MAX + 1]; /* client: NUL-terminated */
+    uint8_t key[DX_TLS_PSK_KEY_MAX];
+    size_t key_len;
+} dx_tls_psk;
+/*
+ * Client: name is the server's identity hint (TLS 1.2 when the server
+ * sent one), else NULL (always in TLS 1.3); fill identity, key and
+ * key_len, and return 0; anything else offers no key. A client that
+ * allows TLS 1.3 is asked as it sends its ClientHello (name NULL), and
+ * asked again, with the hint, if the server then chooses TLS 1.2 with a
+ * PSK suite. Without a key, TLS 1.3 goes on with the server's certificate
+ * and TLS 1.2 fails with "ERR_SSL_PSK_IDENTITY_NOT_FOUND".
+ *
+ * Server: name is the client's identity; fill key and key_len and return
+ * 0, or refuse it: non-zero is an unknown identity. The handshake then
+ * fails with "ERR_SSL_PSK_IDENTITY_NOT_FOUND" and the client gets the
+ * unknown_psk_identity alert ("ERR_SSL_TLSV1_ALERT_UNKNOWN_PSK_IDENTITY")
+ * - except in TLS 1.3 on a server that has a certificate: RFC 8446
+ * (4.2.11) has unknown keys ignored, so the handshake goes on without the
+ * key and the server shows its certificate, which the client verifies as
+ * usual.
+ *
+ * A wrong key (the same identity, different bytes) fails the handshake on
+ * the side that checks it first. TLS 1.3: the server, on the client's
+ * binder, "ERR_SSL_BINDER_DOES_NOT_VERIFY", with the illegal_parameter
+ * alert (decrypt_error from OpenSSL 3.4 on). TLS 1.2: the server, on the
+ * client's Finished, "ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC", with
+ * the bad_record_mac alert.
+ *
+ * OpenSSL wants the key at once, so the callback runs synchronously,
+ * inside OpenSSL, during the handshake (OpenSSL offers no way to answer
+ * later): it may read the connection (dx_tls_servername(),
+ * dx_tls_get_role(), dx_tls_user(), ...) but must not write to it, end
+ * it or destroy it.
+ *
+ * A handshake that a key authenticated (a TLS 1.2 PSK suite, or TLS 1.3
+ * with an external PSK) is authorized on both sides: dx_tls_authorized()
+ * is true and dx_tls_authorization_error() NULL, as no certificate was
+ * shown and none is to be verified; reject_unauthorized has nothing to
+ * refuse and no host name is checked (Node's clients need a
+ * checkServerIdentity that accepts a missing certificate; ours do not). A
+ * TLS 1.3 client that resumes a session of such a handshake is authorized
+ * too. An external PSK handshake is no resumption: dx_tls_session_reused()
+ * is false (Node's isSessionReused() says true in TLS 1.3).
+ */
+typedef int (*dx_tls_psk_cb)(dx_tls *t, const char *name, dx_tls_psk *psk, void *user);
+/* Sets (cb NULL: removes) the PSK callback, both roles. Before
+ * dx_tls_start(). Returns 0, DX_EINVAL (NULL t), DX_ESTATE. */
+DX_EXTERN int dx_tls_set_psk_callback(dx_tls *t, dx_tls_psk_cb cb, void *user);
+/*
+ * Server: the identity hint sent with TLS 1.2 PSK suites (TLS 1.3 has
+ * none), 1 to DX_TLS_PSK_IDENTITY_MAX bytes, copied; NULL removes it.
+ * Node reports a hint OpenSSL refuses at each handshake
+ * (ERR_TLS_PSK_SET_IDENTIY_HINT_FAILED); here it is refused at once.
+ * Before dx_tls_start(). Returns 0, DX_EINVAL (a client, an empty or
+ * longer hint), DX_ESTATE, DX_ENOMEM.
+ */
+DX_EXTERN int dx_tls_set_psk_identity_hint(dx_tls *t, const char *hint);
+
 /* Keep the write side open after the peer's close_notify (Node's
  * allowHalfOpen; default false). */
 DX_EXTERN int dx_tls_set_allow_half_open(dx_tls *t, bool allow);

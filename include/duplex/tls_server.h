@@ -95,6 +95,16 @@ DX_EXTERN int dx_tls_server_set_alpn_callback(dx_tls_server *srv, dx_tls_alpn_cb
 /* As dx_tls_set_client_renegotiation(): refused by default. */
 DX_EXTERN int dx_tls_server_set_client_renegotiation(dx_tls_server *srv, bool allow,
                                                      unsigned limit, uint64_t window_ms);
+/*
+ * Pre-shared keys for the connections accepted from now on (see
+ * dx_tls_set_psk_callback()): cb gets the connection and user; NULL
+ * removes it. The hint as dx_tls_set_psk_identity_hint() (copied; NULL
+ * removes it). Return 0, DX_EINVAL (hint empty or over
+ * DX_TLS_PSK_IDENTITY_MAX bytes), DX_ENOMEM.
+ */
+DX_EXTERN int dx_tls_server_set_psk_callback(dx_tls_server *srv, dx_tls_psk_cb cb,
+                                             void *user);
+DX_EXTERN int dx_tls_server_set_psk_identity_hint(dx_tls_server *srv, const char *hint);
 
 /*
  * Node's 'connection' with any Duplex: a server-mode connection over
