@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/opensslv.h>
 
@@ -859,6 +860,194 @@ START_TEST(allocation_failures_end_cleanly)
 }
 END_TEST
 
+/* ---- real peers: openssl s_server and s_client ------------------------- */
+
+/* key1 as openssl's -psk wants it. */
+#define KEY1_HEX "6b6579206f6e650001ff102030405060"
+
+static bool secure_and_printed(void *arg)
+{
+    void **v = arg;
+    return dx_tls_is_secure(v[0]) && strstr(h_peer_output(v[1]), v[2]);
+}
+
+static bool received(void *arg)
+{
+    void **v = arg;
+    h_rec *r = v[0];
+    return r->received >= *(size_t *)v[1] || r->errors;
+}
+
+static bool lower_closed(void *arg)
+{
+    return (dx_stream_state(dx_tls_lower(arg)) & DX_STREAM_CLOSED) != 0;
+}
+
+/* 3.13 (sequential/psk-client), CL-07: our client, with no certificate
+ * anywhere, against openssl s_server -psk -nocert: the handshake, the
+ * cipher both report, data both ways; in TLS 1.2 the client's callback
+ * gets s_server's hint. */
+START_TEST(our_client_with_openssl_s_server)
+{
+    const char *v = versions[_i];
+    bool tls13 = _i == 1;
+    char port[16], accept[32];
+    snprintf(port, sizeof(port), "%u", h_free_port());
+    snprintf(accept, sizeof(accept), "127.0.0.1:%s", port);
+    const char *argv12[] = {"openssl", "s_server", "-accept", accept, "-naccept", "1",
+                            "-nocert", "-psk", KEY1_HEX, "-psk_identity", "client1",
+                            "-psk_hint", "hint-x", "-tls1_2", "-cipher", PSK12, NULL};
+    const char *argv13[] = {"openssl", "s_server", "-accept", accept, "-naccept", "1",
+                            "-nocert", "-psk", KEY1_HEX, "-psk_identity", "client1",
+                            "-tls1_3", NULL};
+    h_peer peer;
+    h_peer_start(&peer, tls13 ? argv13 : argv12);
+    ck_assert_msg(h_peer_wait_output(&peer, "ACCEPT", NULL, 0, 10000), "s_server: %s",
+                  h_peer_output(&peer));
+
+    dx_tls_ctx *cctx = psk_ctx(v, false, false);
+    int fd = h_connect_loopback((unsigned)atoi(port), 5000);
+    ck_assert_int_ge(fd, 0);
+    dx_stream *sock;
+    ck_assert_int_eq(dx_fd_stream_new(fd, fd, DX_FD_CLOSE, &sock), 0);
+    side c = {0};
+    c.keys = (keyring){.identity = "client1", .key = key1, .key_len = sizeof(key1)};
+    side_open(&c, cctx, DX_TLS_CLIENT, sock);
+    ck_assert_int_eq(dx_tls_set_psk_callback(c.t, psk_cb, &c.keys), 0);
+    ck_assert_int_eq(dx_tls_start(c.t), 0);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(c.t), "ping from ours\n", 15), 0);
+    void *until[] = {c.t, &peer, "ping from ours"};
+    ck_assert_msg(h_peer_run(&peer, &sock, 1, secure_and_printed, until, 10000),
+                  "s_server: %s; client: %s", h_peer_output(&peer), c.rec.error_name);
+    h_peer_write(&peer, "pong from s_server\n");
+    size_t want = 19;
+    void *got[] = {&c.rec, &want};
+    ck_assert_msg(h_peer_run(&peer, &sock, 1, received, got, 10000), "s_server: %s",
+                  h_peer_output(&peer));
+    ck_assert_uint_eq(c.rec.received, 19);
+    ck_assert_int_eq(memcmp(c.rec.data, "pong from s_server\n", 19), 0);
+
+    const char *cipher = tls13 ? "TLS_CHACHA20_POLY1305_SHA256" : PSK12;
+    char line[96];
+    snprintf(line, sizeof(line), "CIPHER is %s", cipher);
+    ck_assert_msg(strstr(h_peer_output(&peer), line), "s_server: %s", h_peer_output(&peer));
+    ck_assert_str_eq(cipher_of(c.t), cipher);
+    ck_assert_str_eq(dx_tls_protocol(c.t), v);
+    ck_assert(dx_tls_authorized(c.t));
+    ck_assert_ptr_null(dx_tls_peer_cert(c.t));
+    ck_assert_uint_eq(c.keys.calls, 1);
+    if (tls13)
+        ck_assert(c.keys.name_null[0]);
+    else
+        ck_assert_str_eq(c.keys.name[0], "hint-x");
+
+    dx_stream_end(dx_tls_upper(c.t));
+    h_peer_run(&peer, &sock, 1, lower_closed, c.t, 5000);
+    ck_assert_int_eq(h_peer_stop(&peer, 5000), 0);
+    h_peer_free(&peer);
+    dx_tls_destroy(c.t);
+    h_rec_assert_clean(&c.rec);
+    h_rec_free(&c.rec);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* Our server over loopback: each line it reads is sent back upper-cased. */
+typedef struct echo_server {
+    int listener;
+    dx_stream *sock;
+    dx_tls *t;
+    h_peer *peer;
+    const char *text;
+} echo_server;
+
+static void upcase_echo(dx_stream *s, const uint8_t *d, size_t n, void *u)
+{
+    (void)u;
+    char up[256];
+    size_t k = n < sizeof(up) ? n : sizeof(up);
+    for (size_t i = 0; i < k; i++)
+        up[i] = (char)(d[i] >= 'a' && d[i] <= 'z' ? d[i] - 'a' + 'A' : d[i]);
+    dx_stream_write(s, up, k);
+}
+
+static bool serve_until(void *arg)
+{
+    echo_server *es = arg;
+    if (!es->t) {
+        int fd = h_accept(es->listener, 0);
+        if (fd >= 0)
+            ck_assert_int_eq(dx_fd_stream_new(fd, fd, DX_FD_CLOSE, &es->sock), 0);
+    }
+    if (es->sock && !es->t)
+        return true; /* the caller accepts it */
+    if (es->sock)
+        dx_fd_poll(&es->sock, 1, 10);
+    return es->text && strstr(h_peer_output(es->peer), es->text);
+}
+
+/* 3.13 (psk-server), S-10, S-11: openssl s_client -psk against our
+ * server without certificate: the server's callback gets s_client's
+ * identity, s_client reports the hint (TLS 1.2) and the cipher our side
+ * reports, and reads our echo. */
+START_TEST(openssl_s_client_with_our_server)
+{
+    const char *v = versions[_i];
+    bool tls13 = _i == 1;
+    dx_tls_ctx *sctx = psk_ctx(v, false, false);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(sctx, &srv), 0);
+    keyring keys = {.known = "client1", .key = key1, .key_len = sizeof(key1)};
+    ck_assert_int_eq(dx_tls_server_set_psk_callback(srv, psk_cb, &keys), 0);
+    ck_assert_int_eq(dx_tls_server_set_psk_identity_hint(srv, "hint-x"), 0);
+    unsigned port;
+    echo_server es = {.listener = h_listen_loopback(&port)};
+    char to[32];
+    snprintf(to, sizeof(to), "127.0.0.1:%u", port);
+    const char *argv12[] = {"openssl", "s_client", "-connect", to, "-psk", KEY1_HEX,
+                            "-psk_identity", "client1", "-tls1_2", "-cipher", PSK12, NULL};
+    const char *argv13[] = {"openssl", "s_client", "-connect", to, "-psk", KEY1_HEX,
+                            "-psk_identity", "client1", "-tls1_3", NULL};
+    h_peer peer;
+    h_peer_start(&peer, tls13 ? argv13 : argv12);
+    es.peer = &peer;
+    ck_assert_msg(h_peer_run(&peer, NULL, 0, serve_until, &es, 10000), "s_client: %s",
+                  h_peer_output(&peer));
+    ck_assert_int_eq(dx_tls_server_accept(srv, es.sock, &es.t), 0);
+    dx_stream_events ev = {.on_data = upcase_echo};
+    dx_stream_set_events(dx_tls_upper(es.t), &ev, NULL);
+    const char *cipher = tls13 ? "TLS_CHACHA20_POLY1305_SHA256" : PSK12;
+    char line[96];
+    snprintf(line, sizeof(line), "%s, Cipher is %s", v, cipher);
+    es.text = line;
+    ck_assert_msg(h_peer_run(&peer, NULL, 0, serve_until, &es, 10000), "s_client: %s",
+                  h_peer_output(&peer));
+    h_peer_write(&peer, "hello from s_client\n");
+    es.text = "HELLO FROM S_CLIENT";
+    ck_assert_msg(h_peer_run(&peer, NULL, 0, serve_until, &es, 10000), "s_client: %s",
+                  h_peer_output(&peer));
+    ck_assert_str_eq(cipher_of(es.t), cipher);
+    ck_assert_str_eq(dx_tls_protocol(es.t), v);
+    ck_assert(dx_tls_authorized(es.t));
+    ck_assert_uint_eq(keys.calls, 1);
+    ck_assert_str_eq(keys.name[0], "client1");
+    if (!tls13)
+        ck_assert_ptr_nonnull(strstr(h_peer_output(&peer), "PSK identity hint: hint-x"));
+    /* EOF on its input: s_client closes; ours sees the end. */
+    h_peer_close_input(&peer);
+    int64_t end = h_now_ms() + 5000;
+    while (h_now_ms() < end && !(dx_stream_state(dx_tls_upper(es.t)) & DX_STREAM_ENDED))
+        dx_fd_poll(&es.sock, 1, 20);
+    ck_assert(dx_stream_state(dx_tls_upper(es.t)) & DX_STREAM_ENDED);
+    ck_assert_int_eq(h_peer_stop(&peer, 5000), 0);
+    h_peer_free(&peer);
+    dx_tls_destroy(es.t);
+    close(es.listener);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 Suite *tls_psk_suite(void)
 {
     Suite *s = suite_create("tls_psk");
@@ -888,6 +1077,12 @@ Suite *tls_psk_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, setters_check_their_arguments);
     tcase_add_loop_test(tc, server_defaults_reach_accepted_connections, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("peer");
+    tcase_add_unchecked_fixture(tc, make_pki, free_pki);
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, our_client_with_openssl_s_server, 0, 2);
+    tcase_add_loop_test(tc, openssl_s_client_with_our_server, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }
