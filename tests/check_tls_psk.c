@@ -44,11 +44,12 @@ static const char *const versions[] = {"TLSv1.2", "TLSv1.3"};
 /* A context of one version (NULL: both), with the TLS 1.2 PSK suite and
  * the TLS 1.3 defaults, a certificate or none, trusting the test CA or
  * nothing of ours (no CA added: the system store). */
-static dx_tls_ctx *psk_ctx(const char *version, bool cert, bool trust)
+static dx_tls_ctx *psk_ctx_ciphers(const char *version, bool cert, bool trust,
+                                   const char *ciphers)
 {
     dx_tls_config *cfg;
     ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
-    ck_assert_int_eq(dx_tls_config_set_ciphers(cfg, PSK12 ":ECDHE-ECDSA-AES128-GCM-SHA256"), 0);
+    ck_assert_int_eq(dx_tls_config_set_ciphers(cfg, ciphers), 0);
     if (trust) {
         const char *capem = dx_pki_cert_pem(ca);
         ck_assert_int_eq(dx_tls_config_add_ca(cfg, capem, strlen(capem)), 0);
@@ -67,6 +68,11 @@ static dx_tls_ctx *psk_ctx(const char *version, bool cert, bool trust)
     ck_assert_msg(rc == 0, "ctx: %s", err ? dx_error_message(err) : "?");
     dx_tls_config_free(cfg);
     return ctx;
+}
+
+static dx_tls_ctx *psk_ctx(const char *version, bool cert, bool trust)
+{
+    return psk_ctx_ciphers(version, cert, trust, PSK12 ":ECDHE-ECDSA-AES128-GCM-SHA256");
 }
 
 /* ---- the callbacks -------------------------------------------------------- */
@@ -302,26 +308,33 @@ END_TEST
 /* S-11, CL-07: the server's hint reaches the client's callback in TLS 1.2;
  * TLS 1.3 has none (NULL). A client that allows both versions is asked
  * for its ClientHello (NULL), then again with the hint when the server
- * chooses TLS 1.2. Without a hint the client gets NULL in TLS 1.2 too. */
+ * chooses TLS 1.2. Without a hint the client gets NULL in TLS 1.2 too. The
+ * ECDHE-PSK suites, whose ServerKeyExchange always carries a hint field,
+ * behave the same. */
 START_TEST(identity_hint_in_tls12_only)
 {
     /* 0: TLS 1.2, 1: TLS 1.3, 2: client of both versions, server 1.2,
-     * 3: TLS 1.2 without hint */
+     * 3: TLS 1.2 without hint, 4 and 5: 0 and 3 with ECDHE-PSK */
     const char *cv = _i == 1 ? "TLSv1.3" : _i == 2 ? NULL : "TLSv1.2";
     const char *sv = _i == 1 ? "TLSv1.3" : "TLSv1.2";
-    dx_tls_ctx *cctx = psk_ctx(cv, false, false), *sctx = psk_ctx(sv, false, false);
+    const char *ciphers = _i >= 4 ? "ECDHE-PSK-CHACHA20-POLY1305" : PSK12;
+    dx_tls_ctx *cctx = psk_ctx_ciphers(cv, false, false, ciphers),
+               *sctx = psk_ctx_ciphers(sv, false, false, ciphers);
     pconn p;
     usual_keys(&p);
     pc_open(&p, cctx, sctx);
     ck_assert_int_eq(dx_tls_set_psk_callback(p.c.t, psk_cb, &p.c.keys), 0);
     ck_assert_int_eq(dx_tls_set_psk_callback(p.s.t, psk_cb, &p.s.keys), 0);
-    if (_i != 3)
+    if (_i != 3 && _i != 5)
         ck_assert_int_eq(dx_tls_set_psk_identity_hint(p.s.t, "hint-1"), 0);
     pc_start(&p);
     ck_assert_msg(p.c.secure == 1 && p.s.secure == 1, "client %s, server %s", p.c.rec.error_name,
                   p.s.rec.error_name);
+    if (_i != 1)
+        ck_assert_str_eq(cipher_of(p.c.t), _i >= 4 ? "ECDHE-PSK-CHACHA20-POLY1305" : PSK12);
     switch (_i) {
     case 0:
+    case 4:
         ck_assert_uint_eq(p.c.keys.calls, 1);
         ck_assert(!p.c.keys.name_null[0]);
         ck_assert_str_eq(p.c.keys.name[0], "hint-1");
@@ -1056,7 +1069,7 @@ Suite *tls_psk_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, handshake_and_echo_without_certificates, 0, 2);
     tcase_add_loop_test(tc, largest_identity_and_key, 0, 2);
-    tcase_add_loop_test(tc, identity_hint_in_tls12_only, 0, 4);
+    tcase_add_loop_test(tc, identity_hint_in_tls12_only, 0, 6);
     tcase_add_test(tc, identity_hint_survives_sni_context);
     tcase_add_test(tc, tls13_key_used_by_server_with_certificate);
     tcase_add_test(tc, tls13_ticket_of_psk_connection_resumes);

@@ -179,7 +179,9 @@ DX_EXTERN int dx_tls_session_found(dx_tls_pending *p, const void *session, size_
  * set). A resumption failure is a client that offered a session (a ticket,
  * a TLS 1.3 pre-shared key, or a session id from a client that does not
  * offer TLS 1.3, whose id is otherwise random) and got a full handshake
- * (Node's silent fallback, counted). Connections whose TLS events the application
+ * (Node's silent fallback, counted); a handshake with an external
+ * pre-shared key (dx_tls_server_set_psk_callback()) is neither a
+ * resumption nor a failed one. Connections whose TLS events the application
  * replaced are not counted in handshakes, resumed and resume_failures. */
 typedef struct dx_tls_server_stats {
     uint64_t accepted;        /* connections accepted */
