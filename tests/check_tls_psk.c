@@ -44,12 +44,17 @@ static const char *const versions[] = {"TLSv1.2", "TLSv1.3"};
 /* A context of one version (NULL: both), with the TLS 1.2 PSK suite and
  * the TLS 1.3 defaults, a certificate or none, trusting the test CA or
  * nothing of ours (no CA added: the system store). */
+static const char *groups; /* for the next context made, then reset */
+
 static dx_tls_ctx *psk_ctx_ciphers(const char *version, bool cert, bool trust,
                                    const char *ciphers)
 {
     dx_tls_config *cfg;
     ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
     ck_assert_int_eq(dx_tls_config_set_ciphers(cfg, ciphers), 0);
+    if (groups)
+        ck_assert_int_eq(dx_tls_config_set_groups(cfg, groups), 0);
+    groups = NULL;
     if (trust) {
         const char *capem = dx_pki_cert_pem(ca);
         ck_assert_int_eq(dx_tls_config_add_ca(cfg, capem, strlen(capem)), 0);
@@ -353,6 +358,34 @@ START_TEST(identity_hint_in_tls12_only)
         ck_assert_uint_eq(p.c.keys.calls, 1);
         ck_assert(p.c.keys.name_null[0]);
     }
+    assert_echo(&p);
+    pc_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* TLS 1.3 with a HelloRetryRequest (the client's key share is for a group
+ * the server does not take): both callbacks are asked again for the
+ * second ClientHello, with the hash the first fixed, and the key serves. */
+START_TEST(tls13_key_after_hello_retry)
+{
+    groups = "P-256:X25519";
+    dx_tls_ctx *cctx = psk_ctx("TLSv1.3", false, false);
+    groups = "X25519";
+    dx_tls_ctx *sctx = psk_ctx("TLSv1.3", false, false);
+    pconn p;
+    usual_keys(&p);
+    pc_connect(&p, cctx, sctx);
+    ck_assert_msg(p.c.secure == 1 && p.s.secure == 1, "client %s, server %s", p.c.rec.error_name,
+                  p.s.rec.error_name);
+    dx_tls_kex_info kex;
+    ck_assert_int_eq(dx_tls_ephemeral_key(p.c.t, &kex), 0);
+    ck_assert_str_eq(kex.name, "X25519");
+    ck_assert_uint_eq(p.c.keys.calls, 2);
+    ck_assert(p.c.keys.name_null[0] && p.c.keys.name_null[1]);
+    ck_assert_uint_eq(p.s.keys.calls, 2);
+    ck_assert(dx_tls_authorized(p.c.t));
     assert_echo(&p);
     pc_close(&p);
     dx_tls_ctx_unref(cctx);
@@ -1071,6 +1104,7 @@ Suite *tls_psk_suite(void)
     tcase_add_loop_test(tc, largest_identity_and_key, 0, 2);
     tcase_add_loop_test(tc, identity_hint_in_tls12_only, 0, 6);
     tcase_add_test(tc, identity_hint_survives_sni_context);
+    tcase_add_test(tc, tls13_key_after_hello_retry);
     tcase_add_test(tc, tls13_key_used_by_server_with_certificate);
     tcase_add_test(tc, tls13_ticket_of_psk_connection_resumes);
     suite_add_tcase(s, tc);

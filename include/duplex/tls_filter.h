@@ -311,13 +311,15 @@ typedef struct dx_tls_psk {
  * Client: name is the server's identity hint (TLS 1.2 when the server
  * sent one), else NULL (always in TLS 1.3); fill identity, key and
  * key_len, and return 0; anything else offers no key. A client that
- * allows TLS 1.3 is asked as it sends its ClientHello (name NULL), and
- * asked again, with the hint, if the server then chooses TLS 1.2 with a
- * PSK suite. Without a key, TLS 1.3 goes on with the server's certificate
+ * allows TLS 1.3 is asked as it sends its ClientHello (name NULL; a
+ * second ClientHello, after a HelloRetryRequest, asks again), and asked
+ * again, with the hint, if the server then chooses TLS 1.2 with a PSK
+ * suite. Without a key, TLS 1.3 goes on with the server's certificate
  * and TLS 1.2 fails with "ERR_SSL_PSK_IDENTITY_NOT_FOUND".
  *
- * Server: name is the client's identity; fill key and key_len and return
- * 0, or refuse it: non-zero is an unknown identity. The handshake then
+ * Server: name is the client's identity (in TLS 1.3, asked for each
+ * ClientHello that offers it); fill key and key_len and return 0, or
+ * refuse it: non-zero is an unknown identity. The handshake then
  * fails with "ERR_SSL_PSK_IDENTITY_NOT_FOUND" and the client gets the
  * unknown_psk_identity alert ("ERR_SSL_TLSV1_ALERT_UNKNOWN_PSK_IDENTITY")
  * - except in TLS 1.3 on a server that has a certificate: RFC 8446
