@@ -1032,6 +1032,96 @@ START_TEST(client_certificate_required_per_sni_context)
 }
 END_TEST
 
+/* A session made where clients are not checked, or checked more loosely,
+ * resumes nothing where they are: a client without a certificate that
+ * resumes its session under a name that requires one gets a full
+ * handshake and is refused; sessions made under that name resume there.
+ * i: bit 0 version, bit 1 tickets off. The same between a server that lets
+ * unverified clients through and one that refuses them. */
+START_TEST(resumption_cannot_skip_a_client_check)
+{
+    const char *v = versions[_i & 1];
+    bool tickets = !(_i & 2);
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, v), *a = ctx_requesting(C_A, v);
+    dx_tls_ctx *anon = ctx_for(-1, v), *withcert = ctx_for(C_NEW, v);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_add_context(srv, "a.example.com", a), 0);
+    ck_assert_int_eq(dx_tls_server_set_tickets(srv, tickets), 0);
+    conn k;
+    uint8_t sess[8192];
+    size_t sess_len;
+    /* a session under the open name, without a certificate */
+    connect_to(&k, srv, anon, "default.test", NULL);
+    ck_assert_uint_eq(k.c_secure, 1);
+    ck_assert_uint_gt(k.session_len, 0);
+    memcpy(sess, k.session, k.session_len);
+    sess_len = k.session_len;
+    conn_end(&k);
+    conn_close(&k);
+    /* it resumes under the open name ... */
+    connect_resume(&k, srv, anon, "default.test", NULL, sess, sess_len);
+    ck_assert(dx_tls_session_reused(k.s));
+    conn_end(&k);
+    conn_close(&k);
+    /* ... not under the strict one: a full handshake, which refuses */
+    connect_resume(&k, srv, anon, "a.example.com", NULL, sess, sess_len);
+    ck_assert_uint_eq(k.rs.errors, 1);
+    ck_assert(!dx_tls_is_secure(k.s));
+    conn_close(&k);
+    /* a session made under the strict name, with a certificate, resumes
+     * there, and the client counts as verified */
+    connect_to(&k, srv, withcert, "a.example.com", NULL);
+    ck_assert(dx_tls_authorized(k.s));
+    ck_assert_uint_gt(k.session_len, 0);
+    memcpy(sess, k.session, k.session_len);
+    sess_len = k.session_len;
+    conn_end(&k);
+    conn_close(&k);
+    connect_resume(&k, srv, withcert, "a.example.com", NULL, sess, sess_len);
+    ck_assert(dx_tls_session_reused(k.s));
+    ck_assert(dx_tls_authorized(k.s));
+    ck_assert_str_eq(dx_tls_name_get(dx_tls_cert_subject(dx_tls_peer_cert(k.s)), "CN", 0), "new");
+    conn_end(&k);
+    conn_close(&k);
+    /* a lenient server (request, let unverified clients through) and a
+     * strict one on the same context: the lenient one's sessions do not
+     * resume on the strict one */
+    dx_tls_server *lax, *strict;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &lax), 0);
+    ck_assert_int_eq(dx_tls_server_new(dflt, &strict), 0);
+    ck_assert_int_eq(dx_tls_server_set_request_cert(lax, true, false), 0);
+    ck_assert_int_eq(dx_tls_server_set_request_cert(strict, true, true), 0);
+    uint8_t keys[48];
+    ck_assert_int_eq(dx_tls_server_get_ticket_keys(lax, keys), 0);
+    ck_assert_int_eq(dx_tls_server_set_ticket_keys(strict, keys), 0);
+    ck_assert_int_eq(dx_tls_server_set_tickets(lax, true), 0);
+    ck_assert_int_eq(dx_tls_server_set_tickets(strict, true), 0);
+    connect_to(&k, lax, anon, "default.test", NULL);
+    ck_assert_uint_eq(k.c_secure, 1);
+    ck_assert(!dx_tls_authorized(k.s));
+    memcpy(sess, k.session, k.session_len);
+    sess_len = k.session_len;
+    conn_end(&k);
+    conn_close(&k);
+    connect_resume(&k, lax, anon, "default.test", NULL, sess, sess_len);
+    ck_assert(dx_tls_session_reused(k.s));
+    ck_assert(!dx_tls_authorized(k.s));
+    conn_end(&k);
+    conn_close(&k);
+    connect_resume(&k, strict, anon, "default.test", NULL, sess, sess_len);
+    ck_assert_uint_eq(k.rs.errors, 1);
+    conn_close(&k);
+    dx_tls_server_free(lax);
+    dx_tls_server_free(strict);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(a);
+    dx_tls_ctx_unref(anon);
+    dx_tls_ctx_unref(withcert);
+}
+END_TEST
+
 /* The server's settings for truncation, record buffers and client
  * renegotiation reach the connections it accepts. */
 static void on_reneg(dx_tls *t, const dx_error *err, void *u)
@@ -1591,6 +1681,7 @@ Suite *tls_server_suite(void)
     tcase_add_test(tc, standalone_connection_sni_callback);
     tcase_add_test(tc, set_context_swaps_for_new_connections);
     tcase_add_loop_test(tc, client_certificate_required_per_sni_context, 0, 4);
+    tcase_add_loop_test(tc, resumption_cannot_skip_a_client_check, 0, 4);
     suite_add_tcase(s, tc);
     tc = tcase_create("alpn");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);

@@ -462,6 +462,12 @@ struct dx_tls_ctx {
     SSL_CTX *ssl;
     bool honor_cipher_order;
     bool verify_set, request_cert, reject_unauthorized;
+    /* the session id contexts of connections that verify clients: [0]
+     * those that let unverified clients through, [1] those that refuse
+     * them */
+    uint8_t auth_sid[2][SSL_MAX_SID_CTX_LENGTH];
+    uint8_t sid[SSL_MAX_SID_CTX_LENGTH];
+    size_t sid_len;
 };
 
 SSL_CTX *dx_tls_ctx_ssl(const dx_tls_ctx *ctx) { return ctx->ssl; }
@@ -993,6 +999,46 @@ static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg,
     return NULL;
 }
 
+/*
+ * The session id context of a connection that verifies its clients: the
+ * context's own, bound to what verifies them (the trust store's
+ * certificates and CRLs, the system store, partial chains) and to whether
+ * an unverified client is refused (mode). A session made under other rules then
+ * resumes nothing here (OpenSSL compares the ids and falls back to a full
+ * handshake), so that resuming cannot skip a client check, while servers
+ * built from the same configuration (a cluster) still share sessions.
+ */
+static bool make_auth_sid(SSL_CTX *ssl, const dx_tls_config *cfg, const uint8_t *sid,
+                          size_t sid_len, uint8_t mode, uint8_t out[SSL_MAX_SID_CTX_LENGTH])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    const uint8_t tag[] = "libduplex client verification";
+    const uint8_t flags[3] = {mode, cfg->system_trust, cfg->partial_chain};
+    ok = ok && EVP_DigestUpdate(md, tag, sizeof(tag)) && EVP_DigestUpdate(md, sid, sid_len) &&
+         EVP_DigestUpdate(md, flags, sizeof(flags));
+    STACK_OF(X509_OBJECT) *all = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ssl));
+    for (int i = 0; ok && i < sk_X509_OBJECT_num(all); i++) {
+        X509_OBJECT *o = sk_X509_OBJECT_value(all, i);
+        unsigned char *der = NULL;
+        int n = -1;
+        uint8_t type = (uint8_t)X509_OBJECT_get_type(o);
+        if (type == X509_LU_X509)
+            n = i2d_X509(X509_OBJECT_get0_X509(o), &der);
+        else if (type == X509_LU_CRL)
+            n = i2d_X509_CRL(X509_OBJECT_get0_X509_CRL(o), &der);
+        ok = n >= 0 && EVP_DigestUpdate(md, &type, 1) && EVP_DigestUpdate(md, der, (size_t)n);
+        OPENSSL_free(der);
+    }
+    uint8_t digest[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    ok = ok && EVP_DigestFinal_ex(md, digest, &len) && len >= SSL_MAX_SID_CTX_LENGTH;
+    EVP_MD_CTX_free(md);
+    if (ok)
+        memcpy(out, digest, SSL_MAX_SID_CTX_LENGTH);
+    return ok;
+}
+
 int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out, dx_error **err)
 {
     if (err)
@@ -1026,6 +1072,16 @@ int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out, dx_error **err)
         else
             dx_error_free(e);
         return DX_ETLS;
+    }
+    static const uint8_t default_sid_ctx[] = "libduplex";
+    ctx->sid_len = cfg->sid_ctx_len ? cfg->sid_ctx_len : sizeof(default_sid_ctx) - 1;
+    memcpy(ctx->sid, cfg->sid_ctx_len ? cfg->sid_ctx : default_sid_ctx, ctx->sid_len);
+    if (!make_auth_sid(ssl, cfg, ctx->sid, ctx->sid_len, 1, ctx->auth_sid[0]) ||
+        !make_auth_sid(ssl, cfg, ctx->sid, ctx->sid_len, 2, ctx->auth_sid[1])) {
+        SSL_CTX_free(ssl);
+        dx_free(ctx);
+        ERR_clear_error();
+        return DX_ENOMEM;
     }
     ctx->ssl = ssl;
     atomic_init(&ctx->refs, 1);
@@ -1063,6 +1119,17 @@ bool dx_tls_ctx_client_verify(const dx_tls_ctx *ctx, bool *request, bool *reject
     *request = ctx->request_cert;
     *reject = ctx->reject_unauthorized;
     return true;
+}
+
+const uint8_t *dx_tls_ctx_session_id_context(const dx_tls_ctx *ctx, bool request, bool reject,
+                                             size_t *len)
+{
+    if (!request) {
+        *len = ctx->sid_len;
+        return ctx->sid;
+    }
+    *len = sizeof(ctx->auth_sid[0]);
+    return ctx->auth_sid[reject];
 }
 
 bool dx_tls_ctx_honor_cipher_order(const dx_tls_ctx *ctx)

@@ -654,6 +654,16 @@ static int verify_mode_of(const dx_tls *f)
     return SSL_VERIFY_PEER | (f->reject_unauthorized ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
 }
 
+void dx_tls_apply_client_verification(dx_tls *f)
+{
+    SSL_set_verify(f->ssl, verify_mode_of(f), NULL);
+    size_t len;
+    const uint8_t *sid = dx_tls_ctx_session_id_context(
+        f->sni_ctx ? f->sni_ctx : f->ctx, f->request_cert, f->reject_unauthorized, &len);
+    if (!SSL_set_session_id_context(f->ssl, sid, (unsigned)len))
+        ERR_clear_error(); /* cannot fail for a length within bounds */
+}
+
 /*
  * Every ClientHello a server reads passes here first: the name is kept
  * (readable also if the handshake then fails), and the application's SNI
@@ -704,9 +714,10 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
             *al = SSL_AD_INTERNAL_ERROR;
             return SSL_CLIENT_HELLO_ERROR;
         }
-        if (f->sni_ctx &&
-            dx_tls_ctx_client_verify(f->sni_ctx, &f->request_cert, &f->reject_unauthorized))
-            SSL_set_verify(ssl, verify_mode_of(f), NULL);
+        if (f->sni_ctx)
+            dx_tls_ctx_client_verify(f->sni_ctx, &f->request_cert, &f->reject_unauthorized);
+        if (f->sni_ctx)
+            dx_tls_apply_client_verification(f);
         f->sni = SNI_APPLIED;
         return session_lookup(f, ssl, al);
     case SNI_APPLIED:
@@ -826,9 +837,14 @@ static void settle_server_auth(dx_tls *f)
         f->authorized = false;
         return;
     }
+    long v = SSL_get_verify_result(f->ssl);
     if (!SSL_get0_peer_certificate(f->ssl) && !f->verify_err)
         dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, "UNABLE_TO_GET_ISSUER_CERT", "tls",
                                                 "the peer sent no certificate"));
+    else if (SSL_session_reused(f->ssl) && !f->verify_err && v != X509_V_OK)
+        /* resumed: the client's verification when the session was made */
+        dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, dx_tls_verify_code_name(v), "tls", "%s",
+                                                X509_verify_cert_error_string(v)));
     f->authorized = !f->verify_err;
 }
 
@@ -1630,7 +1646,7 @@ int dx_tls_start(dx_tls *t)
         }
     } else {
         SSL_set_accept_state(t->ssl);
-        SSL_set_verify(t->ssl, verify_mode_of(t), NULL);
+        dx_tls_apply_client_verification(t);
     }
     dx_tls_rehandshake_start(t);
     if (dx_tls_psk_start(t) != 0) {

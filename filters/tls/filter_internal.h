@@ -197,6 +197,9 @@ uint64_t dx_tls_now(const dx_tls *f);
 /* Traffic: the idle timer starts over. */
 void dx_tls_activity(dx_tls *f);
 
+/* Server: the verification mode and the session id context that follow
+ * from request_cert and reject_unauthorized (and the SNI context). */
+void dx_tls_apply_client_verification(dx_tls *f);
 /* After a handshake: settles the outcome of the peer's verification (a
  * resumed session's result, a client that sent no certificate) and fails
  * the connection if it must. Returns false if it failed. */

@@ -100,11 +100,7 @@ int dx_tls_renegotiate(dx_tls *t, const dx_tls_renegotiate_opts *opts, dx_tls_do
         t->reject_unauthorized = opts->reject_unauthorized;
         if (t->role == DX_TLS_SERVER) {
             t->request_cert = opts->request_cert;
-            int mode = SSL_VERIFY_NONE;
-            if (opts->request_cert)
-                mode = SSL_VERIFY_PEER |
-                       (opts->reject_unauthorized ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
-            SSL_set_verify(t->ssl, mode, NULL);
+            dx_tls_apply_client_verification(t);
         }
     }
     ERR_clear_error();
@@ -128,19 +124,17 @@ int dx_tls_request_client_cert(dx_tls *t, dx_tls_done_cb cb, void *user)
         return DX_ESTATE;
     if (SSL_version(t->ssl) < TLS1_3_VERSION)
         return DX_ENOTSUP;
-    int old_mode = SSL_get_verify_mode(t->ssl);
-    SSL_set_verify(t->ssl,
-                   SSL_VERIFY_PEER |
-                       (t->reject_unauthorized ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                   NULL);
+    bool was = t->request_cert;
+    t->request_cert = true;
+    dx_tls_apply_client_verification(t);
     ERR_clear_error();
     if (!SSL_verify_client_post_handshake(t->ssl)) {
         unsigned long e = ERR_peek_last_error();
         ERR_clear_error();
-        SSL_set_verify(t->ssl, old_mode, NULL);
+        t->request_cert = was;
+        dx_tls_apply_client_verification(t);
         return ERR_GET_REASON(e) == SSL_R_EXTENSION_NOT_RECEIVED ? DX_ENOTSUP : DX_ESTATE;
     }
-    t->request_cert = true;
     forget_verification(t);
     t->re.cb = cb;
     t->re.cb_user = user;

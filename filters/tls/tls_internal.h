@@ -14,6 +14,13 @@ SSL_CTX *dx_tls_ctx_ssl(const dx_tls_ctx *ctx);
  * false when it sets none. */
 bool dx_tls_ctx_client_verify(const dx_tls_ctx *ctx, bool *request, bool *reject);
 
+/* The session id context for a server connection on ctx that asks
+ * (request) or not for client certificates, refusing unverified clients
+ * (reject) or not: sessions resume only between connections that check
+ * clients alike. */
+const uint8_t *dx_tls_ctx_session_id_context(const dx_tls_ctx *ctx, bool request, bool reject,
+                                             size_t *len);
+
 /* Node's code string for an OpenSSL error: ERR_OSSL_<LIB>_<REASON>, or
  * ERR_SSL_<REASON> for the SSL library. */
 void dx_tls_openssl_code(unsigned long e, char *out, size_t size);
