@@ -1032,6 +1032,18 @@ START_TEST(client_certificate_required_per_sni_context)
 }
 END_TEST
 
+/* Copies the client's session, then ends and closes the connection
+ * cleanly (so that the server keeps the session). */
+static size_t keep_and_close(conn *k, uint8_t out[8192])
+{
+    ck_assert_uint_gt(k->session_len, 0);
+    size_t n = k->session_len;
+    memcpy(out, k->session, n);
+    conn_end(k);
+    conn_close(k);
+    return n;
+}
+
 /* A session made where clients are not checked, or checked more loosely,
  * resumes nothing where they are: a client without a certificate that
  * resumes its session under a name that requires one gets a full
@@ -1054,11 +1066,7 @@ START_TEST(resumption_cannot_skip_a_client_check)
     /* a session under the open name, without a certificate */
     connect_to(&k, srv, anon, "default.test", NULL);
     ck_assert_uint_eq(k.c_secure, 1);
-    ck_assert_uint_gt(k.session_len, 0);
-    memcpy(sess, k.session, k.session_len);
-    sess_len = k.session_len;
-    conn_end(&k);
-    conn_close(&k);
+    sess_len = keep_and_close(&k, sess);
     /* it resumes under the open name ... */
     connect_resume(&k, srv, anon, "default.test", NULL, sess, sess_len);
     ck_assert(dx_tls_session_reused(k.s));
@@ -1073,11 +1081,7 @@ START_TEST(resumption_cannot_skip_a_client_check)
      * there, and the client counts as verified */
     connect_to(&k, srv, withcert, "a.example.com", NULL);
     ck_assert(dx_tls_authorized(k.s));
-    ck_assert_uint_gt(k.session_len, 0);
-    memcpy(sess, k.session, k.session_len);
-    sess_len = k.session_len;
-    conn_end(&k);
-    conn_close(&k);
+    sess_len = keep_and_close(&k, sess);
     connect_resume(&k, srv, withcert, "a.example.com", NULL, sess, sess_len);
     ck_assert(dx_tls_session_reused(k.s));
     ck_assert(dx_tls_authorized(k.s));
@@ -1100,10 +1104,7 @@ START_TEST(resumption_cannot_skip_a_client_check)
     connect_to(&k, lax, anon, "default.test", NULL);
     ck_assert_uint_eq(k.c_secure, 1);
     ck_assert(!dx_tls_authorized(k.s));
-    memcpy(sess, k.session, k.session_len);
-    sess_len = k.session_len;
-    conn_end(&k);
-    conn_close(&k);
+    sess_len = keep_and_close(&k, sess);
     connect_resume(&k, lax, anon, "default.test", NULL, sess, sess_len);
     ck_assert(dx_tls_session_reused(k.s));
     ck_assert(!dx_tls_authorized(k.s));
