@@ -349,6 +349,40 @@ START_TEST(sni_answer_after_destroy)
 }
 END_TEST
 
+/* An SNI answer that comes after dx_tls_destroy() while the caller's own
+ * link still holds the connection's lower stream (so the connection is
+ * freed only later) only frees the answer. */
+static void keep_sni(dx_tls *t, const char *name, dx_tls_pending *p, void *u)
+{
+    (void)t, (void)name;
+    *(dx_tls_pending **)u = p;
+}
+
+START_TEST(sni_answer_while_destroyed_connection_is_held)
+{
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, NULL), *cctx = ctx_for(-1, NULL);
+    size_t live0 = h_alloc_live();
+    dx_tls *c, *s;
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &c), 0);
+    ck_assert_int_eq(dx_tls_new(dflt, DX_TLS_SERVER, &s), 0);
+    dx_tls_pending *p = NULL;
+    ck_assert_int_eq(dx_tls_set_sni_callback(s, keep_sni, &p), 0);
+    ck_assert_int_eq(dx_tls_set_servername(c, "late.test"), 0);
+    dx_link *link;
+    ck_assert_int_eq(dx_link_new(dx_tls_lower(c), dx_tls_lower(s), NULL, NULL, &link), 0);
+    ck_assert_int_eq(dx_tls_start(s), 0);
+    ck_assert_int_eq(dx_tls_start(c), 0);
+    ck_assert_ptr_nonnull(p);
+    dx_tls_destroy(s); /* the link still holds its lower stream */
+    ck_assert_int_eq(dx_tls_sni_done(p, NULL), 0);
+    dx_link_destroy(link);
+    dx_tls_destroy(c);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
 /* T-08, 3.1: the SNI callback of a standalone server connection (no
  * server object). */
 static void standalone_sni(dx_tls *t, const char *name, dx_tls_pending *p, void *u)
@@ -418,6 +452,62 @@ START_TEST(set_context_swaps_for_new_connections)
     conn_close(&k2);
     dx_tls_ctx_unref(old);
     dx_tls_ctx_unref(fresh);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* Every allocation of libduplex's failing in turn through a connection a
+ * server accepts and an asynchronous SNI choice (the question lost to
+ * the shortage included) ends in success or a clean error; nothing leaks. */
+START_TEST(allocation_failures_through_sni_end_cleanly)
+{
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, NULL), *a = ctx_for(C_A, NULL);
+    dx_tls_ctx *cctx = ctx_for(-1, NULL);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    srv_log l = {.sni_mode = 1, .sni_ctx = a};
+    dx_tls_server_events ev = srv_events;
+    ev.on_sni = ev_sni;
+    ck_assert_int_eq(dx_tls_server_set_events(srv, &ev, &l), 0);
+    bool succeeded = false;
+    for (long n = 0; n < 1000 && !succeeded; n++) {
+        size_t live0 = h_alloc_live();
+        h_alloc_fail_from(n);
+        dx_stream *x = NULL, *y = NULL;
+        dx_tls *c = NULL, *s = NULL;
+        h_rec rc = {0}, rs = {0};
+        if (dx_pair_new(NULL, &x, &y) == 0 && dx_tls_new(cctx, DX_TLS_CLIENT, &c) == 0) {
+            h_rec_attach(&rc, dx_tls_upper(c));
+            int r1 = dx_tls_set_servername(c, "a.example.com");
+            int r2 = dx_tls_attach(c, x);
+            x = NULL;
+            int r3 = dx_tls_server_accept(srv, y, &s);
+            y = NULL;
+            if (r3 == 0)
+                h_rec_attach(&rs, dx_tls_upper(s));
+            if (r1 == 0 && r2 == 0 && r3 == 0 && dx_tls_start(c) == 0 &&
+                dx_stream_write(dx_tls_upper(c), "ping", 4) >= 0)
+                succeeded = rs.received == 4 && !rc.errors && !rs.errors;
+            ck_assert_uint_le(rc.errors, 1);
+            ck_assert_uint_le(rs.errors, 1);
+        }
+        h_alloc_fail_from(-1);
+        dx_tls_destroy(c);
+        dx_tls_destroy(s);
+        dx_stream_destroy(x);
+        dx_stream_destroy(y);
+        h_rec_assert_clean(&rc);
+        h_rec_assert_clean(&rs);
+        h_rec_free(&rc);
+        h_rec_free(&rs);
+        ck_assert_msg(h_alloc_live() == live0, "n=%ld: %zu bytes leaked", n,
+                      h_alloc_live() - live0);
+    }
+    ck_assert(succeeded);
+    ck_assert_uint_ge(l.snis, 1);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(a);
     dx_tls_ctx_unref(cctx);
 }
 END_TEST
@@ -1679,6 +1769,8 @@ Suite *tls_server_suite(void)
     tcase_add_loop_test(tc, asynchronous_sni_choice, 0, 4);
     tcase_add_loop_test(tc, sni_refusal_fails_with_name_readable, 0, 2);
     tcase_add_test(tc, sni_answer_after_destroy);
+    tcase_add_test(tc, sni_answer_while_destroyed_connection_is_held);
+    tcase_add_test(tc, allocation_failures_through_sni_end_cleanly);
     tcase_add_test(tc, standalone_connection_sni_callback);
     tcase_add_test(tc, set_context_swaps_for_new_connections);
     tcase_add_loop_test(tc, client_certificate_required_per_sni_context, 0, 4);

@@ -98,10 +98,15 @@ static void tls_unref(dx_tls *f)
 {
     if (--f->refs > 0)
         return;
-    if (f->pending)
-        f->pending->f = NULL; /* a late answer only frees it */
-    if (f->lookup_pending)
-        f->lookup_pending->f = NULL;
+    /* A question the application got: a late answer only frees it; one it
+     * never got (the connection went first) goes now. */
+    dx_tls_pending *asked[] = {f->pending, f->lookup_pending};
+    for (size_t i = 0; i < sizeof(asked) / sizeof(asked[0]); i++) {
+        if (asked[i] && asked[i]->handed)
+            asked[i]->f = NULL;
+        else
+            dx_free(asked[i]);
+    }
     dx_tls_rehandshake_free(f);
     SSL_SESSION_free(f->resume_sess);
     dx_tls_ctx_unref(f->sni_ctx);
@@ -388,11 +393,11 @@ static dx_tls *of_ssl(const SSL *ssl)
 
 dx_tls *dx_tls_of_ssl(const SSL *ssl) { return of_ssl(ssl); }
 
-void dx_tls_queue_event(dx_tls *f, ev_kind kind, const void *data, size_t len)
+bool dx_tls_queue_event(dx_tls *f, ev_kind kind, const void *data, size_t len)
 {
     tls_event *e = dx_malloc(sizeof(*e) + len + 1);
     if (!e)
-        return; /* an event lost to memory shortage; the connection goes on */
+        return false; /* an event lost to memory shortage */
     e->next = NULL;
     e->kind = kind;
     e->len = len;
@@ -403,6 +408,7 @@ void dx_tls_queue_event(dx_tls *f, ev_kind kind, const void *data, size_t len)
     else
         f->evq = e;
     f->evq_tail = e;
+    return true;
 }
 
 static void keylog_cb(const SSL *ssl, const char *line)
@@ -618,8 +624,14 @@ static int session_lookup(dx_tls *f, SSL *ssl, int *al)
         }
         f->lookup_pending->f = f;
         f->lookup_pending->kind = PENDING_LOOKUP;
+        if (!dx_tls_queue_event(f, EV_LOOKUP, "", 0)) {
+            dx_free(f->lookup_pending);
+            f->lookup_pending = NULL;
+            f->oom = true;
+            *al = SSL_AD_INTERNAL_ERROR;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
         f->lookup = SNI_WAITING;
-        dx_tls_queue_event(f, EV_LOOKUP, "", 0);
         return SSL_CLIENT_HELLO_RETRY;
     case SNI_WAITING:
         return SSL_CLIENT_HELLO_RETRY;
@@ -704,8 +716,14 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
             return SSL_CLIENT_HELLO_ERROR;
         }
         f->pending->f = f;
+        if (!dx_tls_queue_event(f, EV_SNI, "", 0)) {
+            dx_free(f->pending);
+            f->pending = NULL;
+            f->oom = true;
+            *al = SSL_AD_INTERNAL_ERROR;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
         f->sni = SNI_WAITING;
-        dx_tls_queue_event(f, EV_SNI, "", 0);
         return SSL_CLIENT_HELLO_RETRY;
     case SNI_WAITING:
         return SSL_CLIENT_HELLO_RETRY;
@@ -1190,10 +1208,13 @@ static void emit_events(dx_tls *f)
             f->ev.on_session(f, e->data, e->len, f->user);
         else if (e->kind == EV_TRACE && f->ev.on_trace)
             f->ev.on_trace(f, (const char *)e->data, f->user);
-        else if (e->kind == EV_SNI && f->pending && f->sni_cb)
+        else if (e->kind == EV_SNI && f->pending && f->sni_cb) {
+            f->pending->handed = true;
             f->sni_cb(f, f->sni_name, f->pending, f->sni_user);
-        else if (e->kind == EV_LOOKUP && f->lookup_pending && f->server)
+        } else if (e->kind == EV_LOOKUP && f->lookup_pending && f->server) {
+            f->lookup_pending->handed = true;
             dx_tls_server_lookup(f->server, f->lookup_id, f->lookup_len, f->lookup_pending);
+        }
         else if (e->kind == EV_REHANDSHAKE && f->re.cb) {
             dx_tls_done_cb cb = f->re.cb;
             f->re.cb = NULL;
@@ -1759,9 +1780,10 @@ static dx_tls *take_sni_answer(dx_tls_pending *p)
 {
     dx_tls *f = p->f;
     dx_free(p);
+    if (f)
+        f->pending = NULL; /* also when destroyed: f is freed later */
     if (!f || f->dead)
         return NULL;
-    f->pending = NULL;
     return f;
 }
 
@@ -1807,9 +1829,10 @@ int dx_tls_session_found(dx_tls_pending *p, const void *session, size_t len)
         return DX_EINVAL;
     dx_tls *f = p->f;
     dx_free(p);
+    if (f)
+        f->lookup_pending = NULL; /* also when destroyed: f is freed later */
     if (!f || f->dead)
         return 0;
-    f->lookup_pending = NULL;
     if (session && len && len <= 0x7fffffff) {
         const unsigned char *q = session;
         f->resume_sess = d2i_SSL_SESSION(NULL, &q, (long)len);

@@ -32,6 +32,7 @@ typedef enum sni_state { SNI_NONE, SNI_WAITING, SNI_DONE, SNI_APPLIED, SNI_FAILE
 typedef enum pending_kind { PENDING_SNI, PENDING_LOOKUP } pending_kind;
 struct dx_tls_pending {
     dx_tls *f; /* NULL once the connection is gone */
+    bool handed;       /* given to the application, which must answer it */
     pending_kind kind; /* what answers it: dx_tls_sni_*, dx_tls_session_found */
 };
 
@@ -184,8 +185,8 @@ void dx_tls_run(dx_tls *f);
  * streams fail. */
 void dx_tls_fail(dx_tls *f, dx_error *err);
 /* Queues an event for dx_tls_run() to emit outside OpenSSL; text data is
- * NUL-terminated. A shortage of memory loses the event. */
-void dx_tls_queue_event(dx_tls *f, ev_kind kind, const void *data, size_t len);
+ * NUL-terminated. A shortage of memory loses the event (false). */
+bool dx_tls_queue_event(dx_tls *f, ev_kind kind, const void *data, size_t len);
 /* The error for a failed OpenSSL call (SSL_get_error's code). */
 dx_error *dx_tls_ssl_error(dx_tls *f, int sslerr);
 /* Node's name for an X509_V_ERR_* code. */
