@@ -12,6 +12,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ocsp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
@@ -229,7 +230,8 @@ int dx_pki_issue(const dx_pki_cert *issuer, const dx_pki_opts *opts,
         !add_ext(x, &ctx, NID_key_usage, usage) ||
         !add_ext(x, &ctx, NID_subject_key_identifier, "hash") ||
         (issuer && !add_ext(x, &ctx, NID_authority_key_identifier, "keyid:always")) ||
-        (eku[0] && !add_ext(x, &ctx, NID_ext_key_usage, eku)))
+        (eku[0] && !add_ext(x, &ctx, NID_ext_key_usage, eku)) ||
+        (o->must_staple && !add_ext(x, &ctx, NID_tlsfeature, "status_request")))
         goto failed;
     if (!add_alt_names(x, o, &bad_name)) {
         if (bad_name) {
@@ -289,5 +291,81 @@ void dx_pki_cert_free(dx_pki_cert *c)
     }
     dx_free(c->der);
     dx_free(c);
+    dx_live_dec();
+}
+
+/* ---- OCSP responses ------------------------------------------------------- */
+
+/* A time offset from now (seconds) as an ASN1_TIME, or NULL. */
+static ASN1_TIME *time_from_now(int64_t secs)
+{
+    return X509_time_adj_ex(NULL, (int)(secs / 86400), (long)(secs % 86400), NULL);
+}
+
+int dx_pki_ocsp_response(const dx_pki_cert *issuer, const dx_pki_cert *cert,
+                         dx_pki_ocsp_status status, int64_t this_update,
+                         int64_t next_update, uint8_t **der, size_t *len)
+{
+    if (der)
+        *der = NULL;
+    if (len)
+        *len = 0;
+    if (!issuer || !cert || !der || !len || !issuer->is_ca ||
+        (unsigned)status > DX_PKI_OCSP_UNKNOWN)
+        return DX_EINVAL;
+    static const int codes[] = {V_OCSP_CERTSTATUS_GOOD, V_OCSP_CERTSTATUS_REVOKED,
+                                V_OCSP_CERTSTATUS_UNKNOWN};
+    int rc = DX_EIO;
+    OCSP_BASICRESP *bs = OCSP_BASICRESP_new();
+    OCSP_RESPONSE *resp = NULL;
+    OCSP_CERTID *id = OCSP_cert_to_id(NULL, cert->x509, issuer->x509);
+    ASN1_TIME *thisupd = time_from_now(this_update);
+    ASN1_TIME *nextupd = next_update == DX_PKI_OCSP_NO_NEXT_UPDATE
+                             ? NULL
+                             : time_from_now(next_update);
+    if (!bs || !id || !thisupd || (next_update != DX_PKI_OCSP_NO_NEXT_UPDATE && !nextupd))
+        goto done;
+    if (!OCSP_basic_add1_status(bs, id, codes[status], -1,
+                                status == DX_PKI_OCSP_REVOKED ? thisupd : NULL,
+                                thisupd, nextupd))
+        goto done;
+    /* Ed25519 signs without a separate digest. */
+    const EVP_MD *md = EVP_PKEY_get_id(issuer->key) == EVP_PKEY_ED25519 ? NULL
+                                                                       : EVP_sha256();
+    if (!OCSP_basic_sign(bs, issuer->x509, issuer->key, md, NULL,
+                         OCSP_NOCERTS | OCSP_RESPID_KEY))
+        goto done;
+    resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
+    int n = resp ? i2d_OCSP_RESPONSE(resp, NULL) : -1;
+    if (n <= 0)
+        goto done;
+    unsigned char *buf = dx_malloc((size_t)n), *p = buf;
+    if (!buf) {
+        rc = DX_ENOMEM;
+        goto done;
+    }
+    if (i2d_OCSP_RESPONSE(resp, &p) != n) {
+        dx_free(buf);
+        goto done;
+    }
+    dx_live_inc();
+    *der = buf;
+    *len = (size_t)n;
+    rc = 0;
+done:
+    OCSP_RESPONSE_free(resp);
+    OCSP_BASICRESP_free(bs);
+    OCSP_CERTID_free(id);
+    ASN1_TIME_free(thisupd);
+    ASN1_TIME_free(nextupd);
+    ERR_clear_error();
+    return rc;
+}
+
+void dx_pki_ocsp_free(uint8_t *der)
+{
+    if (!der)
+        return;
+    dx_free(der);
     dx_live_dec();
 }

@@ -47,6 +47,10 @@ typedef struct dx_pki_opts {
     bool is_ca;
     /* DX_PKI_EKU_* bits; 0 for no extendedKeyUsage extension. */
     unsigned ext_key_usage;
+    /* RFC 7633 must-staple: the TLS feature extension with
+     * status_request, so that clients that enforce it refuse the
+     * certificate without a stapled OCSP response. */
+    bool must_staple;
 } dx_pki_opts;
 
 typedef struct dx_pki_cert dx_pki_cert;
@@ -74,6 +78,36 @@ DX_EXTERN int dx_pki_cert_der(const dx_pki_cert *c, const uint8_t **der,
 /* Frees a certificate and its key (the key's memory is cleared). NULL is
  * ignored. */
 DX_EXTERN void dx_pki_cert_free(dx_pki_cert *c);
+
+/* The certificate status of an OCSP response (dx_pki_ocsp_response). */
+typedef enum dx_pki_ocsp_status {
+    DX_PKI_OCSP_GOOD = 0,
+    DX_PKI_OCSP_REVOKED = 1,
+    DX_PKI_OCSP_UNKNOWN = 2,
+} dx_pki_ocsp_status;
+
+/* No nextUpdate in the response (dx_pki_ocsp_response). */
+#define DX_PKI_OCSP_NO_NEXT_UPDATE INT64_MIN
+
+/*
+ * Makes a DER OCSP response (RFC 6960: successful, basic, one
+ * SingleResponse) about cert, as issuer's own responder: the CertID is
+ * made from issuer's name and key with SHA-1, the response is signed with
+ * issuer's key (its responder ID is the key's hash; no certificates are
+ * included). status: good, revoked (revocation time thisUpdate, no
+ * reason) or unknown. this_update and next_update are in seconds
+ * relative to now (negative in the past; an expired response has a
+ * negative next_update); next_update DX_PKI_OCSP_NO_NEXT_UPDATE leaves
+ * nextUpdate out. The caller owns *der and frees it with
+ * dx_pki_ocsp_free(). Returns 0; DX_EINVAL (a NULL argument, an issuer
+ * that is not a CA, an unknown status); DX_ENOMEM; DX_EIO if OpenSSL
+ * fails otherwise.
+ */
+DX_EXTERN int dx_pki_ocsp_response(const dx_pki_cert *issuer, const dx_pki_cert *cert,
+                                   dx_pki_ocsp_status status, int64_t this_update,
+                                   int64_t next_update, uint8_t **der, size_t *len);
+/* Frees a response of dx_pki_ocsp_response(). NULL is ignored. */
+DX_EXTERN void dx_pki_ocsp_free(uint8_t *der);
 
 #ifdef __cplusplus
 }
