@@ -151,5 +151,6 @@ Suite *tls_cert_suite(void);
 Suite *tls_filter_suite(void);
 Suite *tls_server_suite(void);
 Suite *tls_psk_suite(void);
+Suite *tls_ocsp_suite(void);
 
 #endif

@@ -108,6 +108,7 @@ static void tls_unref(dx_tls *f)
             dx_free(asked[i]);
     }
     dx_tls_rehandshake_free(f);
+    dx_tls_ocsp_release(f);
     SSL_SESSION_free(f->resume_sess);
     dx_tls_ctx_unref(f->sni_ctx);
     dx_error_free(f->sni_err);
@@ -228,9 +229,11 @@ dx_error *dx_tls_ssl_error(dx_tls *f, int sslerr)
         ERR_clear_error();
         return (dx_error *)dx_error_oom();
     }
-    if (f->sni_err) { /* the application refused the name */
+    /* the application refused the name, or failed the OCSP answer */
+    const dx_error *app = f->sni_err ? f->sni_err : f->ocsp.err;
+    if (app) {
         ERR_clear_error();
-        return dx_tls_or_oom(dx_error_copy(f->sni_err));
+        return dx_tls_or_oom(dx_error_copy(app));
     }
     if (f->psk.err) { /* a PSK answer, or an unknown TLS 1.3 identity */
         ERR_clear_error();
@@ -240,7 +243,9 @@ dx_error *dx_tls_ssl_error(dx_tls *f, int sslerr)
         e = 0; /* the transport went before the handshake: a reset */
         sslerr = SSL_ERROR_SYSCALL;
     }
-    if (f->verify_err && (!e || ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED)) {
+    /* the chain, the identity, or the stapled OCSP response refused */
+    if (f->verify_err && (!e || ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED ||
+                          ERR_GET_REASON(e) == SSL_R_INVALID_STATUS_RESPONSE)) {
         err = dx_error_copy(f->verify_err);
         if (err && !dx_error_detail(err)[0])
             dx_error_set_detail(err, "verify result %ld%s%s", f->verify_result,
@@ -425,8 +430,10 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
         dx_tls_server_session_new(f->server, ssl, sess);
         return 0;
     }
-    /* A client's sessions go to the application (contexts keep none). */
-    if (!f || f->role != DX_TLS_CLIENT || !f->ev.on_session || f->failed)
+    /* A client's sessions go to the application (contexts keep none), but
+     * not those of a server whose stapled OCSP response did not hold: a
+     * resumption would not check it again. */
+    if (!f || f->role != DX_TLS_CLIENT || !f->ev.on_session || f->failed || f->ocsp.failed)
         return 0;
     int n = i2d_SSL_SESSION(sess, NULL);
     if (n <= 0)
@@ -815,6 +822,8 @@ int dx_tls_ctx_prepare(SSL_CTX *ssl)
     SSL_CTX_set_client_hello_cb(ssl, client_hello_cb, NULL);
     SSL_CTX_set_tlsext_servername_callback(ssl, dx_tls_psk_hello_cb);
     SSL_CTX_set_alpn_select_cb(ssl, alpn_select_cb, NULL);
+    SSL_CTX_set_cert_cb(ssl, dx_tls_ocsp_cert_cb, NULL);
+    SSL_CTX_set_tlsext_status_cb(ssl, dx_tls_ocsp_status_cb);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ssl, dx_tls_ticket_cb);
     SSL_CTX_set_keylog_callback(ssl, keylog_cb);
     SSL_CTX_sess_set_new_cb(ssl, new_session_cb);
@@ -963,8 +972,8 @@ static void step_handshake(dx_tls *f)
         return;
     }
     int e = SSL_get_error(f->ssl, r);
-    if (e == SSL_ERROR_WANT_CLIENT_HELLO_CB)
-        return; /* an answer is pending (SNI choice, session lookup) */
+    if (e == SSL_ERROR_WANT_CLIENT_HELLO_CB || e == SSL_ERROR_WANT_X509_LOOKUP)
+        return; /* an answer is pending (dx_tls_sni_done, dx_tls_ocsp_done) */
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         if (f->in_eof && !f->inq.bytes)
             dx_tls_fail(f, dx_tls_ssl_error(f, SSL_ERROR_SYSCALL));
@@ -1181,6 +1190,11 @@ static void flush_out(dx_tls *f)
 static void emit_events(dx_tls *f)
 {
     if (f->hs_done && !f->secure_emitted && !f->failed) {
+        dx_tls_ocsp_tell(f); /* the staple goes just before */
+        if (f->dead)
+            return;
+    }
+    if (f->hs_done && !f->secure_emitted && !f->failed) {
         f->secure_emitted = true;
         if (f->ev.on_secure)
             f->ev.on_secure(f, f->user);
@@ -1222,6 +1236,8 @@ static void emit_events(dx_tls *f)
         }
         dx_free(e);
     }
+    if (!f->dead)
+        dx_tls_ocsp_ask(f); /* the certificates the handshake waits about */
     if (f->dead) {
         for (tls_event *e = held, *n; e; e = n) {
             n = e->next;

@@ -29,12 +29,42 @@ typedef enum ev_kind {
 typedef enum sni_state { SNI_NONE, SNI_WAITING, SNI_DONE, SNI_APPLIED, SNI_FAILED } sni_state;
 
 /* A pending answer: outlives the connection if the user answers late. */
-typedef enum pending_kind { PENDING_SNI, PENDING_LOOKUP } pending_kind;
+typedef enum pending_kind { PENDING_SNI, PENDING_LOOKUP, PENDING_OCSP } pending_kind;
 struct dx_tls_pending {
     dx_tls *f; /* NULL once the connection is gone */
     bool handed;       /* given to the application, which must answer it */
-    pending_kind kind; /* what answers it: dx_tls_sni_*, dx_tls_session_found */
+    pending_kind kind; /* what answers it: dx_tls_sni_*, dx_tls_session_found,
+                        * dx_tls_ocsp_done */
+    size_t index;      /* PENDING_OCSP: which certificate (tls_ocsp.items) */
 };
+
+/* OCSP stapling (ocsp.c). A server asks the application about each
+ * certificate it may present and keeps the answers until the status
+ * callback staples the one for the certificate chosen. */
+typedef struct ocsp_item {
+    X509 *cert, *issuer;     /* references; issuer NULL when not found */
+    dx_tls_pending *pending; /* handed to the application, not yet answered */
+    bool asked, answered;
+    uint8_t *resp;           /* the answer: DER, or NULL for no staple */
+    size_t len;
+} ocsp_item;
+
+typedef struct tls_ocsp {
+    /* client */
+    unsigned flags;            /* DX_TLS_OCSP_* */
+    uint8_t *resp;             /* the staple received, or NULL */
+    size_t len;
+    dx_tls_ocsp_result result;
+    bool failed;               /* the staple did not hold: no sessions */
+    bool told;                 /* on_ocsp_response emitted */
+    /* server */
+    dx_tls_ocsp_cb cb;
+    void *user;
+    sni_state state;           /* NONE, WAITING, DONE, FAILED */
+    ocsp_item *items;
+    size_t n_items, waiting;
+    dx_error *err;             /* the answer that failed the handshake */
+} tls_ocsp;
 
 typedef struct tls_event {
     struct tls_event *next;
@@ -167,6 +197,8 @@ struct dx_tls {
     void *close_arg;
     dx_tls_server *server;
 
+    tls_ocsp ocsp;
+
     /* certificate objects made on request */
     dx_tls_cert *peer_cert, *local_cert, **chain;
     size_t chain_len;
@@ -243,6 +275,19 @@ int dx_tls_psk_hello_cb(SSL *ssl, int *al, void *arg);
 /* The handshake completed: whether a key authenticated it. */
 bool dx_tls_psk_handshake_done(dx_tls *f);
 void dx_tls_psk_free(dx_tls *f);
+
+/* ---- OCSP stapling (ocsp.c), called by the engine ------------------------ */
+
+/* The certificate and status callbacks every context installs. */
+int dx_tls_ocsp_cert_cb(SSL *ssl, void *arg);
+int dx_tls_ocsp_status_cb(SSL *ssl, void *arg);
+/* Asks the application about each certificate the handshake waits about
+ * (from the engine's event emission, outside OpenSSL). */
+void dx_tls_ocsp_ask(dx_tls *f);
+/* Client: on_ocsp_response, once, before on_secure. */
+void dx_tls_ocsp_tell(dx_tls *f);
+/* Releases what the connection holds (late answers only free their p). */
+void dx_tls_ocsp_release(dx_tls *f);
 
 static inline dx_error *dx_tls_or_oom(dx_error *e)
 {

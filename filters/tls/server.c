@@ -391,6 +391,7 @@ int dx_tls_server_set_session_store(dx_tls_server *srv, const dx_tls_session_sto
 
 bool dx_tls_server_async_lookup(const dx_tls_server *srv) { return srv->external; }
 
+
 void dx_tls_server_lookup(dx_tls_server *srv, const uint8_t *id, size_t len,
                           dx_tls_pending *p)
 {
@@ -463,6 +464,16 @@ static void on_sni(dx_tls *t, const char *name, dx_tls_pending *p, void *u)
 
 static dx_tls_ctx *resolve_sni(void *u, const char *name) { return context_for(u, name); }
 
+static void on_ocsp(dx_tls *t, const dx_tls_cert *cert, const dx_tls_cert *issuer,
+                    dx_tls_pending *p, void *u)
+{
+    dx_tls_server *srv = u;
+    if (srv->ev.on_ocsp_request)
+        srv->ev.on_ocsp_request(srv, t, cert, issuer, p, srv->user);
+    else
+        dx_tls_ocsp_done(p, NULL, 0, NULL); /* the event went meanwhile */
+}
+
 static void on_closed(dx_tls *t, void *u)
 {
     (void)t;
@@ -510,6 +521,8 @@ int dx_tls_server_accept(dx_tls_server *srv, dx_stream *transport, dx_tls **out)
         dx_tls_set_sni_callback(t, on_sni, srv);
     else if (srv->contexts)
         dx_tls_set_sni_resolver(t, resolve_sni, srv);
+    if (srv->ev.on_ocsp_request)
+        dx_tls_set_ocsp_callback(t, on_ocsp, srv);
     dx_tls_set_clock(t, srv->clock, srv->clock_arg);
     if (srv->alpn_cb)
         dx_tls_set_alpn_callback(t, srv->alpn_cb, srv->alpn_user);

@@ -80,7 +80,8 @@ extern "C" {
 #endif
 
 typedef struct dx_tls dx_tls;
-/* An answer the handshake waits for (dx_tls_sni_done(), ...). */
+/* An answer the handshake waits for (dx_tls_sni_done(), dx_tls_ocsp_done(),
+ * ...). */
 typedef struct dx_tls_pending dx_tls_pending;
 /* The certificate object: <duplex/tls_cert.h>. */
 typedef struct dx_tls_cert dx_tls_cert;
@@ -122,6 +123,12 @@ typedef struct dx_tls_events {
      * before the streams report err, while the connection still answers
      * (dx_tls_servername, ...). */
     void (*on_handshake_error)(dx_tls *t, const dx_error *err, void *user);
+    /* Client with DX_TLS_OCSP_REQUEST (dx_tls_set_ocsp): the OCSP
+     * response the server stapled (DER, valid during the call), or NULL
+     * and 0 when it sent none (Node's OCSPResponse). Once, just before
+     * on_secure; a failed handshake has none. See dx_tls_set_ocsp(). */
+    void (*on_ocsp_response)(dx_tls *t, const uint8_t *response, size_t len,
+                             void *user);
 } dx_tls_events;
 
 /*
@@ -503,6 +510,119 @@ DX_EXTERN int dx_tls_request_client_cert(dx_tls *t, dx_tls_done_cb cb, void *use
  * not TLS 1.3: "ERR_SSL_WRONG_SSL_VERSION" in Node's terms).
  */
 DX_EXTERN int dx_tls_key_update(dx_tls *t, bool request_peer);
+
+/* ---- OCSP stapling (RFC 6066 status_request, RFC 6960, RFC 7633) --------
+ * A server staples a signed OCSP response about its certificate to the
+ * handshake; the client asks for it, and may check it. */
+
+#define DX_TLS_OCSP_REQUEST     0x1u /* ask for a staple */
+#define DX_TLS_OCSP_VERIFY      0x2u /* verify a staple that came (implies REQUEST) */
+#define DX_TLS_OCSP_MUST_STAPLE 0x4u /* enforce RFC 7633 must-staple (implies
+                                      * REQUEST and VERIFY) */
+
+/*
+ * Client (Node's requestOCSP, and beyond): flags is 0 or DX_TLS_OCSP_*
+ * bits. REQUEST sends status_request in the ClientHello; the response
+ * comes to on_ocsp_response and dx_tls_get_ocsp_response().
+ *
+ * VERIFY checks a response that came, once the server's chain was
+ * verified: it must parse as a successful basic OCSP response, be signed
+ * by the certificate's issuer or a responder the issuer delegated to
+ * (OCSP signing), with the chain verified against the context's trust
+ * store; hold a status for the server's certificate; and be current
+ * (thisUpdate not in the future, nextUpdate not past, with 5 minutes of
+ * clock skew allowed either way; a response without nextUpdate is taken
+ * as current). A failure refuses the server as a failed chain check
+ * does: with reject_unauthorized (the default) the handshake fails with
+ * the code below and the server gets a bad_certificate_status_response
+ * alert; without it the connection goes on, unauthorized, and
+ * dx_tls_authorization_error() tells the code. The codes:
+ *   "CERT_REVOKED"                    the status is revoked (as Node's
+ *                                     verify code)
+ *   "ERR_TLS_OCSP_STATUS_UNKNOWN"     the responder does not know it
+ *   "ERR_TLS_OCSP_INVALID_RESPONSE"   not an OCSP response, a responder
+ *                                     error status, no basic response,
+ *                                     bad update times
+ *   "ERR_TLS_OCSP_BAD_SIGNATURE"      the signature does not verify, or
+ *                                     the signer may not speak for the
+ *                                     issuer
+ *   "ERR_TLS_OCSP_WRONG_CERTIFICATE"  no status for the server's
+ *                                     certificate
+ *   "ERR_TLS_OCSP_EXPIRED"            nextUpdate has passed
+ *   "ERR_TLS_OCSP_NOT_YET_VALID"      thisUpdate is in the future
+ *   "ERR_TLS_OCSP_MISSING"            must-staple, and no staple came
+ * The check is skipped when the chain or identity check failed first
+ * (that failure is the one reported) and on resumed sessions, which send
+ * no certificate (the check made when the session was made stands). A
+ * connection whose staple failed gives no sessions (on_session): a
+ * resumption would skip the check. No staple is no failure, unless
+ * MUST_STAPLE is set and the server's certificate has the TLS feature
+ * extension with status_request (RFC 7633 must-staple).
+ *
+ * Returns 0, DX_EINVAL (a server; unknown bits), DX_ESTATE.
+ */
+DX_EXTERN int dx_tls_set_ocsp(dx_tls *t, unsigned flags);
+
+/*
+ * Server (Node's OCSPRequest): cb is asked for the OCSP response to
+ * staple when a client sends status_request in a full handshake (never
+ * when it did not ask, nor on a resumption, which sends no certificate).
+ * It gets the certificate the server presents, of the context chosen by
+ * SNI, and its issuer: found in the certificate's chain, else in the
+ * context's trust store; NULL when the certificate is self-signed or the
+ * issuer is in neither. Both are valid during the call. It answers p with
+ * dx_tls_ocsp_done(), now from inside cb or later: the handshake waits.
+ * A context that holds several certificates (RSA and ECDSA side by side)
+ * does not know yet which one the handshake will present: cb is called
+ * once per certificate, each with its own p, the handshake waits for
+ * every answer, and the answer for the one presented is stapled. cb runs
+ * outside OpenSSL: any call is allowed in it, dx_tls_destroy() included.
+ * cb NULL staples nothing. Returns 0, DX_EINVAL (a client), DX_ESTATE.
+ */
+typedef void (*dx_tls_ocsp_cb)(dx_tls *t, const dx_tls_cert *cert,
+                               const dx_tls_cert *issuer, dx_tls_pending *p,
+                               void *user);
+DX_EXTERN int dx_tls_set_ocsp_callback(dx_tls *t, dx_tls_ocsp_cb cb, void *user);
+
+/* Largest response a server staples: what a TLS 1.3 Certificate entry
+ * extension can carry. */
+#define DX_TLS_OCSP_MAX_RESPONSE 65531u
+
+/*
+ * Answers a pending OCSP request, exactly once (also after the connection
+ * went: then it only frees p). response: the DER OCSP response to staple
+ * (copied; its contents are not checked), or NULL for no staple. err
+ * non-NULL fails the handshake with err (ownership passes; the client
+ * gets an internal_error alert). Returns 0; DX_EINVAL (NULL p, p of
+ * another kind, len 0 with a response, a response over
+ * DX_TLS_OCSP_MAX_RESPONSE bytes: p is not answered, err is freed);
+ * DX_ENOMEM (no memory for the copy: p is answered, the handshake fails).
+ */
+DX_EXTERN int dx_tls_ocsp_done(dx_tls_pending *p, const void *response, size_t len,
+                               dx_error *err);
+
+/*
+ * Client: the OCSP response the server stapled (DER), or *der NULL and
+ * *len 0 when none came (yet). Set while the handshake runs, before
+ * on_ocsp_response; stays readable until dx_tls_destroy(), also after a
+ * failed handshake. Returns 0 or DX_EINVAL.
+ */
+DX_EXTERN int dx_tls_get_ocsp_response(const dx_tls *t, const uint8_t **der,
+                                       size_t *len);
+
+/* What DX_TLS_OCSP_VERIFY found (dx_tls_get_ocsp_result). */
+typedef enum dx_tls_ocsp_result {
+    DX_TLS_OCSP_UNCHECKED = 0, /* not checked: no VERIFY flag, not yet, a
+                                * resumed session, or the chain failed first */
+    DX_TLS_OCSP_NO_STAPLE,     /* the server stapled nothing */
+    DX_TLS_OCSP_GOOD,          /* a valid response, status good */
+    DX_TLS_OCSP_REVOKED,       /* a valid response, status revoked */
+    DX_TLS_OCSP_UNKNOWN,       /* a valid response, status unknown */
+    DX_TLS_OCSP_INVALID,       /* a response that does not hold (the error
+                                * tells why) */
+} dx_tls_ocsp_result;
+/* Client: the outcome of the check, readable until dx_tls_destroy(). */
+DX_EXTERN dx_tls_ocsp_result dx_tls_get_ocsp_result(const dx_tls *t);
 
 /* ---- state and introspection -----------------------------------------
  * What was negotiated (protocol, cipher, keys, certificates, finished

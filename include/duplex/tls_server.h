@@ -51,6 +51,17 @@ typedef struct dx_tls_server_events {
      */
     void (*on_sni)(dx_tls_server *srv, dx_tls *t, const char *servername,
                    dx_tls_pending *p, void *user);
+    /*
+     * Node's OCSPRequest: a client asked for a stapled OCSP response
+     * about cert (the certificate the connection presents, of the context
+     * SNI chose; issuer NULL when self-signed or not found). Answer with
+     * dx_tls_ocsp_done(p, response or NULL, len, err or NULL), now or
+     * later; see dx_tls_set_ocsp_callback(). Connections accepted while
+     * it is set ask it; without it nothing is stapled.
+     */
+    void (*on_ocsp_request)(dx_tls_server *srv, dx_tls *t, const dx_tls_cert *cert,
+                            const dx_tls_cert *issuer, dx_tls_pending *p,
+                            void *user);
 } dx_tls_server_events;
 
 /* A server whose default context is ctx (a reference is taken). Returns
