@@ -1056,6 +1056,8 @@ int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out, dx_error **err)
             e = oom();
         else
             e = configure(ssl, cfg, &proto);
+        if (!e && dx_tls_ocsp_ctx_ready(ssl) != 0)
+            e = oom();
     }
     ERR_clear_error();
     dx_tls_ctx *ctx = NULL;

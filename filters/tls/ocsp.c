@@ -158,10 +158,10 @@ void dx_tls_ocsp_release(dx_tls *f)
 
 /* ---- server: asking, then stapling ------------------------------------------- */
 
-/* The issuer of x: in its chain, else in the context's trust store; NULL
- * for a self-signed certificate or one whose issuer is in neither. false
- * when memory ran out. */
-static bool find_issuer(SSL *ssl, X509 *x, STACK_OF(X509) *chain, X509 **out)
+/* The issuer of x: in its chain, else in store; NULL for a self-signed
+ * certificate or one whose issuer is in neither. false when memory ran
+ * out. */
+static bool find_issuer(X509_STORE *store, X509 *x, STACK_OF(X509) *chain, X509 **out)
 {
     *out = NULL;
     if (X509_get_extension_flags(x) & EXFLAG_SS)
@@ -175,7 +175,6 @@ static bool find_issuer(SSL *ssl, X509 *x, STACK_OF(X509) *chain, X509 **out)
             return true;
         }
     }
-    X509_STORE *store = SSL_CTX_get_cert_store(SSL_get_SSL_CTX(ssl));
     X509_STORE_CTX *sc = X509_STORE_CTX_new();
     if (!sc)
         return false;
@@ -186,48 +185,155 @@ static bool find_issuer(SSL *ssl, X509 *x, STACK_OF(X509) *chain, X509 **out)
     return true;
 }
 
+/*
+ * The issuers of a context's certificates, found once when the context is
+ * built (it does not change afterwards), so that a handshake does not
+ * search the trust store (a directory of the system's, maybe) each time.
+ * Kept in the SSL_CTX's ex_data.
+ */
+typedef struct ctx_issuers {
+    size_t n;
+    struct {
+        X509 *cert, *issuer;
+    } e[];
+} ctx_issuers;
+
+static CRYPTO_ONCE issuers_once = CRYPTO_ONCE_STATIC_INIT;
+static int issuers_index = -1;
+
+static void free_issuers(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                         void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    ctx_issuers *t = ptr;
+    for (size_t i = 0; t && i < t->n; i++) {
+        X509_free(t->e[i].cert);
+        X509_free(t->e[i].issuer);
+    }
+    dx_free(t);
+}
+
+static void make_issuers_index(void)
+{
+    issuers_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_issuers);
+}
+
+/* Calls each(x, chain, arg) for every certificate x (with its chain) of
+ * an SSL object (ctx NULL) or of a context (ssl NULL), and puts OpenSSL's
+ * current certificate back as it was. false if each failed. */
+static bool each_cert(SSL *ssl, SSL_CTX *ctx,
+                      bool (*each)(X509 *x, STACK_OF(X509) *chain, void *arg), void *arg)
+{
+    X509 *orig = ssl ? SSL_get_certificate(ssl) : SSL_CTX_get0_certificate(ctx);
+    bool ok = true;
+    long op = SSL_CERT_SET_FIRST;
+    while (ok && (ssl ? SSL_set_current_cert(ssl, op) : SSL_CTX_set_current_cert(ctx, op))) {
+        op = SSL_CERT_SET_NEXT;
+        STACK_OF(X509) *chain = NULL;
+        X509 *x;
+        if (ssl) {
+            x = SSL_get_certificate(ssl);
+            SSL_get0_chain_certs(ssl, &chain);
+        } else {
+            x = SSL_CTX_get0_certificate(ctx);
+            SSL_CTX_get0_chain_certs(ctx, &chain);
+        }
+        ok = x && each(x, chain, arg);
+    }
+    /* Back to the certificate that was current. */
+    op = SSL_CERT_SET_FIRST;
+    while (orig && (ssl ? SSL_set_current_cert(ssl, op) : SSL_CTX_set_current_cert(ctx, op)) &&
+           (ssl ? SSL_get_certificate(ssl) : SSL_CTX_get0_certificate(ctx)) != orig)
+        op = SSL_CERT_SET_NEXT;
+    return ok;
+}
+
+static bool count_cert(X509 *x, STACK_OF(X509) *chain, void *arg)
+{
+    (void)x, (void)chain;
+    (*(size_t *)arg)++;
+    return true;
+}
+
+typedef struct issuers_build {
+    ctx_issuers *t;
+    size_t max;
+    X509_STORE *store;
+} issuers_build;
+
+static bool add_issuer(X509 *x, STACK_OF(X509) *chain, void *arg)
+{
+    issuers_build *b = arg;
+    ctx_issuers *t = b->t;
+    if (t->n == b->max || !X509_up_ref(x))
+        return false;
+    t->e[t->n].cert = x;
+    t->e[t->n].issuer = NULL;
+    t->n++;
+    return find_issuer(b->store, x, chain, &t->e[t->n - 1].issuer);
+}
+
+int dx_tls_ocsp_ctx_ready(SSL_CTX *ctx)
+{
+    if (!CRYPTO_THREAD_run_once(&issuers_once, make_issuers_index) || issuers_index < 0)
+        return DX_ENOMEM;
+    size_t n = 0;
+    each_cert(NULL, ctx, count_cert, &n);
+    if (n == 0)
+        return 0;
+    issuers_build b = {dx_calloc(1, sizeof(ctx_issuers) + n * sizeof(b.t->e[0])), n,
+                       SSL_CTX_get_cert_store(ctx)};
+    if (!b.t)
+        return DX_ENOMEM;
+    bool ok = each_cert(NULL, ctx, add_issuer, &b) && b.t->n == n &&
+              SSL_CTX_set_ex_data(ctx, issuers_index, b.t);
+    ERR_clear_error();
+    if (!ok) {
+        free_issuers(NULL, b.t, NULL, 0, 0, NULL);
+        return DX_ENOMEM;
+    }
+    return 0;
+}
+
+typedef struct collecting {
+    tls_ocsp *o;
+    size_t max;
+    const ctx_issuers *known;
+    X509_STORE *store;
+} collecting;
+
+static bool collect_one(X509 *x, STACK_OF(X509) *chain, void *arg)
+{
+    collecting *c = arg;
+    tls_ocsp *o = c->o;
+    if (o->n_items == c->max || !X509_up_ref(x))
+        return false;
+    ocsp_item *it = &o->items[o->n_items++];
+    it->cert = x;
+    for (size_t i = 0; c->known && i < c->known->n; i++)
+        if (c->known->e[i].cert == x) { /* found when the context was built */
+            it->issuer = c->known->e[i].issuer;
+            return !it->issuer || X509_up_ref(it->issuer);
+        }
+    return find_issuer(c->store, x, chain, &it->issuer);
+}
+
 /* The certificates the connection may present (those of the context SNI
- * chose), each with its issuer. OpenSSL's current certificate is put
- * back as it was. */
+ * chose), each with its issuer. */
 static bool collect(dx_tls *f, SSL *ssl)
 {
-    tls_ocsp *o = &f->ocsp;
-    X509 *orig = SSL_get_certificate(ssl);
     size_t n = 0;
-    if (SSL_set_current_cert(ssl, SSL_CERT_SET_FIRST))
-        do
-            n++;
-        while (SSL_set_current_cert(ssl, SSL_CERT_SET_NEXT));
+    each_cert(ssl, NULL, count_cert, &n);
     if (n == 0)
         return true;
+    tls_ocsp *o = &f->ocsp;
     o->items = dx_calloc(n, sizeof(*o->items));
     if (!o->items)
         return false;
-    bool ok = SSL_set_current_cert(ssl, SSL_CERT_SET_FIRST);
-    while (ok && o->n_items < n) {
-        ocsp_item *it = &o->items[o->n_items];
-        X509 *x = SSL_get_certificate(ssl);
-        STACK_OF(X509) *chain = NULL;
-        SSL_get0_chain_certs(ssl, &chain);
-        if (!x || !X509_up_ref(x)) {
-            ok = false;
-            break;
-        }
-        it->cert = x;
-        o->n_items++;
-        if (!find_issuer(ssl, x, chain, &it->issuer)) {
-            ok = false;
-            break;
-        }
-        if (o->n_items < n && !SSL_set_current_cert(ssl, SSL_CERT_SET_NEXT))
-            break;
-    }
-    /* Back to the certificate that was current. */
-    if (orig && SSL_set_current_cert(ssl, SSL_CERT_SET_FIRST))
-        while (SSL_get_certificate(ssl) != orig &&
-               SSL_set_current_cert(ssl, SSL_CERT_SET_NEXT))
-            ;
-    return ok;
+    SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
+    collecting c = {o, n, issuers_index >= 0 ? SSL_CTX_get_ex_data(ctx, issuers_index) : NULL,
+                    SSL_CTX_get_cert_store(ctx)};
+    return each_cert(ssl, NULL, collect_one, &c);
 }
 
 /*

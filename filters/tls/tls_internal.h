@@ -34,6 +34,10 @@ dx_error *dx_tls_error_openssl(const char *option, const char *fallback);
  * the callbacks that report to connections (verification, keylog,
  * sessions). 0 or DX_ENOMEM. */
 int dx_tls_ctx_prepare(SSL_CTX *ssl);
+/* Once a context's certificates and trust are in place: finds the issuer
+ * of each certificate for OCSP stapling (filters/tls/ocsp.c). 0 or
+ * DX_ENOMEM. */
+int dx_tls_ocsp_ctx_ready(SSL_CTX *ssl);
 
 /* Server: a choice of context by name made at once, without waiting
  * (the server's table of dx_tls_server_add_context()); NULL: none. */

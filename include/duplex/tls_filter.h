@@ -569,8 +569,9 @@ DX_EXTERN int dx_tls_set_ocsp(dx_tls *t, unsigned flags);
  * when it did not ask, nor on a resumption, which sends no certificate).
  * It gets the certificate the server presents, of the context chosen by
  * SNI, and its issuer: found in the certificate's chain, else in the
- * context's trust store; NULL when the certificate is self-signed or the
- * issuer is in neither. Both are valid during the call. It answers p with
+ * context's trust store (once, when the context was built); NULL when the
+ * certificate is self-signed or the issuer is in neither. Both are valid
+ * during the call. It answers p with
  * dx_tls_ocsp_done(), now from inside cb or later: the handshake waits.
  * A context that holds several certificates (RSA and ECDSA side by side)
  * does not know yet which one the handshake will present: cb is called
