@@ -218,6 +218,46 @@ static const char *served_cn(conn *k)
 
 /* ---- SNI ------------------------------------------------------------------- */
 
+/* A connection accepted while on_sni was set, whose ClientHello comes
+ * after the application cleared the server's events, is served by the
+ * name table. */
+START_TEST(sni_event_cleared_after_accept_falls_back_to_the_table)
+{
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, NULL), *a = ctx_for(C_A, NULL);
+    dx_tls_ctx *cctx = ctx_for(-1, NULL);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_add_context(srv, "a.example.com", a), 0);
+    srv_log l = {.sni_mode = 1, .sni_ctx = dflt};
+    dx_tls_server_events ev = srv_events;
+    ev.on_sni = ev_sni;
+    ck_assert_int_eq(dx_tls_server_set_events(srv, &ev, &l), 0);
+    /* the client is made and the server connection accepted ... */
+    conn k;
+    memset(&k, 0, sizeof(k));
+    dx_stream *x, *y;
+    ck_assert_int_eq(dx_pair_new(NULL, &x, &y), 0);
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &k.c), 0);
+    ck_assert_int_eq(dx_tls_set_events(k.c, &client_events, &k), 0);
+    ck_assert_int_eq(dx_tls_set_servername(k.c, "a.example.com"), 0);
+    h_rec_attach(&k.rc, dx_tls_upper(k.c));
+    ck_assert_int_eq(dx_tls_attach(k.c, x), 0);
+    ck_assert_int_eq(dx_tls_server_accept(srv, y, &k.s), 0);
+    h_rec_attach(&k.rs, dx_tls_upper(k.s));
+    /* ... then the events go, then the ClientHello comes */
+    ck_assert_int_eq(dx_tls_server_set_events(srv, NULL, NULL), 0);
+    ck_assert_int_eq(dx_tls_start(k.c), 0);
+    ck_assert_uint_eq(k.c_secure, 1);
+    ck_assert_uint_eq(l.snis, 0);
+    ck_assert_str_eq(served_cn(&k), "a");
+    conn_close(&k);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(a);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
 /* SV-08, 3.9: exact and wildcard names choose their contexts; "*" stands
  * for one label; a name nothing matches gets the default context. */
 START_TEST(add_context_chooses_by_name)
@@ -1766,6 +1806,7 @@ Suite *tls_server_suite(void)
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, add_context_chooses_by_name, 0, 2);
+    tcase_add_test(tc, sni_event_cleared_after_accept_falls_back_to_the_table);
     tcase_add_loop_test(tc, asynchronous_sni_choice, 0, 4);
     tcase_add_loop_test(tc, sni_refusal_fails_with_name_readable, 0, 2);
     tcase_add_test(tc, sni_answer_after_destroy);

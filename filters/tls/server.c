@@ -459,7 +459,10 @@ static void on_handshake_error(dx_tls *t, const dx_error *err, void *u)
 static void on_sni(dx_tls *t, const char *name, dx_tls_pending *p, void *u)
 {
     dx_tls_server *srv = u;
-    srv->ev.on_sni(srv, t, name, p, srv->user);
+    if (srv->ev.on_sni)
+        srv->ev.on_sni(srv, t, name, p, srv->user);
+    else /* cleared since the connection was accepted: the table decides */
+        dx_tls_sni_done(p, context_for(srv, name));
 }
 
 static dx_tls_ctx *resolve_sni(void *u, const char *name) { return context_for(u, name); }
