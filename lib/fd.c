@@ -9,16 +9,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
 #include "errors.h"
+#include "sysio.h"
 #include "transport_impl.h"
 
 typedef struct fd_state {
@@ -55,32 +53,6 @@ static long fd_read(void *arg, void *buf, size_t cap)
     return sys_fail(f, "read", errno);
 }
 
-/* write(2) to a pipe or tty whose reader is gone raises SIGPIPE. It is
- * blocked in this thread around the call, and a SIGPIPE that the call
- * raised is taken off the pending set, so the process never sees it. */
-static ssize_t write_nosigpipe(int fd, const void *buf, size_t len)
-{
-    sigset_t pipe_set, old, pending;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    sigpending(&pending);
-    bool was_pending = sigismember(&pending, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    ssize_t n;
-    do
-        n = write(fd, buf, len);
-    while (n < 0 && errno == EINTR);
-    int err = errno;
-    if (n < 0 && err == EPIPE && !was_pending) {
-        const struct timespec zero = {0, 0};
-        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
-            ;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    errno = err;
-    return n;
-}
-
 static long fd_write(void *arg, const void *buf, size_t len)
 {
     fd_state *f = arg;
@@ -92,7 +64,7 @@ static long fd_write(void *arg, const void *buf, size_t len)
             n = send(f->wfd, buf, len, MSG_NOSIGNAL);
         while (n < 0 && errno == EINTR);
     } else {
-        n = write_nosigpipe(f->wfd, buf, len);
+        n = dx_write_nosigpipe(f->wfd, buf, len);
     }
     if (n >= 0)
         return (long)n;
