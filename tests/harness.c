@@ -3,6 +3,7 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,28 +17,30 @@
 
 /* ---- allocation accounting -------------------------------------------- */
 
-/* Each block carries its size in a header, so frees can be counted. */
+/* Each block carries its size in a header, so frees can be counted. The
+ * counters are atomic: tests may run libduplex objects on two threads. */
 typedef union {
     size_t size;
     max_align_t align;
 } h_hdr;
 
-static size_t live_bytes, peak_bytes;
-static long fail_from = -1, alloc_count;
+static atomic_size_t live_bytes, peak_bytes;
+static atomic_long fail_from = -1, alloc_count;
 
 static void *h_malloc(size_t n)
 {
-    if (fail_from >= 0 && alloc_count++ >= fail_from)
+    long limit = atomic_load(&fail_from);
+    long count = atomic_fetch_add(&alloc_count, 1);
+    if (limit >= 0 && count >= limit)
         return NULL;
-    if (fail_from < 0)
-        alloc_count++;
     h_hdr *h = malloc(sizeof(h_hdr) + n);
     if (!h)
         return NULL;
     h->size = n;
-    live_bytes += n;
-    if (live_bytes > peak_bytes)
-        peak_bytes = live_bytes;
+    size_t live = atomic_fetch_add(&live_bytes, n) + n;
+    size_t peak = atomic_load(&peak_bytes);
+    while (live > peak && !atomic_compare_exchange_weak(&peak_bytes, &peak, live))
+        ;
     return h + 1;
 }
 
@@ -46,7 +49,7 @@ static void h_free(void *p)
     if (!p)
         return;
     h_hdr *h = (h_hdr *)p - 1;
-    live_bytes -= h->size;
+    atomic_fetch_sub(&live_bytes, h->size);
     free(h);
 }
 
@@ -65,7 +68,7 @@ static void *h_realloc(void *p, size_t n)
 
 /* OpenSSL's own allocations, counted apart (they include its lazily made
  * global tables, so only differences mean something). */
-static size_t ossl_live;
+static atomic_size_t ossl_live;
 
 static void *o_malloc(size_t n, const char *file, int line)
 {
@@ -74,7 +77,7 @@ static void *o_malloc(size_t n, const char *file, int line)
     if (!h)
         return NULL;
     h->size = n;
-    ossl_live += n;
+    atomic_fetch_add(&ossl_live, n);
     return h + 1;
 }
 
@@ -84,7 +87,7 @@ static void o_free(void *p, const char *file, int line)
     if (!p)
         return;
     h_hdr *h = (h_hdr *)p - 1;
-    ossl_live -= h->size;
+    atomic_fetch_sub(&ossl_live, h->size);
     free(h);
 }
 
