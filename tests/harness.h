@@ -152,5 +152,6 @@ Suite *tls_filter_suite(void);
 Suite *tls_server_suite(void);
 Suite *tls_psk_suite(void);
 Suite *tls_ocsp_suite(void);
+Suite *blocking_suite(void);
 
 #endif

@@ -17,5 +17,6 @@
 #include <duplex/tls_cert.h>
 #include <duplex/tls_filter.h>
 #include <duplex/tls_server.h>
+#include <duplex/blocking.h>
 
 #endif /* DUPLEX_DUPLEX_H */
