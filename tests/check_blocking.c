@@ -20,6 +20,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -233,6 +236,7 @@ struct side {
     uint64_t hs_timeout; /* 0: 30 s */
     size_t read_buffer;  /* 0: the default */
     bool pha;            /* client: offer post-handshake authentication */
+    bool half_open;      /* dx_tls_set_allow_half_open() */
     script_fn script;
     size_t total;        /* bytes each way */
     uint64_t seed_out, seed_in;
@@ -296,6 +300,7 @@ static void run_side(side *sd)
             dx_tls_set_post_handshake_auth(t, true);
     }
     dx_tls_set_handshake_timeout(t, sd->hs_timeout ? sd->hs_timeout : 30000);
+    dx_tls_set_allow_half_open(t, sd->half_open);
     if (sd->e.k == K_QUEUE)
         sd->rc = dx_blocking_new(t, &queue_io, &sd->e.q, &b);
     else
@@ -530,9 +535,36 @@ static int client_close_wait(side *sd, dx_blocking *b)
     return 0;
 }
 
-/* Server: reads "bye" and the end; with mode 1 it writes data the client
- * no longer reads before its own close_notify (the filter sends it when
- * the client's came); then a write is refused. */
+/* Whether the transport under the side's connection reached its end
+ * (the peer ended its write side) within 5 s: read on the fd itself, or
+ * the queue's state. */
+static long transport_ended(side *sd)
+{
+    int64_t until = h_now_ms() + 5000;
+    while (sd->e.k == K_QUEUE && h_now_ms() < until) {
+        queue *q = sd->e.q.rq;
+        pthread_mutex_lock(&q->mu);
+        bool closed = q->closed;
+        pthread_mutex_unlock(&q->mu);
+        if (closed)
+            return 1;
+        usleep(1000);
+    }
+    while (sd->e.k != K_QUEUE && h_now_ms() < until) {
+        uint8_t buf[256];
+        ssize_t n = read(sd->e.rfd, buf, sizeof(buf));
+        if (n == 0)
+            return 1;
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            return 0;
+        if (n < 0)
+            usleep(1000);
+    }
+    return 0;
+}
+
+/* Server: reads "bye" and the end (the client's close_notify), sees that
+ * the transport then ended too, and finds writing refused. */
 static int server_after_client_close(side *sd, dx_blocking *b)
 {
     uint8_t buf[16];
@@ -551,14 +583,17 @@ static int server_after_client_close(side *sd, dx_blocking *b)
     r = dx_blocking_write(b, "late", 4);
     EXPECT(sd, b, "write after the peer's end", r == DX_EWRITEAFTEREND);
     snprintf(sd->name, sizeof(sd->name), "%s", dx_error_name(dx_blocking_error(b)));
+    sd->extra[0] = transport_ended(sd);
     TRY(sd, b, "close", dx_blocking_close(b, 0));
     return 0;
 }
 
 /* close(DX_BLOCKING_WAIT_PEER) returns once the peer's close_notify came;
- * reads after the end give 0, writes after it ERR_STREAM_WRITE_AFTER_END
- * on both sides (the server's side was ended by the client's
- * close_notify, Node's allowHalfOpen false). */
+ * after close_notify the transport's write side ends (shutdown on a
+ * socket, the write end closed on a pipe, the shutdown callback); reads
+ * after the end give 0, writes after it ERR_STREAM_WRITE_AFTER_END on both
+ * sides (the server's side was ended by the client's close_notify, Node's
+ * allowHalfOpen false). */
 START_TEST(close_waits_for_the_peer_and_ends_writing)
 {
     kind k = (kind)_i;
@@ -576,6 +611,7 @@ START_TEST(close_waits_for_the_peer_and_ends_writing)
     ASSERT_OK(&s);
     ck_assert_str_eq(c.name, "ERR_STREAM_WRITE_AFTER_END");
     ck_assert_str_eq(s.name, "ERR_STREAM_WRITE_AFTER_END");
+    ck_assert_msg(s.extra[0] == 1, "the client's write side did not end (%s)", kind_names[k]);
     ck_assert(c.clean_end && s.clean_end);
     chan_close(&ch);
     dx_tls_ctx_unref(cctx);
@@ -583,11 +619,38 @@ START_TEST(close_waits_for_the_peer_and_ends_writing)
 }
 END_TEST
 
+/* ---- a gate between two threads ----------------------------------------------- */
+
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool open;
+} gate;
+
+static void gate_open(gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_wait(gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
 /* ---- a peer that vanishes -------------------------------------------------- */
 
 /* A child process that runs fn(arg), says so on a pipe and waits; a
  * thread of the test then kills it (SIGKILL from outside: no clean-up,
- * no exit handlers, no report from valgrind, as a crashed peer). */
+ * no exit handlers, no report from valgrind, as a crashed peer). The
+ * thread works on its own copy of the pid, so that a test that fails
+ * before reap() leaves nothing dangling, and the child dies with the
+ * test process. */
 typedef struct vanisher {
     pid_t pid;
     int ready;
@@ -606,11 +669,13 @@ static void vanish_now(void)
 
 static void *killer(void *arg)
 {
-    vanisher *v = arg;
+    vanisher v = *(vanisher *)arg;
+    free(arg);
     char c;
-    ssize_t n = read(v->ready, &c, 1);
+    ssize_t n = read(v.ready, &c, 1);
     (void)n;
-    kill(v->pid, SIGKILL);
+    if (v.pid > 0)
+        kill(v.pid, SIGKILL);
     return NULL;
 }
 
@@ -618,17 +683,27 @@ static void spawn_vanishing(vanisher *v, void (*fn)(void *), void *arg)
 {
     int p[2];
     ck_assert_int_eq(pipe(p), 0);
+    pid_t parent = getpid();
     v->pid = fork();
     ck_assert_int_ge(v->pid, 0);
     if (v->pid == 0) {
+#ifdef __linux__
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(126); /* the test died before prctl */
+#endif
         close(p[0]);
         vanish_fd = p[1];
         fn(arg);
         vanish_now();
     }
+    (void)parent;
     close(p[1]);
     v->ready = p[0];
-    ck_assert_int_eq(pthread_create(&v->th, NULL, killer, v), 0);
+    vanisher *copy = malloc(sizeof(*copy));
+    ck_assert_ptr_nonnull(copy);
+    *copy = *v;
+    ck_assert_int_eq(pthread_create(&v->th, NULL, killer, copy), 0);
 }
 
 static void reap(vanisher *v)
@@ -649,30 +724,40 @@ static void read_a_little(void *arg)
     (void)n;
 }
 
-/* The peer completes the handshake, sends 1000 bytes and dies without
- * close_notify. */
+/* The peer completes the handshake, sends 1000 bytes (mode 3: reads the
+ * client's close_notify, half-open) and dies without close_notify. */
 static void serve_then_die(void *arg)
 {
     side *sd = arg;
     run_side(sd);
 }
 
-static int server_send_1000(side *sd, dx_blocking *b)
+static int server_send_then_vanish(side *sd, dx_blocking *b)
 {
     uint8_t buf[1000];
     h_gen_fill(5, 0, buf, sizeof(buf));
-    TRY(sd, b, "write", dx_blocking_write(b, buf, sizeof(buf)));
+    if (sd->mode == 3) {
+        /* Half-open: the client's close_notify is read, none is sent. */
+        long r = dx_blocking_read(b, buf, sizeof(buf));
+        TRY(sd, b, "read the end", r);
+    } else {
+        TRY(sd, b, "write", dx_blocking_write(b, buf, sizeof(buf)));
+    }
     vanish_now(); /* with the connection open */
     return 0;
 }
 
-/* A peer process that dies: before the handshake completed the client's
- * handshake fails with ECONNRESET (the transport ended or was reset: the
- * socket had unread bytes); after it, the data that came is read and
- * then the read fails with the truncation error. */
+/* A peer process that dies. i % 4: 0, before the handshake completed: the
+ * client's handshake fails with ECONNRESET (the transport ended or was
+ * reset: the socket had unread bytes); 1, after it: the data that came is
+ * read, then the read fails with the truncation error; 2, the same with
+ * truncation allowed: the read gives 0 and the end is not clean; 3, while
+ * the client closes waiting for the peer: the truncation error. i / 4:
+ * the version. */
 START_TEST(vanished_peer_is_reset_or_truncation)
 {
-    const char *ver = versions[_i / 2];
+    int mode = _i % 4;
+    const char *ver = versions[_i / 4];
     dx_tls_ctx *cctx = make_ctx(-1, ver), *sctx = make_ctx(CERT_SERVER, ver);
     int sv[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -680,39 +765,108 @@ START_TEST(vanished_peer_is_reset_or_truncation)
     dx_blocking *b;
     ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &t), 0);
     ck_assert_int_eq(dx_tls_set_servername(t, "localhost"), 0);
+    ck_assert_int_eq(dx_tls_set_allow_truncation(t, mode == 2), 0);
     ck_assert_int_eq(dx_blocking_new_fd(t, sv[0], sv[0], DX_BLOCKING_CLOSE_FDS, &b), 0);
     vanisher v;
-    if (_i % 2 == 0) {
+    side s = {.who = "server", .role = DX_TLS_SERVER, .ctx = sctx,
+              .e = {.k = K_SOCKET, .rfd = sv[1], .wfd = sv[1]},
+              .script = server_send_then_vanish, .mode = mode, .half_open = true};
+    if (mode == 0)
         spawn_vanishing(&v, read_a_little, &sv[1]);
-        close(sv[1]);
-        int rc = dx_blocking_handshake(b);
-        ck_assert_int_eq(rc, DX_ECONNRESET);
-        ck_assert_str_eq(dx_error_name(dx_blocking_error(b)), "ECONNRESET");
-        uint8_t c;
-        ck_assert_int_eq(dx_blocking_read(b, &c, 1), DX_ECONNRESET);
-    } else {
-        side s = {.who = "server", .role = DX_TLS_SERVER, .ctx = sctx,
-                  .e = {.k = K_SOCKET, .rfd = sv[1], .wfd = sv[1]},
-                  .script = server_send_1000};
+    else
         spawn_vanishing(&v, serve_then_die, &s);
-        close(sv[1]);
-        uint8_t buf[2000], want[1000];
+    close(sv[1]);
+    uint8_t buf[2000], want[1000];
+    long r;
+    switch (mode) {
+    case 0:
+        ck_assert_int_eq(dx_blocking_handshake(b), DX_ECONNRESET);
+        ck_assert_str_eq(dx_error_name(dx_blocking_error(b)), "ECONNRESET");
+        ck_assert_int_eq(dx_blocking_read(b, buf, 1), DX_ECONNRESET);
+        break;
+    case 1:
+    case 2: {
         size_t got = 0;
-        long r;
         while (got < 1000 && (r = dx_blocking_read(b, buf + got, sizeof(buf) - got)) > 0)
             got += (size_t)r;
         ck_assert_uint_eq(got, 1000);
         h_gen_fill(5, 0, want, sizeof(want));
         ck_assert_mem_eq(buf, want, 1000);
         r = dx_blocking_read(b, buf, sizeof(buf));
-        ck_assert_int_eq(r, DX_ETLS);
+        if (mode == 1) {
+            ck_assert_int_eq(r, DX_ETLS);
+            ck_assert_str_eq(dx_error_name(dx_blocking_error(b)),
+                             "ERR_SSL_UNEXPECTED_EOF_WHILE_READING");
+            ck_assert_str_eq(dx_error_layer(dx_blocking_error(b)), "tls");
+            ck_assert_int_eq(dx_blocking_write(b, "x", 1), DX_ETLS);
+        } else {
+            ck_assert_int_eq(r, 0);
+            ck_assert(!dx_tls_clean_end(dx_blocking_tls(b)));
+            ck_assert_int_eq(dx_blocking_close(b, 0), 0);
+        }
+        break;
+    }
+    default:
+        ck_assert_int_eq(dx_blocking_handshake(b), 0);
+        ck_assert_int_eq(dx_blocking_close(b, DX_BLOCKING_WAIT_PEER), DX_ETLS);
         ck_assert_str_eq(dx_error_name(dx_blocking_error(b)),
                          "ERR_SSL_UNEXPECTED_EOF_WHILE_READING");
-        ck_assert_str_eq(dx_error_layer(dx_blocking_error(b)), "tls");
-        ck_assert_int_eq(dx_blocking_write(b, "x", 1), DX_ETLS);
+        break;
     }
     reap(&v);
     dx_blocking_free(b);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* The server sends close_notify and goes at once (its fds closed); the
+ * client reads later: read() gives 0 although its own close_notify can no
+ * longer be written (EPIPE, after the end: no failure), and close is
+ * clean. */
+static int server_close_and_go(side *sd, dx_blocking *b)
+{
+    TRY(sd, b, "handshake", dx_blocking_handshake(b));
+    TRY(sd, b, "write", dx_blocking_write(b, "last", 4));
+    TRY(sd, b, "close", dx_blocking_close(b, 0));
+    return 0;
+}
+
+static int client_read_late(side *sd, dx_blocking *b)
+{
+    TRY(sd, b, "handshake", dx_blocking_handshake(b));
+    gate_wait(sd->shared); /* the server is gone */
+    char buf[16];
+    long r = dx_blocking_read(b, buf, sizeof(buf));
+    TRY(sd, b, "read", r);
+    EXPECT(sd, b, "last", r == 4 && memcmp(buf, "last", 4) == 0);
+    r = dx_blocking_read(b, buf, sizeof(buf));
+    TRY(sd, b, "read the end", r);
+    EXPECT(sd, b, "the end", r == 0);
+    TRY(sd, b, "close", dx_blocking_close(b, DX_BLOCKING_WAIT_PEER));
+    return 0;
+}
+
+START_TEST(peer_gone_after_close_notify_ends_cleanly)
+{
+    kind k = (kind)_i;
+    dx_tls_ctx *cctx = make_ctx(-1, NULL), *sctx = make_ctx(CERT_SERVER, NULL);
+    chan ch;
+    chan_open(&ch, k);
+    side c, s;
+    sides_init(&c, &s, &ch, cctx, sctx);
+    gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+    c.shared = &g;
+    c.script = client_read_late;
+    s.script = server_close_and_go;
+    start_side(&c);
+    run_side(&s); /* frees the server: its fds close */
+    gate_open(&g);
+    join_side(&c);
+    ASSERT_OK(&c);
+    ASSERT_OK(&s);
+    ck_assert(c.clean_end);
+    chan_close(&ch);
     dx_tls_ctx_unref(cctx);
     dx_tls_ctx_unref(sctx);
 }
@@ -808,36 +962,14 @@ START_TEST(handshake_timeout_against_a_silent_peer)
 }
 END_TEST
 
-typedef struct gate {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool open;
-} gate;
-
-static void gate_open(gate *g)
-{
-    pthread_mutex_lock(&g->mu);
-    g->open = true;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static void gate_wait(gate *g)
-{
-    pthread_mutex_lock(&g->mu);
-    while (!g->open)
-        pthread_cond_wait(&g->cv, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-}
-
 /* Client with an idle timeout: a read with nothing coming returns
  * ETIMEDOUT and the connection stays usable. */
 static int client_idle(side *sd, dx_blocking *b)
 {
     TRY(sd, b, "handshake", dx_blocking_handshake(b));
+    int64_t t0 = h_now_ms(); /* no later than the timer's start */
     dx_tls_set_idle_timeout(dx_blocking_tls(b), 200);
     uint8_t buf[16];
-    int64_t t0 = h_now_ms();
     long r = dx_blocking_read(b, buf, sizeof(buf));
     sd->extra[0] = r;
     sd->extra[1] = h_now_ms() - t0;
@@ -890,6 +1022,65 @@ START_TEST(idle_timeout_returns_from_a_read)
     ck_assert_int_ge(c.extra[1], 200);
     ck_assert_str_eq(c.name, "ETIMEDOUT");
     ck_assert_str_eq(c.layer, "blocking");
+    chan_close(&ch);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Client: with an idle timeout, a write the server does not read stalls
+ * and fails the connection. */
+static int client_stalled_write(side *sd, dx_blocking *b)
+{
+    TRY(sd, b, "handshake", dx_blocking_handshake(b));
+    int64_t t0 = h_now_ms(); /* no later than the timer's start */
+    dx_tls_set_idle_timeout(dx_blocking_tls(b), 200);
+    size_t len = (size_t)8 << 20;
+    uint8_t *buf = calloc(1, len);
+    EXPECT(sd, b, "malloc", buf);
+    long r = dx_blocking_write(b, buf, len);
+    free(buf);
+    sd->extra[0] = r;
+    sd->extra[1] = h_now_ms() - t0;
+    snprintf(sd->name, sizeof(sd->name), "%s", dx_error_name(dx_blocking_error(b)));
+    snprintf(sd->layer, sizeof(sd->layer), "%s", dx_error_layer(dx_blocking_error(b)));
+    uint8_t c;
+    sd->extra[2] = dx_blocking_read(b, &c, 1); /* the failure is final */
+    gate_open(sd->shared);
+    return 0;
+}
+
+static int server_not_reading(side *sd, dx_blocking *b)
+{
+    TRY(sd, b, "handshake", dx_blocking_handshake(b));
+    gate_wait(sd->shared);
+    return 0;
+}
+
+/* A write that stalls for the idle timeout (the peer reads nothing) fails
+ * the connection with DX_ETIMEDOUT; later calls return it too. */
+START_TEST(idle_timeout_fails_a_stalled_write)
+{
+    kind k = (kind)_i;
+    dx_tls_ctx *cctx = make_ctx(-1, NULL), *sctx = make_ctx(CERT_SERVER, NULL);
+    chan ch;
+    chan_open(&ch, k);
+    side c, s;
+    sides_init(&c, &s, &ch, cctx, sctx);
+    gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+    c.shared = s.shared = &g;
+    c.script = client_stalled_write;
+    s.script = server_not_reading;
+    start_side(&s);
+    run_side(&c);
+    join_side(&s);
+    ASSERT_OK(&c);
+    ASSERT_OK(&s);
+    ck_assert_int_eq(c.extra[0], DX_ETIMEDOUT);
+    ck_assert_int_ge(c.extra[1], 200);
+    ck_assert_str_eq(c.name, "ETIMEDOUT");
+    ck_assert_str_eq(c.layer, "blocking");
+    ck_assert_int_eq(c.extra[2], DX_ETIMEDOUT);
     chan_close(&ch);
     dx_tls_ctx_unref(cctx);
     dx_tls_ctx_unref(sctx);
@@ -1136,6 +1327,55 @@ START_TEST(writes_read_ahead_within_the_read_buffer)
 }
 END_TEST
 
+/* The client writes 2 MiB with a 4 KiB read buffer while the server
+ * writes 300 KB before reading: the client's write reads ahead no more
+ * than its buffer and a record, so both block (the documented deadlock of
+ * two writers) until the client's idle timeout fails its write. */
+static int client_bounded_write(side *sd, dx_blocking *b)
+{
+    TRY(sd, b, "handshake", dx_blocking_handshake(b));
+    dx_tls_set_idle_timeout(dx_blocking_tls(b), 500);
+    int rc = send_stream(sd, b, 41, (size_t)2 << 20);
+    sd->extra[0] = rc;
+    sd->extra[1] = (long)dx_blocking_pending(b);
+    return 0;
+}
+
+static int server_write_first(side *sd, dx_blocking *b)
+{
+    dx_tls_set_idle_timeout(dx_blocking_tls(b), 10000);
+    long r = send_stream(sd, b, 42, 300000);
+    sd->extra[0] = r;
+    sd->rc = 0;
+    return 0;
+}
+
+START_TEST(read_ahead_stops_at_the_read_buffer)
+{
+    kind k = (kind)_i;
+    dx_tls_ctx *cctx = make_ctx(-1, NULL), *sctx = make_ctx(CERT_SERVER, NULL);
+    chan ch;
+    chan_open(&ch, k);
+    side c, s;
+    sides_init(&c, &s, &ch, cctx, sctx);
+    c.script = client_bounded_write;
+    s.script = server_write_first;
+    c.read_buffer = 4096;
+    start_side(&s);
+    run_side(&c);
+    join_side(&s);
+    ASSERT_OK(&c);
+    ck_assert_int_eq(c.extra[0], DX_ETIMEDOUT);
+    ck_assert_int_gt(c.extra[1], 0);
+    ck_assert_int_le(c.extra[1], 4096 + 16384);
+    /* The server's write failed once the client gave up. */
+    ck_assert_int_lt(s.extra[0], 0);
+    chan_close(&ch);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 /* ---- an event-driven server in the same thread, behind callbacks ---------------- */
 
 /* The client's callbacks drive a server dx_tls (SecurePair shape) that
@@ -1327,6 +1567,37 @@ START_TEST(callback_failure_is_reported)
     uint8_t c;
     ck_assert_int_eq(dx_blocking_read(b, &c, 1), DX_EIO);
     ck_assert_int_eq(dx_blocking_close(b, 0), DX_EIO);
+    ip_close(&ip, b);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* A write that cannot complete before the peer's handshake messages are
+ * read (the client renegotiates, TLS 1.2) while the server's unread data
+ * fills the read buffer fails the connection with DX_ENOBUFS instead of
+ * waiting for ever or buffering without bound. */
+START_TEST(write_needing_input_with_a_full_read_buffer_is_enobufs)
+{
+    dx_tls_ctx *cctx = make_ctx(-1, "TLSv1.2"), *sctx = make_ctx(CERT_SERVER, "TLSv1.2");
+    inproc ip;
+    dx_blocking *b;
+    ck_assert_int_eq(ip_open(&ip, cctx, sctx, false, &b), 0);
+    ck_assert_int_eq(dx_blocking_handshake(b), 0);
+    ck_assert_int_eq(dx_blocking_set_read_buffer(b, 1000), 0);
+    /* 64 KB the client does not read, then the client renegotiates: the
+     * server's answer comes after the data. */
+    uint8_t data[65536];
+    memset(data, 'd', sizeof(data));
+    ck_assert_int_ge(dx_stream_write(dx_tls_upper(ip.s), data, sizeof(data)), 0);
+    side sd = {0};
+    ck_assert_int_eq(dx_tls_renegotiate(dx_blocking_tls(b), NULL, on_done, &sd), 0);
+    ck_assert_int_eq(dx_blocking_write(b, "x", 1), DX_ENOBUFS);
+    ck_assert_str_eq(dx_error_name(dx_blocking_error(b)), "ENOBUFS");
+    ck_assert_str_eq(dx_error_layer(dx_blocking_error(b)), "blocking");
+    ck_assert_uint_le(dx_blocking_pending(b), 1000 + 16384);
+    ck_assert_uint_eq(sd.done_calls, 1); /* the renegotiation failed with it */
+    ck_assert_str_eq(sd.done_name, "ENOBUFS");
     ip_close(&ip, b);
     dx_tls_ctx_unref(cctx);
     dx_tls_ctx_unref(sctx);
@@ -1528,12 +1799,14 @@ Suite *blocking_suite(void)
     tcase_add_loop_test(tc, handshake_and_transfer_both_ways, 0, 2 * K_KINDS);
     tcase_add_loop_test(tc, writes_read_ahead_within_the_read_buffer, 0, 2);
     tcase_add_test(tc, small_reads_keep_the_rest_of_a_record);
+    tcase_add_loop_test(tc, read_ahead_stops_at_the_read_buffer, 0, K_KINDS - 1);
     suite_add_tcase(s, tc);
     tc = tcase_create("close");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
     tcase_set_timeout(tc, 30);
     tcase_add_loop_test(tc, close_waits_for_the_peer_and_ends_writing, 0, K_KINDS);
-    tcase_add_loop_test(tc, vanished_peer_is_reset_or_truncation, 0, 4);
+    tcase_add_loop_test(tc, vanished_peer_is_reset_or_truncation, 0, 8);
+    tcase_add_loop_test(tc, peer_gone_after_close_notify_ends_cleanly, 0, 2);
     tcase_add_test(tc, close_before_the_handshake_gives_up);
     tcase_add_test(tc, write_to_a_closed_pipe_is_epipe_without_sigpipe);
     suite_add_tcase(s, tc);
@@ -1546,6 +1819,7 @@ Suite *blocking_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_loop_test(tc, handshake_timeout_against_a_silent_peer, 0, 2);
     tcase_add_loop_test(tc, idle_timeout_returns_from_a_read, 0, 2);
+    tcase_add_loop_test(tc, idle_timeout_fails_a_stalled_write, 0, K_KINDS - 1);
     tcase_add_loop_test(tc, callback_deadlines_follow_the_given_clock, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("rehandshake");
@@ -1558,6 +1832,7 @@ Suite *blocking_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, misuse_is_refused);
     tcase_add_test(tc, callback_failure_is_reported);
+    tcase_add_test(tc, write_needing_input_with_a_full_read_buffer_is_enobufs);
     tcase_add_test(tc, allocation_failures_fail_calls_cleanly);
     suite_add_tcase(s, tc);
     return s;
