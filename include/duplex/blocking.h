@@ -43,9 +43,12 @@
  * Between calls the connection's getters (dx_tls_protocol,
  * dx_tls_peer_cert, dx_tls_authorized, ...) and the calls that start
  * something on it (dx_tls_renegotiate, dx_tls_key_update,
- * dx_tls_request_client_cert) may be used on dx_blocking_tls(); what they
- * send goes out during the next call. Its streams must not be touched and
- * it must not be destroyed but through dx_blocking_free().
+ * dx_tls_request_client_cert) may be used on dx_blocking_tls(): what they
+ * send is written to the transport at once (over fds, as far as it takes
+ * it without waiting; a failure is reported by the next call), the rest
+ * during the next call, which also runs their callbacks. Its streams must
+ * not be touched and it must not be destroyed but through
+ * dx_blocking_free().
  *
  * RETURN CODES: every function returns 0 (or a count) or a negative DX_E*
  * code, and every failure leaves a dx_error (dx_blocking_error()) whose
