@@ -1797,6 +1797,152 @@ START_TEST(deadlines_only_while_open)
 }
 END_TEST
 
+/* The adapters' deadline hook: told every change as on_deadline is (and
+ * before it), apart from the TLS events; a last call with no deadline when
+ * the connection closes, then never again. */
+typedef struct hook_log {
+    unsigned calls, finals, after_final, ev_seen_first;
+    uint64_t when;
+    tside *sd; /* on_deadline's count when the hook ran */
+    unsigned ev_deadlines_at_call;
+} hook_log;
+
+static void deadline_hook(dx_tls *t, uint64_t when, void *arg)
+{
+    hook_log *h = arg;
+    if (h->finals)
+        h->after_final++;
+    h->calls++;
+    h->when = when;
+    if (h->sd)
+        h->ev_deadlines_at_call = h->sd->deadlines;
+    if (when == DX_TLS_NO_DEADLINE && (dx_stream_state(dx_tls_upper(t)) & DX_STREAM_CLOSED))
+        h->finals++;
+}
+
+START_TEST(deadline_hook_follows_deadlines)
+{
+    dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    hook_log h = {.sd = &p.c};
+    fake_now = 1000;
+    ck_assert_int_eq(dx_tls_set_clock(p.c.t, fake_clock, NULL), 0);
+    ck_assert_int_eq(dx_tls_set_deadline_hook(NULL, deadline_hook, &h), DX_EINVAL);
+    ck_assert_int_eq(dx_tls_set_deadline_hook(p.c.t, deadline_hook, &h), 0);
+    /* One hook at a time. */
+    ck_assert_int_eq(dx_tls_set_deadline_hook(p.c.t, deadline_hook, &h), DX_ESTATE);
+    ck_assert_int_eq(dx_tls_set_handshake_timeout(p.c.t, 50), 0);
+    ck_assert_uint_eq(h.calls, 0); /* not started: no deadline yet */
+    ck_assert_int_eq(dx_tls_start(p.c.t), 0); /* the server never answers */
+    ck_assert_uint_eq(h.calls, 1);
+    ck_assert_uint_eq(h.when, 1050);
+    ck_assert_uint_eq(h.ev_deadlines_at_call, 0); /* before on_deadline */
+    ck_assert_uint_eq(p.c.deadlines, 1);
+    ck_assert_uint_eq(p.c.deadline, 1050);
+    /* Moving the deadline tells it again; checking early changes nothing. */
+    fake_now = 1010;
+    ck_assert_int_eq(dx_tls_set_handshake_timeout(p.c.t, 100), 0);
+    ck_assert_uint_eq(h.calls, 2);
+    ck_assert_uint_eq(h.when, 1110);
+    dx_tls_check_timeouts(p.c.t);
+    ck_assert_uint_eq(h.calls, 2);
+    /* Without the TLS events the hook still hears (a server replaces the
+     * application's events with its own). */
+    ck_assert_int_eq(dx_tls_set_events(p.c.t, NULL, NULL), 0);
+    fake_now = 1020;
+    ck_assert_int_eq(dx_tls_set_handshake_timeout(p.c.t, 200), 0);
+    ck_assert_uint_eq(h.calls, 3);
+    ck_assert_uint_eq(h.when, 1220);
+    ck_assert_uint_eq(h.finals, 0);
+    fake_now = 1220;
+    dx_tls_check_timeouts(p.c.t); /* fails: the last call, from the close */
+    ck_assert_uint_eq(p.c.rec.errors, 1);
+    ck_assert_str_eq(p.c.rec.error_name, "ERR_TLS_HANDSHAKE_TIMEOUT");
+    ck_assert_uint_eq(h.finals, 1);
+    ck_assert_uint_eq(h.calls, 4);
+    ck_assert_uint_eq(h.when, DX_TLS_NO_DEADLINE);
+    /* Closed: no new hook, and nothing more for the old one. */
+    ck_assert_int_eq(dx_tls_set_deadline_hook(p.c.t, deadline_hook, &h), DX_ESTATE);
+    ck_assert_int_eq(dx_tls_set_idle_timeout(p.c.t, 10), 0);
+    tp_close(&p);
+    ck_assert_uint_eq(h.calls, 4);
+    ck_assert_uint_eq(h.after_final, 0);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* The last call comes however the connection closes: destroyed before it
+ * started, aborted through its upper stream, or closed cleanly; a hook
+ * removed with NULL hears nothing. */
+START_TEST(deadline_hook_last_call_on_every_close)
+{
+    dx_tls_ctx *cctx = client_ctx(_i ? "TLSv1.3" : "TLSv1.2");
+    dx_tls_ctx *sctx = server_ctx(CERT_EC, _i ? "TLSv1.3" : "TLSv1.2");
+    /* Destroyed before it started. */
+    dx_tls *t;
+    hook_log h = {0};
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &t), 0);
+    ck_assert_int_eq(dx_tls_set_deadline_hook(t, deadline_hook, &h), 0);
+    dx_tls_destroy(t);
+    ck_assert_uint_eq(h.calls, 1);
+    ck_assert_uint_eq(h.finals, 1);
+    /* Removed: nothing, not even the last call. */
+    hook_log gone = {0};
+    ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &t), 0);
+    ck_assert_int_eq(dx_tls_set_deadline_hook(t, deadline_hook, &gone), 0);
+    ck_assert_int_eq(dx_tls_set_deadline_hook(t, NULL, NULL), 0);
+    ck_assert_int_eq(dx_tls_set_deadline_hook(t, deadline_hook, &h), 0); /* free again */
+    ck_assert_int_eq(dx_tls_set_deadline_hook(t, NULL, NULL), 0);
+    dx_tls_destroy(t);
+    ck_assert_uint_eq(gone.calls, 0);
+    ck_assert_uint_eq(h.calls, 1);
+
+    /* Aborted through the upper stream: the last call at the abort. */
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    hook_log ha = {0};
+    ck_assert_int_eq(dx_tls_set_deadline_hook(p.s.t, deadline_hook, &ha), 0);
+    tp_start(&p);
+    dx_stream_abort(dx_tls_upper(p.s.t));
+    ck_assert_uint_eq(ha.finals, 1);
+    unsigned calls = ha.calls;
+    tp_close(&p);
+    ck_assert_uint_eq(ha.calls, calls);
+    ck_assert_uint_eq(ha.after_final, 0);
+
+    /* A clean close, both ways: the handshake deadline went at secure,
+     * the last call comes with the close. */
+    hook_log hc = {0}, hs = {0};
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_servername(p.c.t, "localhost"), 0);
+    ck_assert_int_eq(dx_tls_set_deadline_hook(p.c.t, deadline_hook, &hc), 0);
+    ck_assert_int_eq(dx_tls_set_deadline_hook(p.s.t, deadline_hook, &hs), 0);
+    tp_start(&p);
+    tp_run(&p, both_secure, 10000);
+    ck_assert_uint_eq(p.c.secure, 1);
+    /* The server started first: its handshake deadline, then none. (The
+     * client may complete within its start over a memory pair, and then
+     * never had a deadline to tell.) */
+    ck_assert_uint_eq(hs.calls, 2);
+    ck_assert_uint_eq(hs.when, DX_TLS_NO_DEADLINE);
+    ck_assert(hc.calls == 0 || hc.when == DX_TLS_NO_DEADLINE);
+    ck_assert_uint_eq(hc.finals + hs.finals, 0);
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(p.c.t)), 0);
+    tp_run(&p, both_closed, 10000);
+    ck_assert_uint_eq(p.c.rec.closes, 1);
+    ck_assert_uint_eq(p.s.rec.closes, 1);
+    ck_assert_uint_eq(p.c.rec.errors + p.s.rec.errors, 0);
+    ck_assert_uint_eq(hc.finals, 1);
+    ck_assert_uint_eq(hs.finals, 1);
+    tp_close(&p);
+    ck_assert_uint_eq(hc.after_final + hs.after_final, 0);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 
 /* Pitfall 17: an error of the transport reaches the application through
  * the connection's error event, with the transport's code. */
@@ -2580,6 +2726,8 @@ Suite *tls_filter_suite(void)
     tcase_add_test(tc, handshake_timeout_fires_from_driven_clock);
     tcase_add_test(tc, idle_timeout_fires_after_silence);
     tcase_add_test(tc, deadlines_only_while_open);
+    tcase_add_test(tc, deadline_hook_follows_deadlines);
+    tcase_add_loop_test(tc, deadline_hook_last_call_on_every_close, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("shapes");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);

@@ -154,13 +154,15 @@ static uint64_t next_deadline(const dx_tls *f)
     return d;
 }
 
-/* Tells on_deadline when the next deadline moved. */
+/* Tells the adapter's hook and on_deadline when the next deadline moved. */
 static void tell_deadline(dx_tls *f)
 {
     uint64_t d = next_deadline(f);
     if (d == f->told_deadline)
         return;
     f->told_deadline = d;
+    if (f->deadline_hook)
+        f->deadline_hook(f, d, f->deadline_arg);
     if (f->ev.on_deadline)
         f->ev.on_deadline(f, d, f->user);
 }
@@ -1453,6 +1455,13 @@ static void upper_close(dx_stream *s)
         return; /* a constructor that failed half-way */
     forget_offers(f);
     tls_ref(f);
+    if (f->deadline_hook) {
+        /* The last word to the adapter's timer, before any callback of the
+         * application: no deadline, ever again. */
+        void (*hook)(dx_tls *, uint64_t, void *) = f->deadline_hook;
+        f->deadline_hook = NULL;
+        hook(f, DX_TLS_NO_DEADLINE, f->deadline_arg);
+    }
     dx_tls_rehandshake_closed(f, dx_stream_error(s));
     if (f->close_hook) {
         void (*hook)(dx_tls *, void *) = f->close_hook;
@@ -1975,6 +1984,25 @@ int dx_tls_set_idle_timeout(dx_tls *t, uint64_t ms)
     dx_tls_activity(t);
     if (!t->dead)
         tell_deadline(t);
+    return 0;
+}
+
+int dx_tls_set_deadline_hook(dx_tls *t, void (*fn)(dx_tls *t, uint64_t when, void *arg),
+                             void *arg)
+{
+    if (!t)
+        return DX_EINVAL;
+    if (!fn) {
+        t->deadline_hook = NULL;
+        t->deadline_arg = NULL;
+        return 0;
+    }
+    /* A closed connection would never give the last call; a second hook
+     * would take the first one's last call away from it. */
+    if (t->dead || t->deadline_hook || (dx_stream_state(t->upper) & DX_STREAM_CLOSED))
+        return DX_ESTATE;
+    t->deadline_hook = fn;
+    t->deadline_arg = arg;
     return 0;
 }
 

@@ -195,6 +195,9 @@ struct dx_tls {
 
     void (*close_hook)(dx_tls *t, void *arg);
     void *close_arg;
+    /* an adapter's timer (dx_tls_set_deadline_hook) */
+    void (*deadline_hook)(dx_tls *t, uint64_t when, void *arg);
+    void *deadline_arg;
     dx_tls_server *server;
 
     tls_ocsp ocsp;

@@ -411,6 +411,27 @@ DX_EXTERN uint64_t dx_tls_deadline(const dx_tls *t);
 /* Reads the clock and handles every deadline that passed. May trigger
  * on_timeout, on_deadline, and the failure of the connection. */
 DX_EXTERN void dx_tls_check_timeouts(dx_tls *t);
+/*
+ * For event-loop adapters (dx_uv_tls_timer() in <duplex/uv.h> is one): a
+ * hook told the next deadline, as on_deadline is, but apart from the TLS
+ * events, which belong to the application (and which a TLS server sets on
+ * the connections it accepts). fn runs whenever the next deadline changes,
+ * before on_deadline, with when on the filter's clock or
+ * DX_TLS_NO_DEADLINE; it is not told the deadline current when it is set
+ * (read dx_tls_deadline() then). Once the connection closes, for whatever
+ * reason (a failure, both directions done, an abort, dx_tls_destroy()),
+ * fn runs a last time, from inside the close, with DX_TLS_NO_DEADLINE and
+ * dx_stream_state(dx_tls_upper(t)) showing DX_STREAM_CLOSED; the hook is
+ * then removed and never called again, so the adapter may release its
+ * timer there. fn may read the connection and its clock; it must not
+ * write to, end or destroy it, nor call dx_tls_check_timeouts() (arm a
+ * timer instead). One hook at a time: fn NULL removes it.
+ * Returns 0, DX_EINVAL (NULL t), DX_ESTATE (a hook is already set, or the
+ * connection is closed or destroyed: fn would never get its last call).
+ */
+DX_EXTERN int dx_tls_set_deadline_hook(dx_tls *t,
+                                       void (*fn)(dx_tls *t, uint64_t when, void *arg),
+                                       void *arg);
 
 /* Protocol trace (SSL_trace format, as openssl s_client -trace) to
  * on_trace. It shows handshake contents: keep it for debugging. Allowed
