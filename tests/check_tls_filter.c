@@ -440,6 +440,46 @@ START_TEST(end_sends_close_notify_and_both_close_cleanly)
 }
 END_TEST
 
+/* The side that answers the peer's close_notify by ending (allowHalfOpen
+ * false) sends its own close_notify before its cleartext stream finishes
+ * and closes: a server that releases the connection in on_close, as
+ * servers do, still closes cleanly for the client. Memory pair and
+ * pipes, both versions. */
+static void destroy_on_close(h_rec *r, char ev)
+{
+    tpair *p = r->ctx;
+    if (ev == H_EV_CLOSE && p->s.t) {
+        dx_tls_destroy(p->s.t); /* with its transport */
+        p->s.t = NULL;
+        p->ch.b = NULL;
+    }
+}
+
+static bool client_closed(void *arg) { return ((tpair *)arg)->c.rec.closes > 0; }
+
+START_TEST(close_notify_answer_survives_destroy_in_on_close)
+{
+    h_kind kind = (h_kind)(_i / 2);
+    dx_tls_ctx *cctx = client_ctx(versions[_i % 2]), *sctx = server_ctx(CERT_EC, versions[_i % 2]);
+    tpair p;
+    tp_connect(&p, kind, NULL, cctx, sctx);
+    p.s.rec.ctx = &p;
+    p.s.rec.on_event = destroy_on_close;
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "bye", 3), 0);
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(p.c.t)), 0);
+    tp_run(&p, client_closed, 5000);
+    ck_assert_ptr_null(p.s.t); /* released in its on_close */
+    ck_assert_uint_eq(p.s.rec.errors, 0);
+    ck_assert_msg(p.c.rec.errors == 0, "client: %s", p.c.rec.error_name);
+    ck_assert_uint_eq(p.c.rec.ends, 1);
+    ck_assert_uint_eq(p.c.rec.closes, 1);
+    ck_assert(dx_tls_clean_end(p.c.t));
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 
 /* D-06: with allowHalfOpen the server stays writable after the client's
  * end and its "Bye" arrives before its own end. */
@@ -2688,6 +2728,7 @@ Suite *tls_filter_suite(void)
     tc = tcase_create("close");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
     tcase_add_loop_test(tc, end_sends_close_notify_and_both_close_cleanly, 0, 2);
+    tcase_add_loop_test(tc, close_notify_answer_survives_destroy_in_on_close, 0, 4);
     tcase_add_test(tc, half_open_server_writes_after_peer_end);
     tcase_add_loop_test(tc, transport_eof_without_close_notify_is_truncation, 0, 2);
     tcase_add_test(tc, transport_gone_before_handshake_is_econnreset);

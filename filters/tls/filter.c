@@ -1389,6 +1389,15 @@ static int upper_shutdown(dx_stream *s)
 {
     dx_tls *f = tls_of(s);
     f->end_requested = true;
+    if (f->running && !f->dead) {
+        /* Ended from a callback the engine runs (the answer to the peer's
+         * close_notify, Node's allowHalfOpen false, is one; never from
+         * inside OpenSSL): close_notify goes below now, before this stream
+         * finishes and may close, so that a consumer releasing the
+         * connection in on_close does not take it away unsent. */
+        step_shutdown(f);
+        flush_out(f);
+    }
     dx_tls_run(f);
     return 0;
 }
