@@ -15,8 +15,12 @@ if [ -n "$bad" ]; then
     exit 1
 fi
 
+# <duplex/uv.h> is built only when configure found libuv.
+headers=$(ls "$top_srcdir"/include/duplex/*.h)
+grep -q '^#define HAVE_LIBUV 1' "$top_builddir/config.h" ||
+    headers=$(printf '%s\n' "$headers" | grep -v '/uv\.h$')
 declared=$(sed -n 's/.*DX_EXTERN[^(]*[ *]\(dx_[a-z0-9_]*\)(.*/\1/p' \
-    "$top_srcdir"/include/duplex/*.h | sort -u)
+    $headers | sort -u)
 missing=$(printf '%s\n' "$declared" | while read -r f; do
     printf '%s\n' "$exported" | grep -qx "$f" || echo "$f"
 done)
