@@ -153,5 +153,8 @@ Suite *tls_server_suite(void);
 Suite *tls_psk_suite(void);
 Suite *tls_ocsp_suite(void);
 Suite *blocking_suite(void);
+#ifdef HAVE_LIBUV
+Suite *uv_suite(void);
+#endif
 
 #endif

@@ -24,6 +24,9 @@ int main(void)
     srunner_add_suite(sr, tls_psk_suite());
     srunner_add_suite(sr, tls_ocsp_suite());
     srunner_add_suite(sr, blocking_suite());
+#ifdef HAVE_LIBUV
+    srunner_add_suite(sr, uv_suite());
+#endif
     srunner_run_all(sr, CK_ENV);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
