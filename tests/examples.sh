@@ -2,7 +2,10 @@
 # Every example builds and runs to success.
 set -eu
 : "${top_builddir:=.}"
-for ex in stream-demo tls-pipe blocking-client; do
+examples="stream-demo tls-pipe blocking-client"
+# uv-echo is built when configure found libuv.
+grep -q '^#define HAVE_LIBUV 1' "$top_builddir/config.h" && examples="$examples uv-echo"
+for ex in $examples; do
     echo "== examples/$ex"
     "$top_builddir/examples/$ex"
 done
