@@ -265,34 +265,32 @@ static int op_write(dx_stream *s, const dx_iov *iov, size_t n, size_t *taken)
     size_t done = 0;
     /* (libuv refuses it, UV_EAGAIN, while its queue holds unwritten
      * bytes: the order stays.) */
-    {
-        while (c.i < c.n) {
-            uv_buf_t b[16];
-            unsigned nb = 0;
-            size_t want = 0;
-            for (size_t j = c.i; j < c.n && nb < 16; j++) {
-                size_t skip = j == c.i ? c.off : 0, len = iov[j].len - skip;
-                if (len == 0)
-                    continue;
-                if (len > BUF_MAX)
-                    len = BUF_MAX;
-                b[nb++] = uv_buf_init((char *)iov[j].base + skip, (unsigned)len);
-                want += len;
-                if (len < iov[j].len - skip)
-                    break;
-            }
-            int r = uv_try_write(u->h, b, nb);
-            if (r == UV_EAGAIN || r == UV_ENOSYS || r == 0)
+    while (c.i < c.n) {
+        uv_buf_t b[16];
+        unsigned nb = 0;
+        size_t want = 0;
+        for (size_t j = c.i; j < c.n && nb < 16; j++) {
+            size_t skip = j == c.i ? c.off : 0, len = iov[j].len - skip;
+            if (len == 0)
+                continue;
+            if (len > BUF_MAX)
+                len = BUF_MAX;
+            b[nb++] = uv_buf_init((char *)iov[j].base + skip, (unsigned)len);
+            want += len;
+            if (len < iov[j].len - skip)
                 break;
-            if (r < 0) {
-                *taken = done;
-                return fail_uv(u, r, "write");
-            }
-            done += (size_t)r;
-            cursor_skip(&c, (size_t)r);
-            if ((size_t)r < want)
-                break; /* the kernel is full */
         }
+        int r = uv_try_write(u->h, b, nb);
+        if (r == UV_EAGAIN || r == UV_ENOSYS || r == 0)
+            break;
+        if (r < 0) {
+            *taken = done;
+            return fail_uv(u, r, "write");
+        }
+        done += (size_t)r;
+        cursor_skip(&c, (size_t)r);
+        if ((size_t)r < want)
+            break; /* the kernel is full */
     }
     size_t rest = total - done;
     size_t room = u->queue_max > u->inflight ? u->queue_max - u->inflight : 0;

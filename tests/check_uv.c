@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <duplex/uv.h>
@@ -718,6 +719,76 @@ START_TEST(one_way_pipe_streams)
     ck_assert_uint_eq(handles_closed, 2);
     h_rec_free(&r.rec);
     h_rec_free(&w.rec);
+}
+END_TEST
+
+/* A TTY handle over a pseudo-terminal in raw mode: bytes go unchanged
+ * both ways through the master (a pipe handle); ending the terminal's
+ * side cannot half-close a terminal (no error, the write side is done);
+ * when the master goes the terminal reads EIO, its end of input, and the
+ * stream closes cleanly. */
+static void open_raw_pty(int *m, int *sl)
+{
+    *m = posix_openpt(O_RDWR | O_NOCTTY);
+    ck_assert_int_ge(*m, 0);
+    ck_assert_int_eq(grantpt(*m), 0);
+    ck_assert_int_eq(unlockpt(*m), 0);
+    const char *name = ptsname(*m);
+    ck_assert_ptr_nonnull(name);
+    *sl = open(name, O_RDWR | O_NOCTTY);
+    ck_assert_int_ge(*sl, 0);
+    struct termios tio;
+    ck_assert_int_eq(tcgetattr(*sl, &tio), 0);
+    cfmakeraw(&tio);
+    ck_assert_int_eq(tcsetattr(*sl, TCSANOW, &tio), 0);
+}
+
+static bool both_got(void *arg)
+{
+    side **sd = arg;
+    return sd[0]->rec.received >= sd[0]->pump.total && sd[1]->rec.received >= sd[1]->pump.total;
+}
+
+START_TEST(tty_stream_over_a_pseudo_terminal)
+{
+    loop_open();
+    int m, sl;
+    open_raw_pty(&m, &sl);
+    uv_tty_t *tty = malloc(sizeof(*tty));
+    ck_assert_ptr_nonnull(tty);
+    ck_assert_int_eq(uv_tty_init(L, tty, sl, 1), 0);
+    uv_os_fd_t own;
+    ck_assert_int_eq(uv_fileno((uv_handle_t *)tty, &own), 0);
+    if (own != sl)
+        close(sl); /* libuv reopened the terminal and works on its own descriptor */
+    dx_stream *ts, *ms;
+    ck_assert_int_eq(dx_uv_stream_new((uv_stream_t *)tty, test_handle_closed, &ts), 0);
+    ck_assert_int_eq(dx_uv_stream_new((uv_stream_t *)pipe_on(m), test_handle_closed, &ms), 0);
+    const uint64_t total = 20000;
+    side t, mm;
+    side_attach(&t, ts, 31, total, 32);
+    side_attach(&mm, ms, 32, total, 31);
+    t.pump.end_after = true;
+    pump_run(&t.pump);
+    pump_run(&mm.pump);
+    side *both[2] = {&t, &mm};
+    ck_assert_msg(run_until(both_got, both, 10000), "terminal got %llu, master %llu",
+                  (unsigned long long)t.rec.received, (unsigned long long)mm.rec.received);
+    ck_assert_uint_eq(t.rec.finishes, 1);
+    ck_assert_uint_eq(t.rec.errors, 0);
+    /* The master goes: the terminal hangs up. */
+    dx_stream_destroy(ms);
+    ck_assert(run_until(rec_closed, &t.rec, 10000));
+    ck_assert_uint_eq(t.rec.ends, 1);
+    ck_assert_uint_eq(t.rec.errors, 0);
+    ck_assert_int_eq(t.rec.log[t.rec.nlog - 1], H_EV_CLOSE);
+    h_rec_assert_clean(&t.rec);
+    h_rec_assert_clean(&mm.rec);
+    dx_stream_destroy(ts);
+    loop_close();
+    ck_assert_uint_eq(handles_closed, 2);
+    h_rec_free(&t.rec);
+    h_rec_free(&mm.rec);
 }
 END_TEST
 
@@ -1467,6 +1538,7 @@ Suite *uv_suite(void)
     tcase_add_test(tc, peer_reset_fails_the_stream_with_the_uv_name);
     tcase_add_test(tc, write_to_a_peer_gone_fails_with_epipe);
     tcase_add_test(tc, one_way_pipe_streams);
+    tcase_add_test(tc, tty_stream_over_a_pseudo_terminal);
     tcase_add_loop_test(tc, destroy_after_finish_loses_nothing, 0, K_COUNT);
     suite_add_tcase(s, tc);
 

@@ -193,10 +193,11 @@ DX_EXTERN int dx_uv_tls_connect_unix(uv_loop_t *loop, dx_tls_ctx *ctx, const cha
                                      dx_uv_connect **out);
 
 /*
- * Gives up a connect whose callback has not run yet: the callback comes,
- * from the loop, with "ECANCELED" (DX_ECANCELED), unless the connection
- * was already made, in which case it comes with it. NULL is ignored; so
- * is a request whose callback is running.
+ * Gives up a connect whose callback has not run yet (while the name is
+ * resolved or the connection is being made): the callback comes, from the
+ * loop, with "ECANCELED" (DX_ECANCELED). NULL is ignored; so is a request
+ * whose callback is running. After the callback the request is gone: do
+ * not call this then.
  */
 DX_EXTERN void dx_uv_connect_cancel(dx_uv_connect *c);
 
