@@ -553,11 +553,18 @@ int dx_stream_writev(dx_stream *s, const dx_iov *iov, size_t iovcnt)
         }
     }
     /* Bytes written from a callback during the offer wait in the buffer:
-     * offer them now if the layer below has room. */
-    if (s->wq.bytes && !s->cork && (s->write_again || taken == total))
+     * offer them now if the layer below has room. An end asked for from
+     * a callback during the offer waits too, even with nothing buffered:
+     * the shutdown is due now. */
+    if (!s->cork && ((s->wq.bytes && (s->write_again || taken == total)) ||
+                     (s->write_ended && !s->shutdown_called && !s->wq.bytes)))
         flush(s);
     if (s->closed)
-        rc = s->err ? dx_error_code(s->err) : DX_EDESTROYED;
+        /* Closed cleanly (both directions done, the end asked for from a
+         * callback during the write): every byte was taken. */
+        rc = s->err ? dx_error_code(s->err)
+             : s->end_emitted && s->finish_emitted ? 0
+                                                   : DX_EDESTROYED;
     else if (s->wq.bytes && s->wq.bytes >= s->write_hwm) {
         s->need_drain = 1;
         rc = DX_FULL;

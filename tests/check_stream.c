@@ -731,6 +731,64 @@ START_TEST(destroy_with_error_reports_it)
 }
 END_TEST
 
+/* An end asked for from a callback that runs during the stream's own
+ * write (a peer in the same process answering at once, as memory pairs
+ * and TLS filters do) is carried out when the write returns: the shutdown
+ * runs and on_finish comes, also when nothing is left buffered. The
+ * implementation below takes everything and asks for the end from inside
+ * its write, as such a callback would. */
+typedef struct nested {
+    bool end_inside;
+    int end_rc;
+    unsigned shutdowns;
+} nested;
+
+static int nested_write(dx_stream *s, const dx_iov *iov, size_t n, size_t *taken)
+{
+    nested *x = *(nested **)dx_stream_impl(s);
+    for (size_t i = 0; i < n; i++)
+        *taken += iov[i].len;
+    if (x->end_inside) {
+        x->end_inside = false;
+        x->end_rc = dx_stream_end(s);
+    }
+    return 0;
+}
+
+static int nested_shutdown(dx_stream *s)
+{
+    nested *x = *(nested **)dx_stream_impl(s);
+    x->shutdowns++;
+    return 0;
+}
+
+static void nested_close(dx_stream *s) { (void)s; }
+
+static const dx_stream_ops nested_ops = {
+    .name = "nested", .write = nested_write, .shutdown = nested_shutdown,
+    .close = nested_close};
+
+START_TEST(end_during_own_write_shuts_down_when_it_returns)
+{
+    nested x = {.end_inside = true};
+    dx_stream *s;
+    ck_assert_int_eq(dx_stream_new(&nested_ops, sizeof(nested *), &s), 0);
+    *(nested **)dx_stream_impl(s) = &x;
+    h_rec r = {0};
+    h_rec_attach(&r, s);
+    ck_assert_int_eq(dx_stream_write(s, "QUIT", 4), 0);
+    ck_assert_int_eq(x.end_rc, 0);
+    ck_assert_uint_eq(x.shutdowns, 1);
+    ck_assert_uint_eq(r.finishes, 1);
+    ck_assert(!(dx_stream_state(s) & DX_STREAM_WRITABLE));
+    ck_assert_int_eq(dx_stream_write(s, "x", 1), DX_EWRITEAFTEREND);
+    h_rec_assert_clean(&r);
+    dx_stream_destroy(s);
+    ck_assert_uint_eq(x.shutdowns, 1);
+    assert_no_leak();
+}
+END_TEST
+
 Suite *stream_suite(void)
 {
     Suite *s = suite_create("stream");
@@ -758,6 +816,7 @@ Suite *stream_suite(void)
     tcase_add_test(core, state_flags_follow_the_lifecycle);
     tcase_add_test(core, error_before_attach_is_replayed);
     tcase_add_test(core, destroy_with_error_reports_it);
+    tcase_add_test(core, end_during_own_write_shuts_down_when_it_returns);
     suite_add_tcase(s, core);
     return s;
 }

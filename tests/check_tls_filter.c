@@ -481,6 +481,40 @@ START_TEST(close_notify_answer_survives_destroy_in_on_close)
 END_TEST
 
 
+/* A server that answers and ends from inside on_data, which over a memory
+ * pair runs during the client's own write of the request (a QUIT
+ * command): the client reads the answer and the close_notify, answers with
+ * its own, and both connections close cleanly before that write returns.
+ * Both versions. */
+static void answer_and_end(h_rec *r, char ev)
+{
+    if (ev != H_EV_DATA)
+        return;
+    ck_assert_int_eq(dx_stream_write(r->s, "BYE", 3), 0);
+    ck_assert_int_eq(dx_stream_end(r->s), 0);
+}
+
+START_TEST(end_from_data_during_peer_write_closes_both)
+{
+    dx_tls_ctx *cctx = client_ctx(versions[_i]), *sctx = server_ctx(CERT_EC, versions[_i]);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    p.s.rec.on_event = answer_and_end;
+    p.c.rec.keep_data = true;
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "QUIT", 4), 0);
+    ck_assert_uint_eq(p.c.rec.received, 3);
+    ck_assert_mem_eq(p.c.rec.data, "BYE", 3);
+    ck_assert_str_eq(p.c.rec.log, "defc");
+    ck_assert_str_eq(p.s.rec.log, "dfec");
+    ck_assert_uint_eq(p.s.rec.errors + p.c.rec.errors, 0);
+    ck_assert(dx_tls_clean_end(p.c.t));
+    ck_assert(dx_tls_clean_end(p.s.t));
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 /* D-06: with allowHalfOpen the server stays writable after the client's
  * end and its "Bye" arrives before its own end. */
 START_TEST(half_open_server_writes_after_peer_end)
@@ -2728,6 +2762,7 @@ Suite *tls_filter_suite(void)
     tc = tcase_create("close");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
     tcase_add_loop_test(tc, end_sends_close_notify_and_both_close_cleanly, 0, 2);
+    tcase_add_loop_test(tc, end_from_data_during_peer_write_closes_both, 0, 2);
     tcase_add_loop_test(tc, close_notify_answer_survives_destroy_in_on_close, 0, 4);
     tcase_add_test(tc, half_open_server_writes_after_peer_end);
     tcase_add_loop_test(tc, transport_eof_without_close_notify_is_truncation, 0, 2);

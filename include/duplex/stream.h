@@ -113,6 +113,10 @@ DX_EXTERN void *dx_stream_user(const dx_stream *s);
  * iov with iovcnt > 0. A failure of the layer below (for instance
  * DX_EPIPE) is returned too, and the stream then fails with it (on_error,
  * on_close); part of the bytes may have gone below before it failed.
+ * A callback the write causes may end this stream (a peer in the same
+ * process that answers at once and ends): the end is carried out when
+ * the write returns, and a stream that then finishes and closes cleanly
+ * still returns 0.
  *
  * May trigger: on_error and on_close of this stream, and the events of
  * other streams (a memory pair delivers to its peer).
