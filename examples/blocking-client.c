@@ -338,15 +338,16 @@ int main(void)
         goto out;
     }
     if (pid == 0) {
-        /* The device: it frees what it inherited and leaves without
-         * running the parent's exit handlers. */
+        /* The device: it frees what it inherited and leaves with exit(),
+         * which lets OpenSSL release its own memory too (stdout was
+         * flushed before the fork, so nothing is printed twice). */
         close_end(line);
         int rc = device(sctx, dev);
         dx_tls_ctx_unref(cctx);
         dx_tls_ctx_unref(sctx);
         dx_pki_cert_free(devcert);
         dx_pki_cert_free(ca);
-        _exit(rc);
+        exit(rc);
     }
     close_end(dev);
     status = client(cctx, line);
