@@ -434,6 +434,12 @@ START_TEST(end_sends_close_notify_and_both_close_cleanly)
     ck_assert_uint_eq(p.s.rec.closes, 1);
     ck_assert(dx_tls_clean_end(p.s.t));
     ck_assert(dx_tls_clean_end(p.c.t));
+    /* closed: what was negotiated is gone, the verification outcome stays */
+    ck_assert(!dx_tls_is_secure(p.c.t));
+    ck_assert_ptr_null(dx_tls_protocol(p.c.t));
+    ck_assert(dx_tls_authorized(p.c.t));
+    ck_assert_ptr_null(dx_tls_authorization_error(p.c.t));
+    ck_assert(!dx_tls_authorized(p.s.t)); /* it asked for no certificate */
     tp_close(&p);
     dx_tls_ctx_unref(cctx);
     dx_tls_ctx_unref(sctx);

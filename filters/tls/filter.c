@@ -2114,7 +2114,11 @@ dx_tls_role dx_tls_get_role(const dx_tls *t) { return t ? t->role : DX_TLS_CLIEN
 
 bool dx_tls_is_secure(const dx_tls *t) { return secure(t); }
 
-bool dx_tls_authorized(const dx_tls *t) { return secure(t) && t->authorized; }
+bool dx_tls_authorized(const dx_tls *t)
+{
+    /* Readable after close, until dx_tls_destroy(), as Node's authorized. */
+    return t && t->hs_done && !t->dead && t->authorized;
+}
 
 const char *dx_tls_authorization_error(const dx_tls *t)
 {
