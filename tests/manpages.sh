@@ -22,7 +22,7 @@ for f in $declared; do
         status=1
     fi
 done
-for p in "$top_srcdir"/doc/man/*.[37]; do
+for p in "$top_srcdir"/doc/man/*.[137]; do
     out=$(groff -man -ww -z "$p" 2>&1) || true
     if [ -n "$out" ]; then
         echo "manpages: $p: $out" >&2
