@@ -26,6 +26,7 @@ int main(void)
     srunner_add_suite(sr, blocking_suite());
 #ifdef HAVE_LIBUV
     srunner_add_suite(sr, uv_suite());
+    srunner_add_suite(sr, dxtls_suite());
 #endif
     srunner_run_all(sr, CK_ENV);
     int failed = srunner_ntests_failed(sr);
