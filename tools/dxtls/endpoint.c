@@ -292,7 +292,7 @@ struct ep_inst {
     const endpoint *e;
     ep_ready_cb cb;
     void *arg;
-    bool called, released;
+    bool released;
     bool connecting;     /* a connect's callback is still to come */
     dx_uv_connect *conn;
     child *kid;
@@ -313,7 +313,6 @@ static void inst_free_if_done(ep_inst *i)
 /* Hands s (or err) to the owner, once. */
 static void deliver(ep_inst *i, dx_stream *s, dx_error *err)
 {
-    i->called = true;
     i->cb(i->arg, s, s ? NULL : err);
     dx_error_free(err);
 }
