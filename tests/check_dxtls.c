@@ -71,6 +71,7 @@ typedef struct files {
     char keys48[512], keys47[512];
     char pfx[512];
     char garbage[512];
+    char enc_key[512], pass_file[512];
 } files;
 
 static files F;
@@ -162,6 +163,18 @@ static void make_files(void)
     put(F.keys47, "keys47", keys, 47);
     put_pfx(srv_cert, "pfx secret");
     put(F.garbage, "garbage", "this is not a session", (size_t)-1);
+    /* The server's key encrypted under a passphrase kept in a file. */
+    EVP_PKEY *k = h_pki_key(srv_cert);
+    BIO *b = BIO_new(BIO_s_mem());
+    if (!b || PEM_write_bio_PrivateKey(b, k, EVP_aes_128_cbc(), NULL, 0, NULL,
+                                       (void *)"key secret") != 1)
+        abort();
+    char *pem = h_bio_text(b);
+    put(F.enc_key, "enc.key", pem, (size_t)-1);
+    free(pem);
+    BIO_free(b);
+    EVP_PKEY_free(k);
+    put(F.pass_file, "pass.txt", "key secret\n", (size_t)-1);
     dx_pki_cert_free(ca2);
     dx_pki_cert_free(oth);
     dx_pki_cert_free(wil);
@@ -990,10 +1003,13 @@ START_TEST(psk_without_certificates)
            NULL);
     unsigned port = listening(&srv);
     const char *good[] = {"--psk", "dxtls-client:00112233445566778899AABBCCDDEEFF", "--ciphers",
-                          ciphers, "--max-version", v, "--info", "-",
+                          ciphers, "--max-version", v, "--info", "--trace", "-",
                           tcp_to("127.0.0.1", port), NULL};
     int status = client_exchange(&cl, good, "keyed\n", "keyed\n");
     ck_assert_msg(status == 0, "%s", h_peer_output(&cl));
+    if (_i == 0) /* the hint, "dxtls hint", in the ServerKeyExchange of TLS 1.2 */
+        ck_assert_ptr_nonnull(
+            strstr(h_peer_output(&cl), "psk_identity_hint (len=10): 6478746C732068696E74"));
     jv *c = info_of(h_peer_output(&cl), "client", 0);
     ck_assert_str_eq(jstr(c, "protocol"), v);
     ck_assert(jbool(c, "authorized"));
@@ -1270,6 +1286,29 @@ START_TEST(pfx_with_passphrase_from_the_environment)
     ck_assert_int_eq(term(&srv), 0);
     h_peer_free(&srv);
     unsetenv("DXTLS_TEST_PASS");
+}
+END_TEST
+
+/* A key named by an OSSL_STORE URI, encrypted, its passphrase read from
+ * a file (the first line); the wrong passphrase is bad usage. */
+START_TEST(key_by_uri_with_passphrase_from_a_file)
+{
+    char uri[600], pass[600];
+    snprintf(uri, sizeof(uri), "file:%s", F.enc_key);
+    snprintf(pass, sizeof(pass), "file:%s", F.pass_file);
+    h_peer srv, cl;
+    startv(&srv, "--server", "--cert", F.srv, "--key", uri, "--pass", pass, "echo",
+           "tcp-listen:127.0.0.1:0", NULL);
+    unsigned port = listening(&srv);
+    const char *args[] = {"--ca", F.ca, "-", tcp_to("localhost", port), NULL};
+    ck_assert_int_eq(client_exchange(&cl, args, "uri\n", "uri\n"), 0);
+    h_peer_free(&cl);
+    ck_assert_int_eq(term(&srv), 0);
+    h_peer_free(&srv);
+    startv(&srv, "--server", "--cert", F.srv, "--key", uri, "--pass", "pass:wrong", "echo",
+           "tcp-listen:127.0.0.1:0", NULL);
+    ck_assert_int_eq(h_peer_stop(&srv, WAIT_MS), 2);
+    h_peer_free(&srv);
 }
 END_TEST
 
@@ -1602,7 +1641,7 @@ END_TEST
  * ours on its master. */
 START_TEST(serial_endpoint_over_a_terminal)
 {
-    int m = posix_openpt(O_RDWR | O_NOCTTY);
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
     ck_assert_int_ge(m, 0);
     ck_assert_int_eq(grantpt(m), 0);
     ck_assert_int_eq(unlockpt(m), 0);
@@ -2076,7 +2115,7 @@ START_TEST(progress_line_on_a_terminal)
     startv(&srv, "--server", "--cert", F.srv, "--key", F.srv_key, "echo",
            "tcp-listen:127.0.0.1:0", NULL);
     unsigned port = listening(&srv);
-    int m = posix_openpt(O_RDWR | O_NOCTTY);
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
     ck_assert_int_ge(m, 0);
     ck_assert_int_eq(grantpt(m), 0);
     ck_assert_int_eq(unlockpt(m), 0);
@@ -2182,6 +2221,7 @@ Suite *dxtls_suite(void)
     tcase_add_test(tc, verification_failures_exit_1);
     tcase_add_test(tc, protocol_options_shape_the_handshake);
     tcase_add_test(tc, pfx_with_passphrase_from_the_environment);
+    tcase_add_test(tc, key_by_uri_with_passphrase_from_a_file);
     tcase_add_test(tc, listener_serves_fifty_clients_at_once);
     tcase_add_test(tc, backpressure_holds_from_child_to_stdout);
     suite_add_tcase(s, tc);
