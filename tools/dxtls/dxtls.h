@@ -241,8 +241,6 @@ void complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void announce(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Raw text on stderr (--trace). */
 void emit_raw(const char *text);
-/* The configuration of the running program, for the modules. */
-const options *opts(void);
 
 /* "CODE: message (detail)" of an error, on one line. */
 void error_text(const dx_error *err, char *buf, size_t size);

@@ -24,8 +24,6 @@
 static const options *g_opt;
 static bool g_progress_shown;
 
-const options *opts(void) { return g_opt; }
-
 /* ---- messages ------------------------------------------------------------- */
 
 /* write(2) all of it; stderr may share a non-blocking file description
