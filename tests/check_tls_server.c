@@ -840,9 +840,9 @@ END_TEST
 
 /* An external store (Node's newSession/resumeSession). */
 typedef struct ext_store {
-    uint8_t id[32], der[8192];
-    size_t id_len, len;
-    unsigned puts, gets;
+    uint8_t id[32], der[8192], asked[32];
+    size_t id_len, len, asked_len;
+    unsigned puts, gets, dels;
     dx_tls_pending *p;
     int mode; /* 0 answer at once, 1 keep for later */
 } ext_store;
@@ -865,6 +865,9 @@ static void ext_get(void *arg, const uint8_t *id, size_t id_len, dx_tls_pending 
 {
     ext_store *x = arg;
     x->gets++;
+    ck_assert_uint_le(id_len, sizeof(x->asked));
+    memcpy(x->asked, id, id_len);
+    x->asked_len = id_len;
     bool have = id_len == x->id_len && memcmp(id, x->id, id_len) == 0;
     if (x->mode == 1)
         x->p = p;
@@ -872,11 +875,19 @@ static void ext_get(void *arg, const uint8_t *id, size_t id_len, dx_tls_pending 
         dx_tls_session_found(p, have ? x->der : NULL, have ? x->len : 0);
 }
 
-static const dx_tls_session_store ext_ops = {.put = ext_put, .get = ext_get};
+static void ext_del(void *arg, const uint8_t *id, size_t id_len)
+{
+    ext_store *x = arg;
+    ck_assert_uint_eq(id_len, x->asked_len); /* the id looked up */
+    ck_assert_mem_eq(id, x->asked, id_len);
+    x->dels++;
+}
+
+static const dx_tls_session_store ext_ops = {.put = ext_put, .get = ext_get, .del = ext_del};
 
 /* SV-03, SV-05, 3.10: new sessions go to the store; lookups answered at
  * once or later (the handshake waits) resume; an answer of nothing or of
- * garbage is a full handshake. */
+ * garbage is a full handshake, and garbage goes to the store's del. */
 START_TEST(external_store_answers_now_or_later)
 {
     const char *v = versions[_i / 2];
@@ -904,7 +915,9 @@ START_TEST(external_store_answers_now_or_later)
     /* garbage from the store: a full handshake */
     x.mode = 1;
     connect_resume(&k, srv, cctx, "default.test", NULL, s1, l1);
+    ck_assert_uint_eq(x.dels, 0);
     ck_assert_int_eq(dx_tls_session_found(x.p, "garbage", 7), 0);
+    ck_assert_uint_eq(x.dels, 1); /* the store is told to forget it */
     ck_assert_uint_eq(k.c_secure, 1);
     ck_assert(!dx_tls_session_reused(k.s));
     conn_close(&k);

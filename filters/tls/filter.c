@@ -1871,6 +1871,8 @@ int dx_tls_session_found(dx_tls_pending *p, const void *session, size_t len)
         const unsigned char *q = session;
         f->resume_sess = d2i_SSL_SESSION(NULL, &q, (long)len);
         ERR_clear_error(); /* bytes that are no session: a full handshake */
+        if (!f->resume_sess && f->server)
+            dx_tls_server_session_bad(f->server, f->lookup_id, f->lookup_len);
     }
     f->lookup = SNI_DONE;
     dx_tls_run(f);

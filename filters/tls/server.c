@@ -63,6 +63,8 @@ static uint64_t mono_ms(void *arg)
 
 static uint64_t now_ms(const dx_tls_server *srv) { return srv->clock(srv->clock_arg); }
 
+uint64_t dx_tls_server_now(const dx_tls_server *srv) { return now_ms(srv); }
+
 dx_tls_ticket_keys *dx_tls_server_ticket_keys(dx_tls_server *srv) { return &srv->keys; }
 
 static void free_alpn(char **list)
@@ -396,6 +398,12 @@ void dx_tls_server_lookup(dx_tls_server *srv, const uint8_t *id, size_t len,
                           dx_tls_pending *p)
 {
     srv->store.get(srv->store_arg, id, len, p);
+}
+
+void dx_tls_server_session_bad(dx_tls_server *srv, const uint8_t *id, size_t len)
+{
+    if (srv->external && srv->store.del)
+        srv->store.del(srv->store_arg, id, len);
 }
 
 void dx_tls_server_session_new(dx_tls_server *srv, SSL *ssl, SSL_SESSION *sess)

@@ -97,6 +97,10 @@ SSL_SESSION *dx_tls_server_session_get(dx_tls_server *srv, const uint8_t *id, un
 bool dx_tls_server_async_lookup(const dx_tls_server *srv);
 void dx_tls_server_lookup(dx_tls_server *srv, const uint8_t *id, size_t len,
                           dx_tls_pending *p);
+/* The store answered bytes that are no session: its del forgets them. */
+void dx_tls_server_session_bad(dx_tls_server *srv, const uint8_t *id, size_t len);
+/* The server's clock now (ms), for the stores of the library. */
+uint64_t dx_tls_server_now(const dx_tls_server *srv);
 
 /* Copies of the process defaults (see dx_tls_set_default_ciphers()), for
  * a new configuration, which owns and frees them. */

@@ -167,15 +167,22 @@ DX_EXTERN int dx_tls_server_set_clock(dx_tls_server *srv, dx_tls_clock_fn now, v
  * An external store instead (Node's newSession and resumeSession events;
  * a cluster's shared cache): put keeps a new session (DER bytes, valid
  * during the call) until expires (ms on the server's clock); it runs
- * during the handshake, inside OpenSSL, and must not call the connection.
- * get looks one up and answers with dx_tls_session_found(), at once or
- * later: the handshake waits. Both are required. store NULL restores the
- * built-in cache. Returns 0, DX_EINVAL.
+ * during the handshake, inside OpenSSL, and must not call the connection;
+ * it completes on its own (nothing waits for it: a session the store
+ * failed to keep is a full handshake later). get looks one up and answers
+ * with dx_tls_session_found(), at once or later: the handshake waits (a
+ * store bounds the wait itself, as the Redis store of <duplex/redis.h>
+ * does). del, optional (NULL or left out of an initializer), forgets a
+ * session: the server calls it when get answered bytes that are no
+ * session, from dx_tls_session_found() (outside OpenSSL), so that the
+ * store drops what is stored under that id. put and get are required.
+ * store NULL restores the built-in cache. Returns 0, DX_EINVAL.
  */
 typedef struct dx_tls_session_store {
     void (*put)(void *arg, const uint8_t *id, size_t id_len, const uint8_t *session,
                 size_t len, uint64_t expires);
     void (*get)(void *arg, const uint8_t *id, size_t id_len, dx_tls_pending *p);
+    void (*del)(void *arg, const uint8_t *id, size_t id_len);
 } dx_tls_session_store;
 DX_EXTERN int dx_tls_server_set_session_store(dx_tls_server *srv,
                                               const dx_tls_session_store *store,
