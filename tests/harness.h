@@ -155,6 +155,7 @@ Suite *tls_ocsp_suite(void);
 Suite *blocking_suite(void);
 #ifdef HAVE_LIBUV
 Suite *uv_suite(void);
+Suite *redis_suite(void);
 Suite *dxtls_suite(void);
 #endif
 

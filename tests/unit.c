@@ -28,6 +28,9 @@ int main(void)
     srunner_add_suite(sr, uv_suite());
     srunner_add_suite(sr, dxtls_suite());
 #endif
+#ifdef HAVE_HIREDIS
+    srunner_add_suite(sr, redis_suite());
+#endif
     srunner_run_all(sr, CK_ENV);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
