@@ -12,12 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/adapters/libuv.h>
 
 #include "../filters/tls/tls_internal.h"
 #include "alloc.h"
@@ -54,6 +55,16 @@ struct dx_redis_store {
     lookup *head, *tail;
     attachment *attached;
     dx_redis_stats stats;
+    /* shared ticket keys: keys of period n (cur) and n - 1 (prev) */
+    bool tickets;
+    uint64_t period;
+    dx_tls_clock_fn clock;
+    void *clock_arg;
+    uv_timer_t tick_timer;
+    uint64_t held_period, asking_period;
+    bool have_keys, asking;
+    uint8_t cur[48], prev[48];
+    bool have_prev;
 };
 
 /* ---- the URL ------------------------------------------------------------- */
@@ -319,6 +330,206 @@ static const dx_tls_session_store store_ops = {
     .del = store_del,
 };
 
+/* ---- ticket keys ------------------------------------------------------------- */
+
+static uint64_t wall_ms(void *arg)
+{
+    (void)arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void apply_keys(dx_redis_store *rs, dx_tls_server *srv)
+{
+    if (!rs->have_keys)
+        return;
+    uint8_t held[48];
+    dx_tls_server_get_ticket_keys(srv, held);
+    if (memcmp(held, rs->cur, 48) != 0) {
+        if (rs->have_prev)
+            dx_tls_server_set_ticket_keys(srv, rs->prev);
+        dx_tls_server_set_ticket_keys(srv, rs->cur);
+    }
+    OPENSSL_cleanse(held, sizeof(held));
+}
+
+typedef struct key_ask {
+    dx_redis_store *rs;
+    uint64_t n;
+    bool is_prev;
+} key_ask;
+
+/* The replies to GET tk:n-1 then GET tk:n, in that order. */
+static void on_key_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    redisReply *reply = r;
+    key_ask *k = priv;
+    dx_redis_store *rs = k->rs;
+    bool ok = reply && reply->type == REDIS_REPLY_STRING && reply->len == 48;
+    if (reply && !ok && reply->type != REDIS_REPLY_NIL)
+        rs->stats.errors++;
+    if (!reply)
+        rs->stats.errors++;
+    if (k->is_prev) {
+        if (ok && !rs->freeing) {
+            memcpy(rs->prev, reply->str, 48);
+            rs->have_prev = true;
+        } else {
+            rs->have_prev = false;
+        }
+    } else {
+        rs->asking = false;
+        if (ok && !rs->freeing && k->n == rs->asking_period) {
+            memcpy(rs->cur, reply->str, 48);
+            rs->have_keys = true;
+            rs->held_period = k->n;
+            rs->stats.key_sets++;
+            for (attachment *a = rs->attached; a; a = a->next)
+                apply_keys(rs, a->srv);
+        }
+    }
+    dx_free(k);
+}
+
+static void ask_keys(dx_redis_store *rs)
+{
+    if (!rs->tickets || !rs->ac || !rs->ready || rs->asking || rs->freeing)
+        return;
+    uint64_t n = rs->clock(rs->clock_arg) / rs->period;
+    if (rs->have_keys && n == rs->held_period)
+        return;
+    uint8_t fresh[48];
+    if (RAND_bytes(fresh, sizeof(fresh)) != 1)
+        return;
+    key_ask *kp = dx_calloc(1, sizeof(*kp)), *kc = dx_calloc(1, sizeof(*kc));
+    if (!kp || !kc) {
+        dx_free(kp);
+        dx_free(kc);
+        return;
+    }
+    kp->rs = kc->rs = rs;
+    kp->n = kc->n = n;
+    kp->is_prev = true;
+    char key[MAX_PREFIX + 32], prev[MAX_PREFIX + 32], px[24];
+    snprintf(key, sizeof(key), "%stk:%llu", rs->prefix, (unsigned long long)n);
+    snprintf(prev, sizeof(prev), "%stk:%llu", rs->prefix, (unsigned long long)(n - 1));
+    snprintf(px, sizeof(px), "%llu", (unsigned long long)(3 * rs->period));
+    /* The first server to ask makes the period's keys; all read the same. */
+    redisAsyncCommand(rs->ac, on_reply, rs, "SET %s %b NX PX %s", key, fresh, sizeof(fresh),
+                      px);
+    OPENSSL_cleanse(fresh, sizeof(fresh));
+    if (redisAsyncCommand(rs->ac, on_key_reply, kp, "GET %s", prev) != REDIS_OK) {
+        dx_free(kp);
+        dx_free(kc);
+        return;
+    }
+    if (redisAsyncCommand(rs->ac, on_key_reply, kc, "GET %s", key) != REDIS_OK) {
+        dx_free(kc);
+        return;
+    }
+    rs->asking = true;
+    rs->asking_period = n;
+}
+
+static void on_tick_timer(uv_timer_t *t) { ask_keys(t->data); }
+
+int dx_redis_store_share_ticket_keys(dx_redis_store *rs, uint64_t period_ms)
+{
+    if (!rs || rs->freeing || (period_ms && period_ms < 1000))
+        return DX_EINVAL;
+    rs->tickets = period_ms != 0;
+    if (!rs->tickets) {
+        uv_timer_stop(&rs->tick_timer);
+        return 0;
+    }
+    if (period_ms != rs->period)
+        rs->have_keys = false;
+    rs->period = period_ms;
+    uv_timer_start(&rs->tick_timer, on_tick_timer, DX_REDIS_TICKET_CHECK_MS,
+                   DX_REDIS_TICKET_CHECK_MS);
+    ask_keys(rs);
+    return 0;
+}
+
+int dx_redis_store_set_clock(dx_redis_store *rs, dx_tls_clock_fn now, void *arg)
+{
+    if (!rs)
+        return DX_EINVAL;
+    rs->clock = now ? now : wall_ms;
+    rs->clock_arg = now ? arg : NULL;
+    return 0;
+}
+
+/* ---- hiredis on libuv ------------------------------------------------------------ */
+
+/*
+ * hiredis's events on a uv_poll_t, as <hiredis/adapters/libuv.h> does,
+ * except for one thing: when libuv reports an error on the socket (a
+ * refused connection, a reset), that adapter drops the report and hiredis
+ * never learns that the connection is gone; here hiredis reads or writes
+ * as it asked to and finds the error itself.
+ */
+typedef struct uv_events {
+    uv_poll_t handle;
+    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
+    int events;
+} uv_events;
+
+static void ev_poll(uv_poll_t *h, int status, int events)
+{
+    uv_events *p = h->data;
+    int ev = status < 0 ? p->events : events;
+    if (p->ac && (ev & UV_READABLE))
+        redisAsyncHandleRead(p->ac);
+    if (p->ac && (ev & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void ev_update(uv_events *p, int events)
+{
+    p->events = events;
+    if (events)
+        uv_poll_start(&p->handle, events, ev_poll);
+    else
+        uv_poll_stop(&p->handle);
+}
+
+static void ev_add_read(void *d) { ev_update(d, ((uv_events *)d)->events | UV_READABLE); }
+static void ev_del_read(void *d) { ev_update(d, ((uv_events *)d)->events & ~UV_READABLE); }
+static void ev_add_write(void *d) { ev_update(d, ((uv_events *)d)->events | UV_WRITABLE); }
+static void ev_del_write(void *d) { ev_update(d, ((uv_events *)d)->events & ~UV_WRITABLE); }
+
+static void ev_closed(uv_handle_t *h) { dx_free(h->data); }
+
+static void ev_cleanup(void *d)
+{
+    uv_events *p = d;
+    p->ac = NULL;
+    uv_close((uv_handle_t *)&p->handle, ev_closed);
+}
+
+static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    uv_events *p = dx_calloc(1, sizeof(*p));
+    if (!p)
+        return REDIS_ERR;
+    if (uv_poll_init_socket(loop, &p->handle, ac->c.fd) != 0) {
+        dx_free(p);
+        return REDIS_ERR;
+    }
+    p->handle.data = p;
+    p->ac = ac;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    ac->ev.data = p;
+    return REDIS_OK;
+}
+
 /* ---- the connection ---------------------------------------------------------- */
 
 static void connect_now(dx_redis_store *rs);
@@ -343,6 +554,7 @@ static void on_connect_timer(uv_timer_t *t)
 static void retry_later(dx_redis_store *rs)
 {
     rs->ready = false;
+    rs->asking = false;
     rs->ac = NULL;
     if (rs->freeing)
         return;
@@ -383,6 +595,7 @@ static void on_ready(redisAsyncContext *ac, void *r, void *priv)
     uv_timer_stop(&rs->retry_timer);
     rs->stats.connects++;
     rs->backoff = rs->backoff_min;
+    ask_keys(rs);
 }
 
 /* AUTH or SELECT refused: the connection is of no use. */
@@ -405,7 +618,7 @@ static void connect_now(dx_redis_store *rs)
         retry_later(rs);
         return;
     }
-    if (ac->err || redisLibuvAttach(ac, rs->loop) != REDIS_OK) {
+    if (ac->err || ev_attach(ac, rs->loop) != REDIS_OK) {
         redisAsyncFree(ac);
         retry_later(rs);
         return;
@@ -441,6 +654,8 @@ static void free_memory(dx_redis_store *rs)
         OPENSSL_cleanse(rs->password, strlen(rs->password));
     dx_free(rs->password);
     dx_free(rs->prefix);
+    OPENSSL_cleanse(rs->cur, sizeof(rs->cur));
+    OPENSSL_cleanse(rs->prev, sizeof(rs->prev));
     dx_free(rs);
     dx_live_dec();
 }
@@ -474,9 +689,12 @@ int dx_redis_store_new(uv_loop_t *loop, const char *url, dx_redis_store **out)
     rs->timeout = DX_REDIS_DEFAULT_TIMEOUT_MS;
     rs->backoff_min = rs->backoff = DX_REDIS_DEFAULT_BACKOFF_MIN_MS;
     rs->backoff_max = DX_REDIS_DEFAULT_BACKOFF_MAX_MS;
+    rs->clock = wall_ms;
+    rs->period = DX_REDIS_DEFAULT_TICKET_PERIOD_MS;
     uv_timer_init(loop, &rs->lookup_timer);
     uv_timer_init(loop, &rs->retry_timer);
-    rs->lookup_timer.data = rs->retry_timer.data = rs;
+    uv_timer_init(loop, &rs->tick_timer);
+    rs->lookup_timer.data = rs->retry_timer.data = rs->tick_timer.data = rs;
     connect_now(rs);
     *out = rs;
     return 0;
@@ -496,7 +714,8 @@ void dx_redis_store_free(dx_redis_store *rs)
     }
     while (rs->head)
         answer(rs->head, NULL, 0);
-    rs->closing = 2;
+    rs->closing = 3;
+    uv_close((uv_handle_t *)&rs->tick_timer, on_timer_closed);
     uv_close((uv_handle_t *)&rs->lookup_timer, on_timer_closed);
     uv_close((uv_handle_t *)&rs->retry_timer, on_timer_closed);
 }
@@ -545,6 +764,8 @@ int dx_redis_store_attach(dx_redis_store *rs, dx_tls_server *srv)
         a->next = rs->attached;
         rs->attached = a;
     }
+    if (rs->tickets)
+        apply_keys(rs, srv);
     return dx_tls_server_set_session_store(srv, &store_ops, a);
 }
 

@@ -541,6 +541,114 @@ START_TEST(free_answers_waiting_lookups)
 }
 END_TEST
 
+/* ---- ticket keys ------------------------------------------------------------------ */
+
+static uint64_t fake_now;
+static uint64_t fake_clock(void *arg)
+{
+    (void)arg;
+    return fake_now;
+}
+
+typedef struct two_servers {
+    dx_tls_server *a, *b;
+    uint8_t want_not[48]; /* keys to move away from */
+} two_servers;
+
+/* Both servers hold the same keys, other than want_not. */
+static bool same_new_keys(void *arg)
+{
+    two_servers *t = arg;
+    uint8_t ka[48], kb[48];
+    dx_tls_server_get_ticket_keys(t->a, ka);
+    dx_tls_server_get_ticket_keys(t->b, kb);
+    return memcmp(ka, kb, 48) == 0 && memcmp(ka, t->want_not, 48) != 0;
+}
+
+static void rotate(two_servers *t, uint64_t period)
+{
+    dx_tls_server_get_ticket_keys(t->a, t->want_not);
+    fake_now += period;
+    ck_assert(spin(same_new_keys, t, 3000));
+}
+
+/* Two servers with a store each share ticket keys through Redis: one set
+ * per period of a driven clock, made by whichever asked first. A ticket of
+ * the previous period resumes on either server; one from two periods back
+ * does not. */
+START_TEST(ticket_keys_shared_and_rotated)
+{
+    const char *v = versions[_i];
+    const uint64_t period = 3600u * 1000u;
+    loop_open();
+    redis r;
+    redis_start(&r, NULL);
+    dx_tls_ctx *sctx = ctx_for(true, v), *cctx = ctx_for(false, v);
+    fake_now = 100 * period + 5;
+    dx_redis_store *r1, *r2;
+    ck_assert_int_eq(dx_redis_store_new(&loop, r.url, &r1), 0);
+    ck_assert_int_eq(dx_redis_store_new(&loop, r.url, &r2), 0);
+    two_servers t;
+    memset(&t, 0, sizeof(t));
+    ck_assert_int_eq(dx_tls_server_new(sctx, &t.a), 0);
+    ck_assert_int_eq(dx_tls_server_new(sctx, &t.b), 0);
+    dx_redis_store *stores[2] = {r1, r2};
+    dx_tls_server *srvs[2] = {t.a, t.b};
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(dx_tls_server_set_clock(srvs[i], fake_clock, NULL), 0);
+        ck_assert_int_eq(dx_redis_store_set_clock(stores[i], fake_clock, NULL), 0);
+        ck_assert_int_eq(dx_redis_store_share_ticket_keys(stores[i], period), 0);
+        ck_assert_int_eq(dx_redis_store_attach(stores[i], srvs[i]), 0);
+    }
+    ck_assert(spin(same_new_keys, &t, 5000));
+    redisContext *sync = redis_sync(&r, NULL, 0);
+    char key[256];
+    ck_assert_uint_eq(keys_under(sync, DX_REDIS_DEFAULT_PREFIX "tk:", key), 1);
+    ck_assert_str_eq(key, DX_REDIS_DEFAULT_PREFIX "tk:100");
+    uint8_t old[8192], cur[8192];
+    size_t old_len = 0, cur_len = 0;
+    ck_assert(!one_connection(t.a, cctx, old, &old_len, NULL));
+    uint8_t keep[8192];
+    size_t keep_len = old_len;
+    memcpy(keep, old, old_len);
+    ck_assert(one_connection(t.b, cctx, old, &old_len, NULL)); /* shared */
+    /* next period: the ticket of the previous one still resumes */
+    rotate(&t, period);
+    memcpy(old, keep, keep_len);
+    old_len = keep_len;
+    ck_assert(one_connection(t.b, cctx, old, &old_len, NULL));
+    ck_assert(!one_connection(t.a, cctx, cur, &cur_len, NULL));
+    /* two periods on: the first ticket is refused, the newer resumes */
+    rotate(&t, period);
+    memcpy(old, keep, keep_len);
+    old_len = keep_len;
+    ck_assert(!one_connection(t.a, cctx, old, &old_len, NULL));
+    memcpy(old, keep, keep_len);
+    old_len = keep_len;
+    ck_assert(!one_connection(t.b, cctx, old, &old_len, NULL));
+    ck_assert(one_connection(t.b, cctx, cur, &cur_len, NULL));
+    dx_tls_server_stats st;
+    dx_tls_server_get_stats(t.b, &st);
+    ck_assert_uint_ge(st.tickets_renewed, 1);
+    ck_assert_uint_ge(st.tickets_unknown, 1);
+    ck_assert_uint_ge(keys_under(sync, DX_REDIS_DEFAULT_PREFIX "tk:", NULL), 2);
+    redisReply *rep = redisCommand(sync, "PTTL " DX_REDIS_DEFAULT_PREFIX "tk:102");
+    ck_assert_int_gt(rep->integer, (long long)(2 * period));
+    freeReplyObject(rep);
+    redisFree(sync);
+    ck_assert_int_eq(dx_redis_store_share_ticket_keys(r1, 999), DX_EINVAL);
+    ck_assert_int_eq(dx_redis_store_share_ticket_keys(r1, 0), 0);
+    dx_redis_store_free(r1);
+    dx_redis_store_free(r2);
+    dx_tls_server_free(t.a);
+    dx_tls_server_free(t.b);
+    dx_tls_ctx_unref(sctx);
+    dx_tls_ctx_unref(cctx);
+    redis_stop(&r);
+    loop_close();
+}
+END_TEST
+
 /* URLs: the forms of the header, and what is refused. */
 START_TEST(urls)
 {
@@ -587,6 +695,7 @@ Suite *redis_suite(void)
     tcase_add_loop_test(tc, redis_slow_down_and_back, 0, 2);
     tcase_add_test(tc, garbage_in_a_key_is_a_miss);
     tcase_add_test(tc, free_answers_waiting_lookups);
+    tcase_add_loop_test(tc, ticket_keys_shared_and_rotated, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -6,7 +6,8 @@
  * that share one Redis resume each other's sessions by id. Built when
  * libduplex was configured with hiredis and libuv (the header is then
  * installed; <duplex/duplex.h> does not include it). The store talks to
- * Redis with hiredis's asynchronous API on a libuv loop.
+ * Redis with hiredis's asynchronous API on a libuv loop. It can also share
+ * the servers' session ticket keys (dx_redis_store_share_ticket_keys()).
  *
  * KEYS: a session is the value of PREFIX + "s:" + the session id in
  * lowercase hexadecimal, its DER bytes, set with SET ... PX so that Redis
@@ -57,6 +58,8 @@ extern "C" {
 #define DX_REDIS_DEFAULT_BACKOFF_MIN_MS 100u
 #define DX_REDIS_DEFAULT_BACKOFF_MAX_MS 5000u
 #define DX_REDIS_CONNECT_TIMEOUT_MS 1000u
+#define DX_REDIS_DEFAULT_TICKET_PERIOD_MS (12u * 3600u * 1000u)
+#define DX_REDIS_TICKET_CHECK_MS 250u
 
 typedef struct dx_redis_store dx_redis_store;
 
@@ -97,6 +100,28 @@ DX_EXTERN int dx_redis_store_attach(dx_redis_store *rs, dx_tls_server *srv);
  * connected). */
 DX_EXTERN int dx_redis_store_delete(dx_redis_store *rs, const uint8_t *id, size_t id_len);
 
+/*
+ * Ticket keys shared through Redis (see dx_tls_server_get_ticket_keys()):
+ * time is cut in periods of period_ms (DX_REDIS_DEFAULT_TICKET_PERIOD_MS
+ * is the usual choice; 0 stops sharing, otherwise at least 1000) on the
+ * store's clock. The keys of period n are the value of PREFIX + "tk:" +
+ * n: the first server of the cluster to need them makes them at random
+ * (SET ... NX, expiring after three periods) and every server reads the
+ * same. Each server the store serves holds the keys of the present
+ * period to seal tickets and those of the one before to open them (and
+ * renew them): a ticket lives for one period more than its keys, no
+ * longer. The store looks at its clock every DX_REDIS_TICKET_CHECK_MS and
+ * when it connects; until it has read the keys (Redis down), servers keep
+ * those they have. The keys live in memory and in Redis only: a Redis
+ * that persists (RDB, AOF) writes them to its disk, so give the cluster a
+ * Redis without persistence, or one whose disk is as safe as the keys.
+ * Returns 0, DX_EINVAL.
+ */
+DX_EXTERN int dx_redis_store_share_ticket_keys(dx_redis_store *rs, uint64_t period_ms);
+/* The clock of the ticket key periods, in ms (NULL: CLOCK_REALTIME, which
+ * the machines of a cluster share). Returns 0, DX_EINVAL. */
+DX_EXTERN int dx_redis_store_set_clock(dx_redis_store *rs, dx_tls_clock_fn now, void *arg);
+
 /* Whether the connection is up (AUTH and SELECT done). */
 DX_EXTERN bool dx_redis_store_connected(const dx_redis_store *rs);
 
@@ -112,6 +137,7 @@ typedef struct dx_redis_stats {
     uint64_t dels;        /* deletions sent */
     uint64_t connects;    /* connections made (AUTH and SELECT done) */
     uint64_t connect_failures; /* attempts that failed, and drops */
+    uint64_t key_sets;    /* ticket keys read from Redis (a period's) */
 } dx_redis_stats;
 /* The store's counters since it was made (zeros for NULL). */
 DX_EXTERN void dx_redis_store_get_stats(const dx_redis_store *rs, dx_redis_stats *out);
