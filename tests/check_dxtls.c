@@ -28,6 +28,10 @@
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
 
+#ifdef HAVE_HIREDIS
+#include <hiredis/hiredis.h>
+#endif
+
 #include "harness.h"
 #include "peer.h"
 
@@ -633,7 +637,7 @@ static const char *const option_names[] = {
     "--ciphers", "--ciphersuites", "--groups", "--sigalgs", "--min-version", "--max-version",
     "--alpn", "--max-fragment", "--servername", "--sni", "--insecure", "--request-cert",
     "--require-cert", "--psk", "--psk-hint", "--session-out", "--session-in",
-    "--ticket-keys", "--no-tickets", "--ocsp-response", "--request-ocsp",
+    "--ticket-keys", "--no-tickets", "--session-store", "--ocsp-response", "--request-ocsp",
     "--handshake-timeout", "--idle-timeout", "--keylog", "--trace", "--progress", "--info",
     "--quiet", "--verbose", "--allow-truncation", "--help", "--version", NULL,
 };
@@ -739,6 +743,12 @@ static const struct usage_case {
     {{"tcp-listen:0", "unix-listen:/tmp/x"}, "ERR_INVALID_ARG_VALUE"},
     {{"--min-version", "TLSv9", "-", "echo"}, "ERR_TLS_INVALID_PROTOCOL_VERSION"},
     {{"--ciphers", "NO-SUCH-CIPHER", "-", "echo"}, "ERR_SSL_NO_CIPHER_MATCH"},
+    {{"--session-store", "redis://127.0.0.1", "-", "echo"}, "ERR_INCOMPATIBLE_OPTION_PAIR"},
+    {{"--server", "--psk", "a:00", "--session-store=redis://127.0.0.1", "--ticket-keys=k", "-",
+      "echo"},
+     "ERR_INCOMPATIBLE_OPTION_PAIR"},
+    {{"--server", "--psk", "a:00", "--session-store", "http://127.0.0.1", "-", "echo"},
+     "ERR_INVALID_ARG_VALUE"},
 };
 
 START_TEST(bad_usage_exits_2_with_one_line)
@@ -769,6 +779,10 @@ START_TEST(bad_files_exit_2)
         {"--server", "--pfx", F.pfx, "--pass", "wrong", "echo", "-", NULL},
         {"--server", "--pfx", F.pfx, "--pass", "env:DXTLS_NO_SUCH_VARIABLE", "echo", "-"},
         {"--keylog", in_dir("no/such/dir/keys"), "-", "echo", NULL},
+#ifdef HAVE_HIREDIS
+        {"--server", "--psk", "a:00", "--session-store", "redis://:secret@127.0.0.1:99999",
+         "echo", "-", NULL},
+#endif
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *args[11] = {0};
@@ -780,6 +794,7 @@ START_TEST(bad_files_exit_2)
         const char *nl = strchr(out, '\n');
         ck_assert_msg(!strncmp(out, "dxtls: ", 7) && nl && nl[1] == '\0', "case %zu: %s", i,
                       out);
+        ck_assert_msg(!strstr(out, "secret"), "a password shown: %s", out); /* --session-store */
         h_peer_free(&p);
     }
 }
@@ -2193,6 +2208,211 @@ START_TEST(valgrind_finds_nothing)
 }
 END_TEST
 
+#ifdef HAVE_HIREDIS
+/* ---- --session-store: a cluster on one Redis ----------------------------------------- */
+
+/* A redis-server of the test's own on a free loopback port, without
+ * persistence. */
+static unsigned redis_start(h_peer *p)
+{
+    unsigned port = h_free_port();
+    char portbuf[16];
+    snprintf(portbuf, sizeof(portbuf), "%u", port);
+    const char *argv[] = {"redis-server", "--port", portbuf, "--bind", "127.0.0.1",
+                          "--save", "", "--appendonly", "no", NULL};
+    h_peer_start(p, argv);
+    int fd = h_connect_loopback(port, WAIT_MS);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    return port;
+}
+
+/* Whether want stores are connected to the Redis on port and, with
+ * tickets, the ticket keys are there. */
+static bool redis_ready(unsigned port, int want, bool tickets)
+{
+    redisContext *c = redisConnect("127.0.0.1", (int)port);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(c->err, 0);
+    bool ready = false;
+    redisReply *r = redisCommand(c, "INFO clients");
+    if (r && r->type == REDIS_REPLY_STRING) {
+        const char *at = strstr(r->str, "connected_clients:");
+        ready = at && atoi(at + strlen("connected_clients:")) >= want + 1;
+    }
+    freeReplyObject(r);
+    if (ready && tickets) {
+        r = redisCommand(c, "KEYS dx:tls:tk:*");
+        ready = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0;
+        freeReplyObject(r);
+    }
+    redisFree(c);
+    return ready;
+}
+
+/* One client connection of ours: offers sess (if any), sends a line and
+ * waits for its echo (by then a TLS 1.3 server's tickets have come), and
+ * keeps the latest session the server gave. */
+typedef struct rclient {
+    conn c;
+    uint8_t sess[8192];
+    size_t sess_len;
+    bool got;
+    bool reused;
+    int64_t handshake_ms;
+} rclient;
+
+static void rc_secure(dx_tls *t, void *u)
+{
+    rclient *r = u;
+    r->c.secure = true;
+    r->reused = dx_tls_session_reused(t);
+}
+
+static void rc_session(dx_tls *t, const uint8_t *sess, size_t len, void *u)
+{
+    (void)t;
+    rclient *r = u;
+    if (len <= sizeof(r->sess)) {
+        memcpy(r->sess, sess, len);
+        r->sess_len = len;
+    }
+}
+
+static const dx_tls_events rc_events = {.on_secure = rc_secure, .on_session = rc_session};
+
+static bool rc_echoed(void *arg)
+{
+    rclient *r = arg;
+    return r->c.rec.len >= 5 && !memcmp(r->c.rec.data, "ping\n", 5);
+}
+
+/* A connection to the server p listening on port; true when it was a
+ * resumption. */
+static bool rc_connect(rclient *r, h_peer *p, unsigned port, dx_tls_ctx *ctx)
+{
+    conn *c = &r->c;
+    memset(c, 0, sizeof(*c));
+    int fd = h_connect_loopback(port, WAIT_MS);
+    ck_assert_int_ge(fd, 0);
+    int64_t start = h_now_ms();
+    ck_assert_int_eq(dx_fd_stream_new(fd, fd, DX_FD_CLOSE, &c->transport), 0);
+    ck_assert_int_eq(dx_tls_new(ctx, DX_TLS_CLIENT, &c->t), 0);
+    ck_assert_int_eq(dx_tls_set_servername(c->t, "localhost"), 0);
+    if (r->sess_len)
+        ck_assert_int_eq(dx_tls_set_session(c->t, r->sess, r->sess_len), 0);
+    dx_tls_set_events(c->t, &rc_events, r);
+    c->rec.keep_data = true;
+    h_rec_attach(&c->rec, dx_tls_upper(c->t));
+    ck_assert_int_eq(dx_tls_attach(c->t, c->transport), 0);
+    ck_assert_int_eq(dx_tls_start(c->t), 0);
+    ck_assert_msg(h_peer_run(p, &c->transport, 1, conn_secure_p, c, WAIT_MS),
+                  "no handshake: %s; %s", c->rec.error_name, h_peer_output(p));
+    r->handshake_ms = h_now_ms() - start;
+    dx_stream_write(dx_tls_upper(c->t), "ping\n", 5);
+    ck_assert(h_peer_run(p, &c->transport, 1, rc_echoed, r, WAIT_MS));
+    dx_stream_end(dx_tls_upper(c->t));
+    ck_assert(h_peer_run(p, &c->transport, 1, conn_closed_p, c, WAIT_MS));
+    ck_assert_msg(c->rec.errors == 0, "%s", c->rec.error_name);
+    bool reused = r->reused;
+    conn_close(c);
+    return reused;
+}
+
+#define CLUSTER_RUNS 50
+
+/* Two dxtls servers sharing one Redis: a client alternating between
+ * them resumes every time after its first connection, by session id
+ * (--no-tickets) and by ticket, in TLS 1.2 and 1.3. With Redis stopped
+ * (SIGSTOP) or gone, handshakes still complete, as full ones, within
+ * the lookup timeout. */
+START_TEST(session_store_shares_sessions_between_servers)
+{
+    bool tickets = _i & 1;
+    const char *v = (_i & 2) ? "TLSv1.3" : "TLSv1.2";
+    h_peer redis, a, b;
+    unsigned rport = redis_start(&redis);
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%u", rport);
+    const char *argv[16];
+    size_t n = 0;
+    const char *common[] = {"--server", "--cert", F.srv, "--key", F.srv_key,
+                            "--session-store", url, "--verbose", NULL};
+    for (const char *const *c = common; *c; c++)
+        argv[n++] = *c;
+    if (!tickets)
+        argv[n++] = "--no-tickets";
+    argv[n++] = "echo";
+    argv[n++] = "tcp-listen:127.0.0.1:0";
+    argv[n] = NULL;
+    start_args(&a, argv);
+    start_args(&b, argv);
+    unsigned pa = listening(&a), pb = listening(&b);
+    int64_t end = h_now_ms() + WAIT_MS;
+    while (!redis_ready(rport, 2, tickets) && h_now_ms() < end)
+        usleep(10000);
+    ck_assert(redis_ready(rport, 2, tickets));
+    usleep(300 * 1000); /* a store reads the ticket keys as it connects */
+
+    dx_tls_ctx *ctx = ctx_of(ca_cert, NULL, v);
+    rclient *r = calloc(1, sizeof(*r));
+    int resumed = 0;
+    int64_t full_ms = 0, resumed_ms = 0;
+    for (int i = 0; i < CLUSTER_RUNS; i++) {
+        bool to_a = i % 2 == 0;
+        bool reused = rc_connect(r, to_a ? &a : &b, to_a ? pa : pb, ctx);
+        if (i == 0) {
+            ck_assert(!reused);
+            full_ms = r->handshake_ms;
+        } else if (reused) {
+            resumed++;
+            resumed_ms += r->handshake_ms;
+        }
+    }
+    ck_assert_msg(resumed >= CLUSTER_RUNS - 1, "%s %s: %d of %d resumed", v,
+                  tickets ? "tickets" : "session ids", resumed, CLUSTER_RUNS - 1);
+
+    /* Redis stopped: full handshakes, none waiting much past the 50 ms
+     * timeout (without tickets: with them, the keys are still held). */
+    kill(redis.pid, SIGSTOP);
+    int64_t slow_max = 0;
+    for (int i = 0; i < 6; i++) {
+        bool to_a = i % 2 == 0;
+        bool reused = rc_connect(r, to_a ? &a : &b, to_a ? pa : pb, ctx);
+        if (!tickets)
+            ck_assert(!reused);
+        if (r->handshake_ms > slow_max)
+            slow_max = r->handshake_ms;
+    }
+    ck_assert_int_lt(slow_max, 50 + 1000);
+    kill(redis.pid, SIGCONT);
+    /* Redis gone: at once. */
+    kill(redis.pid, SIGTERM);
+    h_peer_stop(&redis, WAIT_MS);
+    int64_t down_max = 0;
+    for (int i = 0; i < 6; i++) {
+        bool to_a = i % 2 == 0;
+        bool reused = rc_connect(r, to_a ? &a : &b, to_a ? pa : pb, ctx);
+        if (!tickets && i % 2 == 1)
+            ck_assert(!reused); /* the other server never saw the session */
+        if (r->handshake_ms > down_max)
+            down_max = r->handshake_ms;
+    }
+    ck_assert_int_lt(down_max, 1000);
+    (void)full_ms;
+    (void)resumed_ms;
+    free(r);
+    dx_tls_ctx_unref(ctx);
+    ck_assert_int_eq(term(&a), 0);
+    ck_assert_int_eq(term(&b), 0);
+    ck_assert_msg(strstr(h_peer_output(&a), "session store:"), "%s", h_peer_output(&a));
+    h_peer_free(&a);
+    h_peer_free(&b);
+    h_peer_free(&redis);
+}
+END_TEST
+#endif
+
 Suite *dxtls_suite(void)
 {
     Suite *s = suite_create("dxtls");
@@ -2213,6 +2433,9 @@ Suite *dxtls_suite(void)
     tcase_add_loop_test(tc, session_out_then_in_resumes, 0, 2);
     tcase_add_test(tc, ticket_keys_shared_between_servers);
     tcase_add_test(tc, no_tickets_sends_no_ticket);
+#ifdef HAVE_HIREDIS
+    tcase_add_loop_test(tc, session_store_shares_sessions_between_servers, 0, 4);
+#endif
     tcase_add_loop_test(tc, psk_without_certificates, 0, 2);
     tcase_add_test(tc, sni_chooses_the_certificate);
     tcase_add_test(tc, alpn_chooses_and_refuses);

@@ -148,6 +148,7 @@ typedef struct options {
     size_t npsk;
     const char *psk_hint;
     const char *session_out, *session_in, *ticket_keys;
+    const char *session_store; /* --session-store URL */
     bool no_tickets;
     const char *ocsp_response;
     bool request_ocsp;
@@ -219,6 +220,7 @@ typedef struct app {
     size_t nrelays;
     unsigned next_id;
     dx_uv_listener *listener;
+    struct dx_redis_store *store; /* --session-store */
     int listen_side;   /* SIDE_CLEAR or SIDE_ENC, -1: none */
     bool one_shot;     /* the tool ends with its (first) connection */
     bool stopping;     /* a signal came, or the tool is ending */

@@ -21,6 +21,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef HAVE_HIREDIS
+#include <duplex/redis.h>
+#endif
+
 static const options *g_opt;
 static bool g_progress_shown;
 
@@ -208,9 +212,56 @@ static void progress_stop(app *a)
 
 static uv_signal_t sig_int, sig_term;
 
+/* ---- the session store ------------------------------------------------------- */
+
+#ifdef HAVE_HIREDIS
+/* --session-store: the server's sessions, and its ticket keys unless
+ * --no-tickets, shared through Redis. Returns 0, or an exit status with
+ * the message in msg. The URL is not repeated: it may hold a password. */
+static int store_open(app *a, char *msg, size_t size)
+{
+    const options *o = a->opt;
+    int rc = dx_redis_store_new(a->loop, o->session_store, &a->store);
+    if (rc == DX_EINVAL) {
+        snprintf(msg, size, "ERR_INVALID_ARG_VALUE: --session-store: not a "
+                            "redis://[:PASSWORD@]HOST[:PORT][/DB] URL");
+        return EXIT_USAGE;
+    }
+    if (rc == 0)
+        rc = dx_redis_store_attach(a->store, a->tls.srv);
+    if (rc == 0 && !o->no_tickets)
+        rc = dx_redis_store_share_ticket_keys(a->store, DX_REDIS_DEFAULT_TICKET_PERIOD_MS);
+    if (rc != 0) {
+        snprintf(msg, size, "ENOMEM: --session-store: cannot make the store");
+        return EXIT_TRANSPORT;
+    }
+    return 0;
+}
+
+static void store_close(app *a)
+{
+    if (!a->store)
+        return;
+    dx_redis_stats st;
+    dx_redis_store_get_stats(a->store, &st);
+    note("session store: %llu lookups, %llu found, %llu missing, %llu timed out, %llu while "
+         "down, %llu errors; %llu sessions stored; %llu connections, %llu failed",
+         (unsigned long long)st.gets, (unsigned long long)st.hits,
+         (unsigned long long)st.misses, (unsigned long long)st.timeouts,
+         (unsigned long long)st.unavailable, (unsigned long long)st.errors,
+         (unsigned long long)st.puts, (unsigned long long)st.connects,
+         (unsigned long long)st.connect_failures);
+    dx_redis_store_free(a->store);
+    a->store = NULL;
+}
+#else
+static void store_close(app *a) { (void)a; }
+#endif
+
 static void app_shutdown(app *a)
 {
     a->stopping = true;
+    store_close(a);
     if (a->listener) {
         dx_uv_listener_close(a->listener, false);
         a->listener = NULL;
@@ -318,10 +369,20 @@ static int run(options *o)
     uv_unref((uv_handle_t *)&sig_term);
     progress_start(&a);
 
+#ifdef HAVE_HIREDIS
+    if (o->session_store && (rc = store_open(&a, msg, sizeof(msg))) != 0) {
+        complain("%s", msg);
+        a.status = rc;
+        app_shutdown(&a);
+    }
+#endif
+
     const endpoint *lst = ep_listens(&o->clear) ? &o->clear
                           : ep_listens(&o->encrypted) ? &o->encrypted
                                                       : NULL;
-    if (lst) {
+    if (a.stopping) {
+        /* nothing to serve: the session store could not be made */
+    } else if (lst) {
         a.listen_side = lst == &o->clear ? SIDE_CLEAR : SIDE_ENC;
         const endpoint *other = lst == &o->clear ? &o->encrypted : &o->clear;
         a.one_shot = !ep_repeatable(other);

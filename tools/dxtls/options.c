@@ -92,6 +92,11 @@ void options_usage(FILE *f)
         "  --session-in FILE        client: resume that session\n"
         "  --ticket-keys FILE       server: the 48 bytes that seal session tickets\n"
         "  --no-tickets             server: no session tickets\n"
+        "  --session-store URL      server: share sessions and ticket keys with the\n"
+        "                           other servers on this Redis:\n"
+        "                           redis://[:PASSWORD@]HOST[:PORT][/DB]; lookups\n"
+        "                           wait 50 ms at most; the ticket keys change every\n"
+        "                           12 hours (not with --ticket-keys)\n"
         "\n"
         "OCSP:\n"
         "  --ocsp-response FILE     server: staple this DER OCSP response\n"
@@ -294,7 +299,7 @@ enum {
     O_SERVER, O_CLIENT, O_CERT, O_KEY, O_PASS, O_PFX, O_CA, O_CRL, O_CIPHERS, O_CIPHERSUITES,
     O_GROUPS, O_SIGALGS, O_MIN_VERSION, O_MAX_VERSION, O_ALPN, O_MAX_FRAGMENT, O_SERVERNAME,
     O_SNI, O_INSECURE, O_REQUEST_CERT, O_REQUIRE_CERT, O_PSK, O_PSK_HINT, O_SESSION_OUT,
-    O_SESSION_IN, O_TICKET_KEYS, O_NO_TICKETS, O_OCSP_RESPONSE, O_REQUEST_OCSP,
+    O_SESSION_IN, O_TICKET_KEYS, O_NO_TICKETS, O_SESSION_STORE, O_OCSP_RESPONSE, O_REQUEST_OCSP,
     O_HANDSHAKE_TIMEOUT, O_IDLE_TIMEOUT, O_KEYLOG, O_TRACE, O_PROGRESS, O_INFO, O_QUIET,
     O_VERBOSE, O_ALLOW_TRUNCATION, O_HELP, O_VERSION,
 };
@@ -331,6 +336,7 @@ static const struct opt {
     {"session-in", O_SESSION_IN, "FILE"},
     {"ticket-keys", O_TICKET_KEYS, "FILE"},
     {"no-tickets", O_NO_TICKETS, NULL},
+    {"session-store", O_SESSION_STORE, "URL"},
     {"ocsp-response", O_OCSP_RESPONSE, "FILE"},
     {"request-ocsp", O_REQUEST_OCSP, NULL},
     {"handshake-timeout", O_HANDSHAKE_TIMEOUT, "MS"},
@@ -393,6 +399,17 @@ static int apply(parser *p, const struct opt *d, const char *v)
     case O_SESSION_IN: o->session_in = v; break;
     case O_TICKET_KEYS: o->ticket_keys = v; break;
     case O_NO_TICKETS: o->no_tickets = true; break;
+    case O_SESSION_STORE:
+#ifdef HAVE_HIREDIS
+        if (strncmp(v, "redis://", 8) != 0)
+            return fail(p, "ERR_INVALID_ARG_VALUE",
+                        "--session-store: not a redis://[:PASSWORD@]HOST[:PORT][/DB] URL");
+        o->session_store = v;
+        break;
+#else
+        return fail(p, "ERR_INVALID_ARG_VALUE",
+                    "--session-store: this dxtls was built without Redis (hiredis)");
+#endif
     case O_OCSP_RESPONSE: o->ocsp_response = v; break;
     case O_REQUEST_OCSP: o->request_ocsp = true; break;
     case O_HANDSHAKE_TIMEOUT:
@@ -421,6 +438,7 @@ static int check_roles(parser *p)
                               : o->psk_hint ? "--psk-hint"
                               : o->ticket_keys ? "--ticket-keys"
                               : o->no_tickets ? "--no-tickets"
+                              : o->session_store ? "--session-store"
                               : o->ocsp_response ? "--ocsp-response"
                               : NULL;
     const char *client_only = o->servername ? "--servername"
@@ -447,6 +465,9 @@ static int check_roles(parser *p)
         return fail(p, "ERR_INCOMPATIBLE_OPTION_PAIR", "--cert and --pfx: give one");
     if (o->request_cert && o->require_cert)
         return fail(p, "ERR_INCOMPATIBLE_OPTION_PAIR", "--request-cert and --require-cert: give one");
+    if (o->session_store && o->ticket_keys)
+        return fail(p, "ERR_INCOMPATIBLE_OPTION_PAIR",
+                    "--session-store shares the ticket keys through Redis: no --ticket-keys");
     if (o->quiet && o->verbose)
         return fail(p, "ERR_INCOMPATIBLE_OPTION_PAIR", "--quiet and --verbose: give one");
     if (ep_listens(&o->clear) && ep_listens(&o->encrypted))
