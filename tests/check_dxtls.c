@@ -715,6 +715,14 @@ START_TEST(help_and_man_page_list_everything)
 }
 END_TEST
 
+/* --session-store with a client or with --ticket-keys is a bad pair; in a
+ * dxtls built without Redis the option itself is refused first. */
+#ifdef HAVE_HIREDIS
+#define STORE_PAIR_ERROR "ERR_INCOMPATIBLE_OPTION_PAIR"
+#else
+#define STORE_PAIR_ERROR "ERR_INVALID_ARG_VALUE"
+#endif
+
 /* Bad usage: exit status 2 and one line that names the mistake with its
  * code. */
 static const struct usage_case {
@@ -743,10 +751,10 @@ static const struct usage_case {
     {{"tcp-listen:0", "unix-listen:/tmp/x"}, "ERR_INVALID_ARG_VALUE"},
     {{"--min-version", "TLSv9", "-", "echo"}, "ERR_TLS_INVALID_PROTOCOL_VERSION"},
     {{"--ciphers", "NO-SUCH-CIPHER", "-", "echo"}, "ERR_SSL_NO_CIPHER_MATCH"},
-    {{"--session-store", "redis://127.0.0.1", "-", "echo"}, "ERR_INCOMPATIBLE_OPTION_PAIR"},
+    {{"--session-store", "redis://127.0.0.1", "-", "echo"}, STORE_PAIR_ERROR},
     {{"--server", "--psk", "a:00", "--session-store=redis://127.0.0.1", "--ticket-keys=k", "-",
       "echo"},
-     "ERR_INCOMPATIBLE_OPTION_PAIR"},
+     STORE_PAIR_ERROR},
     {{"--server", "--psk", "a:00", "--session-store", "http://127.0.0.1", "-", "echo"},
      "ERR_INVALID_ARG_VALUE"},
 };
