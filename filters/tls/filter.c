@@ -1720,14 +1720,6 @@ int dx_tls_start(dx_tls *t)
 
 /* ---- options ------------------------------------------------------------------ */
 
-#define BEFORE_START(t)                                                        \
-    do {                                                                       \
-        if (!(t))                                                              \
-            return DX_EINVAL;                                                  \
-        if ((t)->started || (t)->dead)                                         \
-            return DX_ESTATE;                                                  \
-    } while (0)
-
 static int set_name(dx_tls *t, char **slot, const char *name)
 {
     BEFORE_START(t);

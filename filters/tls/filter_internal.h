@@ -292,6 +292,15 @@ void dx_tls_ocsp_tell(dx_tls *f);
 /* Releases what the connection holds (late answers only free their p). */
 void dx_tls_ocsp_release(dx_tls *f);
 
+/* The guard of a setter allowed only before dx_tls_start(). */
+#define BEFORE_START(t)                                                        \
+    do {                                                                       \
+        if (!(t))                                                              \
+            return DX_EINVAL;                                                  \
+        if ((t)->started || (t)->dead)                                         \
+            return DX_ESTATE;                                                  \
+    } while (0)
+
 static inline dx_error *dx_tls_or_oom(dx_error *e)
 {
     return e ? e : (dx_error *)dx_error_oom();

@@ -40,14 +40,6 @@
 /* Clock skew allowed on thisUpdate and nextUpdate, in seconds. */
 #define OCSP_SKEW 300L
 
-#define BEFORE_START(t)                                                        \
-    do {                                                                       \
-        if (!(t))                                                              \
-            return DX_EINVAL;                                                  \
-        if ((t)->started || (t)->dead)                                         \
-            return DX_ESTATE;                                                  \
-    } while (0)
-
 /* ---- options and answers ----------------------------------------------------- */
 
 int dx_tls_set_ocsp(dx_tls *t, unsigned flags)
