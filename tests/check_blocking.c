@@ -327,6 +327,13 @@ static void *side_thread(void *arg)
 
 static void start_side(side *sd) { ck_assert_int_eq(pthread_create(&sd->th, NULL, side_thread, sd), 0); }
 static void join_side(side *sd) { ck_assert_int_eq(pthread_join(sd->th, NULL), 0); }
+/* The server on a thread of its own, the client on this one. */
+static void run_both(side *c, side *s)
+{
+    start_side(s);
+    run_side(c);
+    join_side(s);
+}
 
 #define ASSERT_OK(sd)                                                           \
     ck_assert_msg((sd)->rc == 0, "%s failed at %s: %s %s (%s)", (sd)->who, (sd)->step, \
@@ -493,9 +500,7 @@ START_TEST(handshake_and_transfer_both_ways)
     c.seed_out = 11;
     s.seed_out = 22;
     c.read_buffer = s.read_buffer = 8192;
-    start_side(&s);
-    run_side(&c);
-    join_side(&s);
+    run_both(&c, &s);
     ASSERT_OK(&c);
     ASSERT_OK(&s);
     ck_assert_str_eq(c.protocol, v);
@@ -604,9 +609,7 @@ START_TEST(close_waits_for_the_peer_and_ends_writing)
     sides_init(&c, &s, &ch, cctx, sctx);
     c.script = client_close_wait;
     s.script = server_after_client_close;
-    start_side(&s);
-    run_side(&c);
-    join_side(&s);
+    run_both(&c, &s);
     ASSERT_OK(&c);
     ASSERT_OK(&s);
     ck_assert_str_eq(c.name, "ERR_STREAM_WRITE_AFTER_END");
@@ -901,9 +904,7 @@ START_TEST(verification_failure_has_its_code)
     side c, s;
     sides_init(&c, &s, &ch, cctx, sctx);
     c.script = s.script = just_handshake;
-    start_side(&s);
-    run_side(&c);
-    join_side(&s);
+    run_both(&c, &s);
     ck_assert_int_eq(c.rc, DX_ETLS);
     ck_assert_str_eq(c.step, "handshake");
     ck_assert_str_eq(c.name, cases[which].code);
@@ -1013,9 +1014,7 @@ START_TEST(idle_timeout_returns_from_a_read)
     c.shared = s.shared = &g;
     c.script = client_idle;
     s.script = server_late;
-    start_side(&s);
-    run_side(&c);
-    join_side(&s);
+    run_both(&c, &s);
     ASSERT_OK(&c);
     ASSERT_OK(&s);
     ck_assert_int_eq(c.extra[0], DX_ETIMEDOUT);
@@ -1071,9 +1070,7 @@ START_TEST(idle_timeout_fails_a_stalled_write)
     c.shared = s.shared = &g;
     c.script = client_stalled_write;
     s.script = server_not_reading;
-    start_side(&s);
-    run_side(&c);
-    join_side(&s);
+    run_both(&c, &s);
     ASSERT_OK(&c);
     ASSERT_OK(&s);
     ck_assert_int_eq(c.extra[0], DX_ETIMEDOUT);
@@ -1185,9 +1182,7 @@ START_TEST(handshakes_on_an_open_connection_work_through_read)
     s.script = server_rehandshake;
     c.mode = s.mode = mode;
     c.pha = mode == 2;
-    start_side(&s);
-    run_side(&c);
-    join_side(&s);
+    run_both(&c, &s);
     ASSERT_OK(&c);
     ASSERT_OK(&s);
     if (mode == 1) {
@@ -1252,9 +1247,7 @@ START_TEST(small_reads_keep_the_rest_of_a_record)
     sides_init(&c, &s, &ch, cctx, sctx);
     c.script = client_small_reads;
     s.script = server_one_record;
-    start_side(&s);
-    run_side(&c);
-    join_side(&s);
+    run_both(&c, &s);
     ASSERT_OK(&c);
     ASSERT_OK(&s);
     ck_assert_int_eq(c.extra[0], 10);
@@ -1307,9 +1300,7 @@ START_TEST(writes_read_ahead_within_the_read_buffer)
     c.script = client_write_while_peer_writes;
     s.script = server_write_then_read;
     c.read_buffer = 768 << 10;
-    start_side(&s);
-    run_side(&c);
-    join_side(&s);
+    run_both(&c, &s);
     ASSERT_OK(&c);
     ASSERT_OK(&s);
     /* The client's write read the server's data ahead, no more than the
@@ -1361,9 +1352,7 @@ START_TEST(read_ahead_stops_at_the_read_buffer)
     c.script = client_bounded_write;
     s.script = server_write_first;
     c.read_buffer = 4096;
-    start_side(&s);
-    run_side(&c);
-    join_side(&s);
+    run_both(&c, &s);
     ASSERT_OK(&c);
     ck_assert_int_eq(c.extra[0], DX_ETIMEDOUT);
     ck_assert_int_gt(c.extra[1], 0);
