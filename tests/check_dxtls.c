@@ -1710,39 +1710,7 @@ static void start_with_fds(h_peer *p, const char *const *args, const int *fds, i
     for (; *args; args++)
         argv[n++] = *args;
     argv[n] = NULL;
-    int in[2], out[2];
-    ck_assert_int_eq(pipe(in), 0);
-    ck_assert_int_eq(pipe(out), 0);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-#ifdef __linux__
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(126);
-#endif
-        int copies[8];
-        for (int i = 0; i < nfds; i++)
-            copies[i] = fcntl(fds[i], F_DUPFD, 64);
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        dup2(errfd >= 0 ? errfd : out[1], 2);
-        for (int i = 0; i < nfds; i++)
-            dup2(copies[i], 3 + i);
-        for (int fd = 3 + nfds; fd < 256; fd++)
-            close(fd);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    (void)parent;
-    close(in[0]);
-    close(out[1]);
-    fcntl(out[0], F_SETFL, O_NONBLOCK);
-    *p = (h_peer){.pid = pid, .in = in[1], .out = out[0]};
-    p->cap = 4096;
-    p->output = calloc(1, p->cap);
-    ck_assert_ptr_nonnull(p->output);
+    h_peer_start_fds(p, argv, fds, nfds, errfd);
 }
 
 /* Reads fd (non-blocking) into buf until it holds want or the end came,

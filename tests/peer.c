@@ -22,9 +22,10 @@
 
 #include "harness.h"
 
-void h_peer_start(h_peer *p, const char *const *argv)
+void h_peer_start_fds(h_peer *p, const char *const *argv, const int *fds, int nfds, int errfd)
 {
     signal(SIGPIPE, SIG_IGN);
+    ck_assert_int_le(nfds, 8);
     int in[2], out[2];
     ck_assert_int_eq(pipe(in), 0);
     ck_assert_int_eq(pipe(out), 0);
@@ -37,17 +38,19 @@ void h_peer_start(h_peer *p, const char *const *argv)
         if (getppid() != parent)
             _exit(126); /* the test died before prctl */
 #endif
+        int copies[8];
+        for (int i = 0; i < nfds; i++)
+            copies[i] = fcntl(fds[i], F_DUPFD, 64);
         dup2(in[0], 0);
         dup2(out[1], 1);
-        dup2(out[1], 2);
-        close(in[0]);
-        close(in[1]);
-        close(out[0]);
-        close(out[1]);
+        dup2(errfd >= 0 ? errfd : out[1], 2);
+        for (int i = 0; i < nfds; i++)
+            dup2(copies[i], 3 + i);
+        for (int fd = 3 + nfds; fd < 256; fd++)
+            close(fd); /* nothing else of the test's leaks into the peer */
         execvp(argv[0], (char *const *)argv);
         _exit(127);
     }
-    (void)parent;
     close(in[0]);
     close(out[1]);
     fcntl(out[0], F_SETFL, O_NONBLOCK);
@@ -56,6 +59,8 @@ void h_peer_start(h_peer *p, const char *const *argv)
     p->output = calloc(1, p->cap);
     ck_assert_ptr_nonnull(p->output);
 }
+
+void h_peer_start(h_peer *p, const char *const *argv) { h_peer_start_fds(p, argv, NULL, 0, -1); }
 
 const char *h_peer_output(h_peer *p)
 {

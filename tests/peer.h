@@ -27,6 +27,9 @@ typedef struct h_peer {
 /* Starts argv[0] (looked up in PATH) with argv. Fails the test if it
  * cannot be started. */
 void h_peer_start(h_peer *p, const char *const *argv);
+/* The same with fds[i] (at most 8) as the peer's descriptor 3 + i, and its
+ * standard error on errfd (-1: with its standard output). */
+void h_peer_start_fds(h_peer *p, const char *const *argv, const int *fds, int nfds, int errfd);
 /* Reads what the peer printed since the last call, without waiting, and
  * returns all of its output so far. */
 const char *h_peer_output(h_peer *p);
