@@ -21,9 +21,6 @@
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
-#ifdef __linux__
-#include <sys/prctl.h>
-#endif
 
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>

@@ -543,13 +543,6 @@ END_TEST
 
 /* ---- ticket keys ------------------------------------------------------------------ */
 
-static uint64_t fake_now;
-static uint64_t fake_clock(void *arg)
-{
-    (void)arg;
-    return fake_now;
-}
-
 typedef struct two_servers {
     dx_tls_server *a, *b;
     uint8_t want_not[48]; /* keys to move away from */
@@ -568,7 +561,7 @@ static bool same_new_keys(void *arg)
 static void rotate(two_servers *t, uint64_t period)
 {
     dx_tls_server_get_ticket_keys(t->a, t->want_not);
-    fake_now += period;
+    h_fake_now += period;
     ck_assert(spin(same_new_keys, t, 3000));
 }
 
@@ -584,7 +577,7 @@ START_TEST(ticket_keys_shared_and_rotated)
     redis r;
     redis_start(&r, NULL);
     dx_tls_ctx *sctx = ctx_for(true, v), *cctx = ctx_for(false, v);
-    fake_now = 100 * period + 5;
+    h_fake_now = 100 * period + 5;
     dx_redis_store *r1, *r2;
     ck_assert_int_eq(dx_redis_store_new(&loop, r.url, &r1), 0);
     ck_assert_int_eq(dx_redis_store_new(&loop, r.url, &r2), 0);
@@ -595,8 +588,8 @@ START_TEST(ticket_keys_shared_and_rotated)
     dx_redis_store *stores[2] = {r1, r2};
     dx_tls_server *srvs[2] = {t.a, t.b};
     for (int i = 0; i < 2; i++) {
-        ck_assert_int_eq(dx_tls_server_set_clock(srvs[i], fake_clock, NULL), 0);
-        ck_assert_int_eq(dx_redis_store_set_clock(stores[i], fake_clock, NULL), 0);
+        ck_assert_int_eq(dx_tls_server_set_clock(srvs[i], h_fake_clock, NULL), 0);
+        ck_assert_int_eq(dx_redis_store_set_clock(stores[i], h_fake_clock, NULL), 0);
         ck_assert_int_eq(dx_redis_store_share_ticket_keys(stores[i], period), 0);
         ck_assert_int_eq(dx_redis_store_attach(stores[i], srvs[i]), 0);
     }

@@ -1073,13 +1073,6 @@ END_TEST
 
 /* ---- time ------------------------------------------------------------------- */
 
-static uint64_t fake_now;
-static uint64_t fake_clock(void *arg)
-{
-    (void)arg;
-    return fake_now;
-}
-
 /* S-04, pitfall 15: the handshake timeout is a deadline the host drives;
  * when it passes the connection fails and the transport goes. */
 START_TEST(handshake_timeout_fires_from_driven_clock)
@@ -1087,17 +1080,17 @@ START_TEST(handshake_timeout_fires_from_driven_clock)
     dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
     tpair p;
     tp_open(&p, H_MEM, NULL, cctx, sctx, false);
-    fake_now = 1000;
-    ck_assert_int_eq(dx_tls_set_clock(p.c.t, fake_clock, NULL), 0);
+    h_fake_now = 1000;
+    ck_assert_int_eq(dx_tls_set_clock(p.c.t, h_fake_clock, NULL), 0);
     ck_assert_int_eq(dx_tls_set_handshake_timeout(p.c.t, 50), 0);
     ck_assert_uint_eq(dx_tls_deadline(p.c.t), DX_TLS_NO_DEADLINE);
     ck_assert_int_eq(dx_tls_start(p.c.t), 0); /* the server never answers */
     ck_assert_uint_eq(dx_tls_deadline(p.c.t), 1050);
     ck_assert_uint_eq(p.c.deadline, 1050);
-    fake_now = 1049;
+    h_fake_now = 1049;
     dx_tls_check_timeouts(p.c.t);
     ck_assert_uint_eq(p.c.rec.errors, 0);
-    fake_now = 1050;
+    h_fake_now = 1050;
     dx_tls_check_timeouts(p.c.t);
     ck_assert_uint_eq(p.c.rec.errors, 1);
     ck_assert_int_eq(p.c.rec.error_code, DX_ETIMEDOUT);
@@ -1117,20 +1110,20 @@ START_TEST(idle_timeout_fires_after_silence)
     dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
     tpair p;
     tp_connect(&p, H_MEM, NULL, cctx, sctx);
-    fake_now = 5000;
-    ck_assert_int_eq(dx_tls_set_clock(p.s.t, fake_clock, NULL), 0);
+    h_fake_now = 5000;
+    ck_assert_int_eq(dx_tls_set_clock(p.s.t, h_fake_clock, NULL), 0);
     ck_assert_int_eq(dx_tls_set_idle_timeout(p.s.t, 100), 0);
     ck_assert_uint_eq(dx_tls_deadline(p.s.t), 5100);
-    fake_now = 5060;
+    h_fake_now = 5060;
     ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "x", 1), 0);
     ck_assert_uint_eq(dx_tls_deadline(p.s.t), 5160);
-    fake_now = 5100;
+    h_fake_now = 5100;
     dx_tls_check_timeouts(p.s.t);
     ck_assert_uint_eq(p.s.timeouts, 0);
-    fake_now = 5160;
+    h_fake_now = 5160;
     dx_tls_check_timeouts(p.s.t);
     ck_assert_uint_eq(p.s.timeouts, 1);
-    fake_now = 5260;
+    h_fake_now = 5260;
     dx_tls_check_timeouts(p.s.t);
     ck_assert_uint_eq(p.s.timeouts, 2);
     ck_assert(dx_tls_is_secure(p.s.t));
@@ -1853,21 +1846,21 @@ START_TEST(deadlines_only_while_open)
     dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
     tpair p;
     tp_open(&p, H_MEM, NULL, cctx, sctx, false);
-    fake_now = 100;
-    ck_assert_int_eq(dx_tls_set_clock(p.s.t, fake_clock, NULL), 0);
+    h_fake_now = 100;
+    ck_assert_int_eq(dx_tls_set_clock(p.s.t, h_fake_clock, NULL), 0);
     ck_assert_int_eq(dx_tls_set_handshake_timeout(p.s.t, 0), 0);
     ck_assert_int_eq(dx_tls_set_idle_timeout(p.s.t, 50), 0);
     ck_assert_uint_eq(dx_tls_deadline(p.s.t), DX_TLS_NO_DEADLINE); /* not started */
     tp_start(&p);
     ck_assert_uint_eq(dx_tls_deadline(p.s.t), 150);
-    fake_now = 140;
+    h_fake_now = 140;
     /* Half a record: bytes arrive, no cleartext yet. */
     static const uint8_t half[] = {0x17, 0x03, 0x03, 0x00, 0x40, 1, 2, 3};
     dx_stream_write(dx_tls_lower(p.s.t), half, sizeof(half));
     ck_assert_uint_eq(dx_tls_deadline(p.s.t), 190);
     dx_stream_abort(dx_tls_upper(p.s.t));
     ck_assert_uint_eq(dx_tls_deadline(p.s.t), DX_TLS_NO_DEADLINE);
-    fake_now = 1000;
+    h_fake_now = 1000;
     dx_tls_check_timeouts(p.s.t);
     ck_assert_uint_eq(p.s.timeouts, 0);
     ck_assert_int_eq(dx_tls_attach(p.s.t, p.ch.b), DX_EINVAL);
@@ -1906,8 +1899,8 @@ START_TEST(deadline_hook_follows_deadlines)
     tpair p;
     tp_open(&p, H_MEM, NULL, cctx, sctx, false);
     hook_log h = {.sd = &p.c};
-    fake_now = 1000;
-    ck_assert_int_eq(dx_tls_set_clock(p.c.t, fake_clock, NULL), 0);
+    h_fake_now = 1000;
+    ck_assert_int_eq(dx_tls_set_clock(p.c.t, h_fake_clock, NULL), 0);
     ck_assert_int_eq(dx_tls_set_deadline_hook(NULL, deadline_hook, &h), DX_EINVAL);
     ck_assert_int_eq(dx_tls_set_deadline_hook(p.c.t, deadline_hook, &h), 0);
     /* One hook at a time. */
@@ -1921,7 +1914,7 @@ START_TEST(deadline_hook_follows_deadlines)
     ck_assert_uint_eq(p.c.deadlines, 1);
     ck_assert_uint_eq(p.c.deadline, 1050);
     /* Moving the deadline tells it again; checking early changes nothing. */
-    fake_now = 1010;
+    h_fake_now = 1010;
     ck_assert_int_eq(dx_tls_set_handshake_timeout(p.c.t, 100), 0);
     ck_assert_uint_eq(h.calls, 2);
     ck_assert_uint_eq(h.when, 1110);
@@ -1930,12 +1923,12 @@ START_TEST(deadline_hook_follows_deadlines)
     /* Without the TLS events the hook still hears (a server replaces the
      * application's events with its own). */
     ck_assert_int_eq(dx_tls_set_events(p.c.t, NULL, NULL), 0);
-    fake_now = 1020;
+    h_fake_now = 1020;
     ck_assert_int_eq(dx_tls_set_handshake_timeout(p.c.t, 200), 0);
     ck_assert_uint_eq(h.calls, 3);
     ck_assert_uint_eq(h.when, 1220);
     ck_assert_uint_eq(h.finals, 0);
-    fake_now = 1220;
+    h_fake_now = 1220;
     dx_tls_check_timeouts(p.c.t); /* fails: the last call, from the close */
     ck_assert_uint_eq(p.c.rec.errors, 1);
     ck_assert_str_eq(p.c.rec.error_name, "ERR_TLS_HANDSHAKE_TIMEOUT");
@@ -2569,8 +2562,8 @@ START_TEST(client_renegotiation_limit_per_window)
     dx_tls_ctx *cctx = client_ctx("TLSv1.2"), *sctx = server_ctx(CERT_EC, "TLSv1.2");
     tpair p;
     tp_open(&p, H_MEM, NULL, cctx, sctx, false);
-    fake_now = 5000;
-    ck_assert_int_eq(dx_tls_set_clock(p.s.t, fake_clock, NULL), 0);
+    h_fake_now = 5000;
+    ck_assert_int_eq(dx_tls_set_clock(p.s.t, h_fake_clock, NULL), 0);
     ck_assert_int_eq(dx_tls_set_client_renegotiation(p.s.t, true, 2, 1000), 0);
     ck_assert_int_eq(dx_tls_set_client_renegotiation(p.c.t, true, 2, 1000), DX_EINVAL);
     ck_assert_int_eq(dx_tls_set_client_renegotiation(p.s.t, true, 1001, 1000), DX_EINVAL);
@@ -2580,7 +2573,7 @@ START_TEST(client_renegotiation_limit_per_window)
     /* at 5000, 5500: fine; at 6100 the one of 5000 left the window */
     const uint64_t at[] = {5000, 5500, 6100};
     for (int i = 0; i < 3; i++) {
-        fake_now = at[i];
+        h_fake_now = at[i];
         ck_assert_int_eq(dx_tls_renegotiate(p.c.t, NULL, on_done, &d), 0);
         run_until_done(&p, &d, 5000);
         ck_assert_uint_eq(d.calls, 1);
@@ -2588,7 +2581,7 @@ START_TEST(client_renegotiation_limit_per_window)
         d.calls = 0;
     }
     /* 6200: the third within [5200, 6200] */
-    fake_now = 6200;
+    h_fake_now = 6200;
     ck_assert_int_eq(dx_tls_renegotiate(p.c.t, NULL, on_done, &d), 0);
     run_until_done(&p, &d, 5000);
     ck_assert_uint_eq(d.calls, 1);

@@ -564,13 +564,6 @@ START_TEST(answer_none_gives_client_null)
 }
 END_TEST
 
-static uint64_t fake_now;
-static uint64_t fake_clock(void *arg)
-{
-    (void)arg;
-    return fake_now;
-}
-
 /* An answer that comes late: the client's early writes wait, time passes
  * (under the handshake timeout), other calls run the engine; then the
  * handshake completes and the early data arrives. Past the timeout the
@@ -581,14 +574,14 @@ START_TEST(late_answer_after_traffic_and_time)
     dx_tls_ctx *sctx = server_ctx(K_LEAF, v), *cctx = client_ctx(v);
     srv_log l = {.mode = LATER, .answer = good(K_LEAF)};
     dx_tls_server *srv = make_server(sctx, &l);
-    fake_now = 10000;
-    ck_assert_int_eq(dx_tls_server_set_clock(srv, fake_clock, NULL), 0);
+    h_fake_now = 10000;
+    ck_assert_int_eq(dx_tls_server_set_clock(srv, h_fake_clock, NULL), 0);
     ck_assert_int_eq(dx_tls_server_set_handshake_timeout(srv, 5000), 0);
     conn k;
     connect_to(&k, srv, cctx, &(opts){.flags = DX_TLS_OCSP_VERIFY});
     ck_assert_uint_eq(l.npending, 1);
     ck_assert_int_eq(dx_stream_write(dx_tls_upper(k.c), "early", 5), 0);
-    fake_now += 4000;
+    h_fake_now += 4000;
     dx_tls_check_timeouts(k.s);
     ck_assert_uint_eq(dx_tls_deadline(k.s), 15000);
     ck_assert_uint_eq(k.secure, 0);
@@ -604,7 +597,7 @@ START_TEST(late_answer_after_traffic_and_time)
     l.npending = 0;
     connect_to(&k, srv, cctx, &(opts){.flags = DX_TLS_OCSP_REQUEST});
     ck_assert_uint_eq(l.npending, 1);
-    fake_now += 5000;
+    h_fake_now += 5000;
     dx_tls_check_timeouts(k.s);
     ck_assert_str_eq(l.error_name, "ERR_TLS_HANDSHAKE_TIMEOUT");
     ck_assert_int_eq(dx_tls_ocsp_done(l.pending[0], l.answer.der, l.answer.len, NULL), 0);

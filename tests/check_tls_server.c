@@ -791,13 +791,6 @@ END_TEST
 
 /* ---- sessions by id ------------------------------------------------------- */
 
-static uint64_t fake_now;
-static uint64_t fake_clock(void *arg)
-{
-    (void)arg;
-    return fake_now;
-}
-
 /* K-06, K-09: with tickets off, sessions resume from the server's own
  * cache, bounded (LRU) and expiring after the session timeout; counted. */
 START_TEST(builtin_cache_resumes_evicts_and_expires)
@@ -808,8 +801,8 @@ START_TEST(builtin_cache_resumes_evicts_and_expires)
     ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
     ck_assert_int_eq(dx_tls_server_set_tickets(srv, false), 0);
     ck_assert_int_eq(dx_tls_server_set_session_cache_size(srv, 2), 0);
-    fake_now = 1000000;
-    ck_assert_int_eq(dx_tls_server_set_clock(srv, fake_clock, NULL), 0);
+    h_fake_now = 1000000;
+    ck_assert_int_eq(dx_tls_server_set_clock(srv, h_fake_clock, NULL), 0);
     uint8_t s1[8192], s2[8192], s3[8192];
     size_t l1, l2, l3;
     ck_assert(!one_connection(srv, cctx, NULL, 0, s1, &l1));
@@ -827,7 +820,7 @@ START_TEST(builtin_cache_resumes_evicts_and_expires)
     ck_assert(!one_connection(srv, cctx, s1, l1, NULL, NULL));
     /* past the session timeout (300 s) nothing resumes */
     ck_assert(!one_connection(srv, cctx, NULL, 0, s3, &l3));
-    fake_now += 301 * 1000;
+    h_fake_now += 301 * 1000;
     ck_assert(!one_connection(srv, cctx, s3, l3, NULL, NULL));
     dx_tls_server_get_stats(srv, &st);
     ck_assert_uint_ge(st.cache_misses, 2);
@@ -968,8 +961,8 @@ START_TEST(server_defaults_reach_accepted_connections)
     dx_tls_server *srv;
     ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
     ck_assert_int_eq(dx_tls_server_set_allow_half_open(srv, true), 0);
-    fake_now = 5000;
-    ck_assert_int_eq(dx_tls_server_set_clock(srv, fake_clock, NULL), 0);
+    h_fake_now = 5000;
+    ck_assert_int_eq(dx_tls_server_set_clock(srv, h_fake_clock, NULL), 0);
     ck_assert_int_eq(dx_tls_server_set_handshake_timeout(srv, 40), 0);
     conn k;
     connect_to(&k, srv, cctx, "default.test", NULL);
@@ -988,7 +981,7 @@ START_TEST(server_defaults_reach_accepted_connections)
     ck_assert_uint_eq(dx_tls_deadline(s), 5040);
     srv_log l = {0};
     ck_assert_int_eq(dx_tls_server_set_events(srv, &srv_events, &l), 0);
-    fake_now = 5040;
+    h_fake_now = 5040;
     dx_tls_check_timeouts(s);
     ck_assert_uint_eq(l.client_errors, 1);
     ck_assert_str_eq(l.error_name, "ERR_TLS_HANDSHAKE_TIMEOUT");

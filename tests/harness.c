@@ -379,6 +379,14 @@ int64_t h_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+uint64_t h_fake_now;
+
+uint64_t h_fake_clock(void *arg)
+{
+    (void)arg;
+    return h_fake_now;
+}
+
 /* ---- certificates for TLS tests ---------------------------------------- */
 
 X509 *h_pki_x509(const dx_pki_cert *c)

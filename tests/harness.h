@@ -120,6 +120,9 @@ uint64_t h_rand(uint64_t *state);
 
 /* Milliseconds from a monotonic clock. */
 int64_t h_now_ms(void);
+/* A clock the test drives (a dx_tls_clock_fn): it reads h_fake_now. */
+extern uint64_t h_fake_now;
+uint64_t h_fake_clock(void *arg);
 
 /* ---- certificates for TLS tests ---- */
 
