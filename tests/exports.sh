@@ -15,10 +15,13 @@ if [ -n "$bad" ]; then
     exit 1
 fi
 
-# <duplex/uv.h> is built only when configure found libuv.
+# <duplex/uv.h> is built only when configure found libuv, <duplex/redis.h>
+# only when it found hiredis (and libuv).
 headers=$(ls "$top_srcdir"/include/duplex/*.h)
 grep -q '^#define HAVE_LIBUV 1' "$top_builddir/config.h" ||
     headers=$(printf '%s\n' "$headers" | grep -v '/uv\.h$')
+grep -q '^#define HAVE_HIREDIS 1' "$top_builddir/config.h" ||
+    headers=$(printf '%s\n' "$headers" | grep -v '/redis\.h$')
 declared=$(sed -n 's/.*DX_EXTERN[^(]*[ *]\(dx_[a-z0-9_]*\)(.*/\1/p' \
     $headers | sort -u)
 missing=$(printf '%s\n' "$declared" | while read -r f; do
