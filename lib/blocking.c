@@ -609,6 +609,14 @@ static void ev_handshake_error(dx_tls *t, const dx_error *err, void *u)
         b->uev.on_handshake_error(t, err, b->uuser);
 }
 
+static void ev_ocsp_response(dx_tls *t, const uint8_t *response, size_t len, void *u)
+{
+    dx_blocking *b = u;
+    if (b->uev.on_ocsp_response)
+        b->uev.on_ocsp_response(t, response, len, b->uuser);
+}
+
+/* Every member of dx_tls_events has its forwarder here. */
 static const dx_tls_events tls_events = {
     .on_secure = ev_secure,
     .on_session = ev_session,
@@ -617,6 +625,7 @@ static const dx_tls_events tls_events = {
     .on_timeout = ev_timeout,
     .on_deadline = ev_deadline,
     .on_handshake_error = ev_handshake_error,
+    .on_ocsp_response = ev_ocsp_response,
 };
 
 /* ---- the pump ----------------------------------------------------------------- */

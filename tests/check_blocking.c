@@ -1468,7 +1468,8 @@ static const dx_blocking_io ip_io = {ip_read, ip_write, ip_shutdown};
 
 /* Makes the server (started unless silent) and the client over it.
  * Returns 0 or the code of the step that failed (allocation failures). */
-static int ip_open(inproc *ip, dx_tls_ctx *cctx, dx_tls_ctx *sctx, bool silent, dx_blocking **out)
+static int ip_open_with(inproc *ip, dx_tls_ctx *cctx, dx_tls_ctx *sctx, bool silent,
+                        void (*setup_server)(dx_tls *s), dx_blocking **out)
 {
     memset(ip, 0, sizeof(*ip));
     ip->step = 100;
@@ -1479,6 +1480,8 @@ static int ip_open(inproc *ip, dx_tls_ctx *cctx, dx_tls_ctx *sctx, bool silent, 
         if ((rc = dx_tls_new(sctx, DX_TLS_SERVER, &ip->s)) != 0)
             return rc;
         dx_tls_set_clock(ip->s, ip_clock, ip);
+        if (setup_server)
+            setup_server(ip->s);
         dx_stream_set_events(dx_tls_lower(ip->s), &ip_lower_events, ip);
         dx_stream_set_events(dx_tls_upper(ip->s), &ip_upper_events, ip);
         if ((rc = dx_tls_start(ip->s)) != 0)
@@ -1495,12 +1498,62 @@ static int ip_open(inproc *ip, dx_tls_ctx *cctx, dx_tls_ctx *sctx, bool silent, 
     return dx_blocking_set_clock(*out, ip_clock, ip);
 }
 
+static int ip_open(inproc *ip, dx_tls_ctx *cctx, dx_tls_ctx *sctx, bool silent, dx_blocking **out)
+{
+    return ip_open_with(ip, cctx, sctx, silent, NULL, out);
+}
+
 static void ip_close(inproc *ip, dx_blocking *b)
 {
     dx_blocking_free(b);
     dx_tls_destroy(ip->s);
     free(ip->buf);
 }
+
+/* The server staples fixed bytes (the client only asks, it does not
+ * verify them). */
+static const uint8_t staple[] = {0x30, 0x03, 0x0a, 0x01, 0x00};
+
+static void staple_now(dx_tls *t, const dx_tls_cert *cert, const dx_tls_cert *issuer,
+                       dx_tls_pending *p, void *user)
+{
+    (void)t, (void)cert, (void)issuer, (void)user;
+    dx_tls_ocsp_done(p, staple, sizeof(staple), NULL);
+}
+
+static void stapling_server(dx_tls *s) { dx_tls_set_ocsp_callback(s, staple_now, NULL); }
+
+static void got_staple(dx_tls *t, const uint8_t *resp, size_t len, void *u)
+{
+    (void)t;
+    side *sd = u;
+    sd->extra[0]++;
+    sd->extra[1] = (long)len;
+    sd->extra[2] = resp && len == sizeof(staple) && !memcmp(resp, staple, len);
+}
+
+/* Every TLS event the caller sets reaches it through the blocking object,
+ * the OCSP response among them. */
+START_TEST(events_reach_the_caller)
+{
+    dx_tls_ctx *cctx = make_ctx(-1, NULL), *sctx = make_ctx(CERT_SERVER, NULL);
+    inproc ip;
+    dx_blocking *b;
+    ck_assert_int_eq(ip_open_with(&ip, cctx, sctx, false, stapling_server, &b), 0);
+    ck_assert_int_eq(dx_tls_set_ocsp(dx_blocking_tls(b), DX_TLS_OCSP_REQUEST), 0);
+    side sd = {0};
+    dx_tls_events ev = {.on_ocsp_response = got_staple};
+    ck_assert_int_eq(dx_blocking_set_events(b, &ev, &sd), 0);
+    ck_assert_int_eq(dx_blocking_handshake(b), 0);
+    ck_assert_int_eq(sd.extra[0], 1);
+    ck_assert_int_eq(sd.extra[1], (long)sizeof(staple));
+    ck_assert_int_eq(sd.extra[2], 1);
+    ck_assert_int_eq(dx_blocking_close(b, 0), 0);
+    ip_close(&ip, b);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
 
 /* Over callbacks, the deadlines are kept on the given clock each time the
  * read callback returns DX_EAGAIN: a handshake timeout against a silent
@@ -1809,6 +1862,7 @@ Suite *blocking_suite(void)
     tcase_add_loop_test(tc, handshake_timeout_against_a_silent_peer, 0, 2);
     tcase_add_loop_test(tc, idle_timeout_returns_from_a_read, 0, 2);
     tcase_add_loop_test(tc, idle_timeout_fails_a_stalled_write, 0, K_KINDS - 1);
+    tcase_add_test(tc, events_reach_the_caller);
     tcase_add_loop_test(tc, callback_deadlines_follow_the_given_clock, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("rehandshake");
