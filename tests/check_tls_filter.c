@@ -2492,6 +2492,33 @@ START_TEST(renegotiation_from_either_side)
 }
 END_TEST
 
+/* An end asked for while a renegotiation is under way: i 0, the server
+ * renegotiates and ends: its close_notify goes once the renegotiation is
+ * over; 1, the client ends before it answers the server's HelloRequest:
+ * the renegotiation never completes (ECANCELED), the close is clean all
+ * the same. */
+START_TEST(end_during_renegotiation_closes_cleanly)
+{
+    dx_tls_ctx *cctx = client_ctx("TLSv1.2"), *sctx = server_ctx(CERT_EC, "TLSv1.2");
+    tpair p;
+    tp_connect(&p, H_PIPE, NULL, cctx, sctx);
+    done_log d = {0};
+    ck_assert_int_eq(dx_tls_renegotiate(p.s.t, NULL, on_done, &d), 0);
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(_i ? p.c.t : p.s.t)), 0);
+    tp_run(&p, both_closed, 5000);
+    ck_assert_uint_eq(p.c.rec.errors + p.s.rec.errors, 0);
+    ck_assert_uint_eq(p.c.rec.ends, 1);
+    ck_assert_uint_eq(p.s.rec.ends, 1);
+    ck_assert(dx_tls_clean_end(p.c.t));
+    ck_assert(dx_tls_clean_end(p.s.t));
+    ck_assert_uint_eq(d.calls, 1);
+    ck_assert_str_eq(d.name, _i ? "ECANCELED" : "");
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 /* A server renegotiates to ask for the client's certificate (Node's
  * renegotiate({requestCert, rejectUnauthorized})): i 0 the client has a
  * trusted one; 1 none, refused; 2 none, allowed. */
@@ -2859,6 +2886,7 @@ Suite *tls_filter_suite(void)
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
     tcase_add_loop_test(tc, renegotiation_from_either_side, 0, 2);
     tcase_add_loop_test(tc, renegotiation_asks_for_client_certificate, 0, 3);
+    tcase_add_loop_test(tc, end_during_renegotiation_closes_cleanly, 0, 2);
     tcase_add_test(tc, client_renegotiation_refused_by_default);
     tcase_add_test(tc, client_renegotiation_limit_per_window);
     tcase_add_loop_test(tc, disabled_renegotiation_fails_the_peer_attempt, 0, 2);

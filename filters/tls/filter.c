@@ -1128,6 +1128,12 @@ static void step_shutdown(dx_tls *f)
     if (!f->end_requested || f->notify_sent || !f->hs_done || f->failed || f->dead ||
         f->retry_len)
         return;
+    /* A renegotiation or post-handshake authentication under way (ours,
+     * or the peer's: OpenSSL refuses close_notify in it) finishes first,
+     * unless the peer already closed: then it never will, and a peer's
+     * handshake in progress leaves no way to send close_notify at all. */
+    if ((SSL_in_init(f->ssl) || f->re.cb) && !f->read_done)
+        return;
     ERR_clear_error();
     SSL_shutdown(f->ssl); /* 0: sent, peer's not yet seen; both are fine */
     ERR_clear_error();

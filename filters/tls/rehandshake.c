@@ -262,6 +262,7 @@ void dx_tls_rehandshake_after(dx_tls *f)
         if (pha)
             dx_tls_update_msg_callback(f);
         dx_tls_queue_event(f, EV_REHANDSHAKE, "", 0);
+        f->again = true; /* once it is reported: an end that waited for it */
     }
 }
 
