@@ -96,17 +96,18 @@ int dx_tls_renegotiate(dx_tls *t, const dx_tls_renegotiate_opts *opts, dx_tls_do
         return DX_ESTATE;
     if (SSL_version(t->ssl) >= TLS1_3_VERSION)
         return DX_ENOTSUP;
+    ERR_clear_error();
+    if (!SSL_renegotiate(t->ssl)) {
+        ERR_clear_error();
+        return DX_ESTATE;
+    }
+    /* Only once it is sure to happen: a refusal leaves the settings. */
     if (opts) {
         t->reject_unauthorized = opts->reject_unauthorized;
         if (t->role == DX_TLS_SERVER) {
             t->request_cert = opts->request_cert;
             dx_tls_apply_client_verification(t);
         }
-    }
-    ERR_clear_error();
-    if (!SSL_renegotiate(t->ssl)) {
-        ERR_clear_error();
-        return DX_ESTATE;
     }
     t->re.cb = cb;
     t->re.cb_user = user;
