@@ -1163,6 +1163,12 @@ static void step(dx_tls *f)
     dx_tls_rehandshake_before(f);
     step_write(f);
     step_read(f);
+    if (f->oom && !f->failed && !f->dead) {
+        /* a callback from inside OpenSSL ran out of memory where OpenSSL's
+         * call itself did not fail */
+        dx_tls_fail(f, (dx_error *)dx_error_oom());
+        return;
+    }
     dx_tls_rehandshake_after(f);
     step_shutdown(f);
 }

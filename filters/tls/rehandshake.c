@@ -241,10 +241,6 @@ void dx_tls_rehandshake_after(dx_tls *f)
 {
     if (f->failed || f->dead)
         return;
-    if (f->oom) {
-        dx_tls_fail(f, (dx_error *)dx_error_oom());
-        return;
-    }
     if (f->re.refusal) {
         dx_error *err = f->re.refusal;
         f->re.refusal = NULL;
