@@ -880,6 +880,8 @@ static void settle_server_auth(dx_tls *f)
 void dx_tls_retire_certs(dx_tls *f)
 {
     dx_tls_cert *objs[2] = {f->peer_cert, f->local_cert};
+    if (!objs[0] && !objs[1] && !f->chain_made)
+        return; /* none was asked for: nothing to keep */
     size_t n = 2 + f->chain_len;
     dx_tls_cert **r = dx_realloc(f->retired, (f->nretired + n) * sizeof(*r));
     if (!r) {
