@@ -935,6 +935,15 @@ static dx_error *apply_item(SSL_CTX *ssl, X509_STORE *store, const item *it)
     return err;
 }
 
+/* Without one, a server that verifies clients could resume no session
+ * (OpenSSL refuses): a default, as Node sets one for its servers. */
+static const uint8_t *session_id_context(const dx_tls_config *cfg, size_t *len)
+{
+    static const uint8_t dflt[] = "libduplex";
+    *len = cfg->sid_ctx_len ? cfg->sid_ctx_len : sizeof(dflt) - 1;
+    return cfg->sid_ctx_len ? cfg->sid_ctx : dflt;
+}
+
 static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg,
                            const protocol *proto)
 {
@@ -966,11 +975,8 @@ static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg,
         if (err)
             return err;
     }
-    /* Without one, a server that verifies clients could resume no session
-     * (OpenSSL refuses): a default, as Node sets one for its servers. */
-    static const uint8_t default_sid_ctx[] = "libduplex";
-    const uint8_t *sid = cfg->sid_ctx_len ? cfg->sid_ctx : default_sid_ctx;
-    size_t sid_len = cfg->sid_ctx_len ? cfg->sid_ctx_len : sizeof(default_sid_ctx) - 1;
+    size_t sid_len;
+    const uint8_t *sid = session_id_context(cfg, &sid_len);
     if (SSL_CTX_set_session_id_context(ssl, sid, (unsigned)sid_len) != 1)
         return dx_tls_error_openssl("sessionIdContext", "refused");
     SSL_CTX_set_timeout(ssl, (long)cfg->session_timeout);
@@ -1000,21 +1006,25 @@ static dx_error *configure(SSL_CTX *ssl, const dx_tls_config *cfg,
 }
 
 /*
- * The session id context of a connection that verifies its clients: the
+ * The session id contexts of connections that verify their clients: the
  * context's own, bound to what verifies them (the trust store's
  * certificates and CRLs, the system store, partial chains) and to whether
- * an unverified client is refused (mode). A session made under other rules then
- * resumes nothing here (OpenSSL compares the ids and falls back to a full
- * handshake), so that resuming cannot skip a client check, while servers
- * built from the same configuration (a cluster) still share sessions.
+ * an unverified client is let through (out[0]) or refused (out[1]). A
+ * session made under other rules then resumes nothing there (OpenSSL
+ * compares the ids and falls back to a full handshake), so that resuming
+ * cannot skip a client check, while servers built from the same
+ * configuration (a cluster) still share sessions. The store is hashed
+ * once; each id adds its mode to a copy.
  */
-static bool make_auth_sid(SSL_CTX *ssl, const dx_tls_config *cfg, const uint8_t *sid,
-                          size_t sid_len, uint8_t mode, uint8_t out[SSL_MAX_SID_CTX_LENGTH])
+static bool make_auth_sids(SSL_CTX *ssl, const dx_tls_config *cfg,
+                           uint8_t out[2][SSL_MAX_SID_CTX_LENGTH])
 {
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    size_t sid_len;
+    const uint8_t *sid = session_id_context(cfg, &sid_len);
+    EVP_MD_CTX *md = EVP_MD_CTX_new(), *copy = EVP_MD_CTX_new();
+    bool ok = md && copy && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     const uint8_t tag[] = "libduplex client verification";
-    const uint8_t flags[3] = {mode, cfg->system_trust, cfg->partial_chain};
+    const uint8_t flags[2] = {cfg->system_trust, cfg->partial_chain};
     ok = ok && EVP_DigestUpdate(md, tag, sizeof(tag)) && EVP_DigestUpdate(md, sid, sid_len) &&
          EVP_DigestUpdate(md, flags, sizeof(flags));
     STACK_OF(X509_OBJECT) *all = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ssl));
@@ -1030,12 +1040,16 @@ static bool make_auth_sid(SSL_CTX *ssl, const dx_tls_config *cfg, const uint8_t 
         ok = n >= 0 && EVP_DigestUpdate(md, &type, 1) && EVP_DigestUpdate(md, der, (size_t)n);
         OPENSSL_free(der);
     }
-    uint8_t digest[EVP_MAX_MD_SIZE];
-    unsigned len = 0;
-    ok = ok && EVP_DigestFinal_ex(md, digest, &len) && len >= SSL_MAX_SID_CTX_LENGTH;
+    for (uint8_t mode = 0; ok && mode < 2; mode++) {
+        uint8_t digest[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+        ok = EVP_MD_CTX_copy_ex(copy, md) && EVP_DigestUpdate(copy, &mode, 1) &&
+             EVP_DigestFinal_ex(copy, digest, &len) && len >= SSL_MAX_SID_CTX_LENGTH;
+        if (ok)
+            memcpy(out[mode], digest, SSL_MAX_SID_CTX_LENGTH);
+    }
+    EVP_MD_CTX_free(copy);
     EVP_MD_CTX_free(md);
-    if (ok)
-        memcpy(out, digest, SSL_MAX_SID_CTX_LENGTH);
     return ok;
 }
 
@@ -1075,11 +1089,8 @@ int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out, dx_error **err)
             dx_error_free(e);
         return DX_ETLS;
     }
-    static const uint8_t default_sid_ctx[] = "libduplex";
-    ctx->sid_len = cfg->sid_ctx_len ? cfg->sid_ctx_len : sizeof(default_sid_ctx) - 1;
-    memcpy(ctx->sid, cfg->sid_ctx_len ? cfg->sid_ctx : default_sid_ctx, ctx->sid_len);
-    if (!make_auth_sid(ssl, cfg, ctx->sid, ctx->sid_len, 1, ctx->auth_sid[0]) ||
-        !make_auth_sid(ssl, cfg, ctx->sid, ctx->sid_len, 2, ctx->auth_sid[1])) {
+    memcpy(ctx->sid, session_id_context(cfg, &ctx->sid_len), ctx->sid_len);
+    if (!make_auth_sids(ssl, cfg, ctx->auth_sid)) {
         SSL_CTX_free(ssl);
         dx_free(ctx);
         ERR_clear_error();
