@@ -737,14 +737,14 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
     case SNI_WAITING:
         return SSL_CLIENT_HELLO_RETRY;
     case SNI_DONE:
-        if (f->sni_ctx && !SSL_set_SSL_CTX(ssl, dx_tls_ctx_ssl(f->sni_ctx))) {
-            *al = SSL_AD_INTERNAL_ERROR;
-            return SSL_CLIENT_HELLO_ERROR;
-        }
-        if (f->sni_ctx)
+        if (f->sni_ctx) {
+            if (!SSL_set_SSL_CTX(ssl, dx_tls_ctx_ssl(f->sni_ctx))) {
+                *al = SSL_AD_INTERNAL_ERROR;
+                return SSL_CLIENT_HELLO_ERROR;
+            }
             dx_tls_ctx_client_verify(f->sni_ctx, &f->request_cert, &f->reject_unauthorized);
-        if (f->sni_ctx)
             dx_tls_apply_client_verification(f);
+        }
         f->sni = SNI_APPLIED;
         return session_lookup(f, ssl, al);
     case SNI_APPLIED:
@@ -1210,6 +1210,7 @@ static void emit_events(dx_tls *f)
         if (f->dead)
             return;
     }
+    /* asked again: the OCSP event may have failed the connection */
     if (f->hs_done && !f->secure_emitted && !f->failed) {
         f->secure_emitted = true;
         if (f->ev.on_secure)
