@@ -101,9 +101,10 @@ static int parse_url(dx_redis_store *rs, const char *url)
     if (strncmp(url, scheme, sizeof(scheme) - 1) != 0)
         return DX_EINVAL;
     const char *s = url + sizeof(scheme) - 1;
-    const char *at = strchr(s, '@'), *slash = strchr(s, '/');
-    if (at && slash && slash < at)
-        return DX_EINVAL;
+    /* The user information ends at the last '@': a password may hold '@'
+     * and '/'; a host holds neither. */
+    const char *at = strrchr(s, '@');
+    const char *slash = strchr(at ? at + 1 : s, '/');
     if (at) {
         const char *colon = memchr(s, ':', (size_t)(at - s));
         if (!colon || colon + 1 == at)

@@ -332,7 +332,7 @@ START_TEST(password_and_database)
 {
     loop_open();
     redis r;
-    redis_start(&r, "s3cret");
+    redis_start(&r, "s3c@r/et"); /* the userinfo ends at the last @ */
     dx_tls_ctx *sctx = ctx_for(true, "TLSv1.2"), *cctx = ctx_for(false, "TLSv1.2");
     dx_redis_store *good, *bad;
     ck_assert_int_eq(dx_redis_store_new(&loop, r.url, &good), 0);
@@ -345,12 +345,12 @@ START_TEST(password_and_database)
     uint8_t sess[8192];
     size_t len = 0;
     ck_assert(!one_connection(s1, cctx, sess, &len, NULL));
-    redisContext *sync = redis_sync(&r, "s3cret", 3);
+    redisContext *sync = redis_sync(&r, "s3c@r/et", 3);
     puts_seen ps = {good, sync, DX_REDIS_DEFAULT_PREFIX "s:"};
     ck_assert(spin(stored, &ps, 2000));
     ck_assert(one_connection(s1, cctx, sess, &len, NULL));
     redisFree(sync);
-    sync = redis_sync(&r, "s3cret", 0);
+    sync = redis_sync(&r, "s3c@r/et", 0);
     ck_assert_uint_eq(keys_under(sync, DX_REDIS_DEFAULT_PREFIX, NULL), 0);
     redisFree(sync);
     spin(never, NULL, 100);

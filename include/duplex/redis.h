@@ -68,8 +68,8 @@ typedef struct dx_redis_store dx_redis_store;
  *   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]
  * HOST a name or an IPv4 address (an IPv6 one in brackets), PORT 6379 by
  * default, DB 0 by default (SELECT when another). A PASSWORD is sent with
- * AUTH (with USER when given: Redis 6 ACLs); it may not contain '@' or
- * '/'. The connection is made in the background (see CONNECTION above;
+ * AUTH (with USER when given: Redis 6 ACLs); it may contain '@' and '/'
+ * (the user information ends at the last '@'), not ':' in USER. The connection is made in the background (see CONNECTION above;
  * dx_redis_store_connected() tells when it is up). Returns
  * 0, DX_EINVAL (NULL, or url not of that form), DX_ENOMEM.
  */
