@@ -255,8 +255,8 @@ DX_EXTERN int dx_tls_set_sni_callback(dx_tls *t, dx_tls_sni_cb cb, void *user);
  * NULL, as when memory ran out making one, refuses all the same with
  * "ERR_TLS_SNI_REFUSED"); the client gets an unrecognized_name alert.
  *
- * Both return 0, or DX_EINVAL (NULL p, or p a session lookup; err is
- * freed).
+ * Both return 0, or DX_EINVAL (NULL p, or p an answer of another kind: a
+ * session lookup, an OCSP request; err is freed).
  */
 DX_EXTERN int dx_tls_sni_done(dx_tls_pending *p, dx_tls_ctx *ctx);
 DX_EXTERN int dx_tls_sni_refuse(dx_tls_pending *p, dx_error *err);

@@ -95,9 +95,15 @@ DX_EXTERN int dx_tls_server_set_request_cert(dx_tls_server *srv, bool request,
                                              bool reject_unauthorized);
 DX_EXTERN int dx_tls_server_set_alpn_protocols(dx_tls_server *srv,
                                                const char *const *protocols);
+/* As dx_tls_set_allow_half_open() (default false). */
 DX_EXTERN int dx_tls_server_set_allow_half_open(dx_tls_server *srv, bool allow);
+/* As dx_tls_set_handshake_timeout() (default
+ * DX_TLS_DEFAULT_HANDSHAKE_TIMEOUT_MS). */
 DX_EXTERN int dx_tls_server_set_handshake_timeout(dx_tls_server *srv, uint64_t ms);
+/* As dx_tls_set_allow_truncation() (default false: a transport end
+ * without close_notify is an error). */
 DX_EXTERN int dx_tls_server_set_allow_truncation(dx_tls_server *srv, bool allow);
+/* As dx_tls_set_release_buffers() (default false). */
 DX_EXTERN int dx_tls_server_set_release_buffers(dx_tls_server *srv, bool release);
 /* As dx_tls_set_alpn_callback() (cb gets each connection and user);
  * either it or an ALPN list, not both (DX_EINVAL). */
