@@ -2686,6 +2686,46 @@ START_TEST(renegotiation_callback_when_the_connection_goes)
 }
 END_TEST
 
+/* A peer that never answers a renegotiation (RFC 5246 lets a client
+ * ignore HelloRequest) or a certificate request: once the handshake
+ * timeout passed, the connection fails with ERR_TLS_HANDSHAKE_TIMEOUT and
+ * the callback gets it. Over pipes the peer answers nothing while the
+ * loop does not run. i: 0 renegotiation (TLS 1.2), 1 post-handshake
+ * authentication (TLS 1.3). */
+START_TEST(unanswered_handshake_on_open_connection_times_out)
+{
+    const char *v = _i ? "TLSv1.3" : "TLSv1.2";
+    dx_tls_ctx *cctx = client_ctx(v), *sctx = server_ctx(CERT_EC, v);
+    tpair p;
+    tp_open(&p, H_PIPE, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_servername(p.c.t, "localhost"), 0);
+    ck_assert_int_eq(dx_tls_set_post_handshake_auth(p.c.t, true), 0);
+    h_fake_now = 1000;
+    ck_assert_int_eq(dx_tls_set_clock(p.s.t, h_fake_clock, NULL), 0);
+    ck_assert_int_eq(dx_tls_set_handshake_timeout(p.s.t, 500), 0);
+    tp_start(&p);
+    tp_run(&p, both_secure, 5000);
+    ck_assert_uint_eq(dx_tls_deadline(p.s.t), DX_TLS_NO_DEADLINE);
+    done_log d = {0};
+    if (_i)
+        ck_assert_int_eq(dx_tls_request_client_cert(p.s.t, on_done, &d), 0);
+    else
+        ck_assert_int_eq(dx_tls_renegotiate(p.s.t, NULL, on_done, &d), 0);
+    ck_assert_uint_eq(dx_tls_deadline(p.s.t), 1500);
+    h_fake_now = 1499;
+    dx_tls_check_timeouts(p.s.t);
+    ck_assert_uint_eq(d.calls, 0);
+    h_fake_now = 1500;
+    dx_tls_check_timeouts(p.s.t);
+    ck_assert_uint_eq(d.calls, 1);
+    ck_assert_str_eq(d.name, "ERR_TLS_HANDSHAKE_TIMEOUT");
+    ck_assert_str_eq(p.s.rec.error_name, "ERR_TLS_HANDSHAKE_TIMEOUT");
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 /* Calls that cannot start a handshake say why and never call back. */
 START_TEST(rehandshake_calls_out_of_state)
 {
@@ -2892,6 +2932,7 @@ Suite *tls_filter_suite(void)
     tcase_add_loop_test(tc, disabled_renegotiation_fails_the_peer_attempt, 0, 2);
     tcase_add_loop_test(tc, renegotiation_callback_when_the_connection_goes, 0, 3);
     tcase_add_loop_test(tc, rehandshake_calls_out_of_state, 0, 2);
+    tcase_add_loop_test(tc, unanswered_handshake_on_open_connection_times_out, 0, 2);
     tcase_add_loop_test(tc, post_handshake_client_authentication, 0, 4);
     suite_add_tcase(s, tc);
     return s;

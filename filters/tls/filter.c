@@ -151,6 +151,8 @@ static uint64_t next_deadline(const dx_tls *f)
         d = f->hs_deadline;
     if (f->idle_deadline && f->idle_deadline < d)
         d = f->idle_deadline;
+    if (f->re.cb && f->re.deadline && f->re.deadline < d)
+        d = f->re.deadline;
     return d;
 }
 
@@ -2038,6 +2040,13 @@ void dx_tls_check_timeouts(dx_tls *t)
     if (t->started && !t->hs_done && t->hs_deadline && now >= t->hs_deadline) {
         dx_error *err = dx_error_new(DX_ETIMEDOUT, "ERR_TLS_HANDSHAKE_TIMEOUT", "tls",
                                      "TLS handshake timeout");
+        dx_tls_fail(t, dx_tls_or_oom(err));
+    }
+    if (!t->dead && !t->failed && t->re.cb && t->re.deadline && now >= t->re.deadline) {
+        /* a peer that never answers our renegotiation or certificate
+         * request: as a first handshake that takes too long */
+        dx_error *err = dx_error_new(DX_ETIMEDOUT, "ERR_TLS_HANDSHAKE_TIMEOUT", "tls",
+                                     "TLS handshake timeout (on the open connection)");
         dx_tls_fail(t, dx_tls_or_oom(err));
     }
     if (!t->dead && !t->failed && t->idle_deadline && now >= t->idle_deadline) {

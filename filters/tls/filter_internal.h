@@ -187,6 +187,7 @@ struct dx_tls {
         uint64_t *times;       /* when the last ones came, a ring */
         unsigned ntimes, next; /* entries used, the oldest */
         dx_error *refusal;     /* why a peer's handshake fails the connection */
+        uint64_t deadline;     /* ours must be over by then (0: no limit) */
     } re;
     /* certificate objects replaced by a later handshake, kept until the
      * connection is released */

@@ -113,6 +113,7 @@ int dx_tls_renegotiate(dx_tls *t, const dx_tls_renegotiate_opts *opts, dx_tls_do
     t->re.cb_user = user;
     t->re.pha = false;
     t->re.want = true;
+    t->re.deadline = t->hs_timeout ? dx_tls_now(t) + t->hs_timeout : 0;
     dx_tls_run(t);
     return 0;
 }
@@ -141,6 +142,7 @@ int dx_tls_request_client_cert(dx_tls *t, dx_tls_done_cb cb, void *user)
     t->re.cb_user = user;
     t->re.pha = true;
     t->re.want = true;
+    t->re.deadline = t->hs_timeout ? dx_tls_now(t) + t->hs_timeout : 0;
     dx_tls_update_msg_callback(t);
     dx_tls_run(t);
     return 0;

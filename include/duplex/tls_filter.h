@@ -460,6 +460,10 @@ DX_EXTERN int dx_tls_set_max_send_fragment(dx_tls *t, size_t size);
  * over a memory pair does). When the connection fails or closes first it
  * runs as the connection closes, with the connection's error, or
  * DX_ECANCELED ("ECANCELED") when it was destroyed or ended without one.
+ * A peer that does not answer within the handshake timeout
+ * (dx_tls_set_handshake_timeout(), checked by dx_tls_check_timeouts())
+ * fails the connection with "ERR_TLS_HANDSHAKE_TIMEOUT". An end asked for
+ * meanwhile sends close_notify once the handshake is over.
  * dx_tls_destroy() is allowed in it. */
 typedef void (*dx_tls_done_cb)(dx_tls *t, const dx_error *err, void *user);
 
