@@ -436,6 +436,12 @@ START_TEST(slow_reader_holds_the_writer_back)
     upair_open(&p, k);
     if (queue != DX_UV_DEFAULT_WRITE_QUEUE)
         ck_assert_int_eq(dx_uv_stream_set_write_queue(p.a, queue), 0);
+    /* Kernel buffers that cannot grow: loopback TCP's autotuning could
+     * otherwise take the whole transfer and never hold the writer back. */
+    int small = 64 * 1024;
+    ck_assert_int_eq(uv_send_buffer_size((uv_handle_t *)dx_uv_stream_handle(p.a), &small), 0);
+    small = 64 * 1024;
+    ck_assert_int_eq(uv_recv_buffer_size((uv_handle_t *)dx_uv_stream_handle(p.b), &small), 0);
     side w, r;
     const uint64_t total = 4u << 20;
     side_attach(&w, p.a, 5, total, 6);
