@@ -18,5 +18,8 @@
 #include <duplex/tls_filter.h>
 #include <duplex/tls_server.h>
 #include <duplex/blocking.h>
+#include <duplex/filter.h>
+#include <duplex/tap.h>
+#include <duplex/netem.h>
 
 #endif /* DUPLEX_DUPLEX_H */
