@@ -6,7 +6,7 @@
 set -eu
 : "${top_builddir:=.}"
 : "${EXAMPLES_VALGRIND:=}"
-examples="stream-demo tls-pipe blocking-client tls-child tls-serial-pty protocol-test tls-in-tls starttls"
+examples="stream-demo tls-pipe blocking-client tls-child tls-serial-pty protocol-test tls-in-tls starttls tls-slow-link"
 # uv-echo is built when configure found libuv.
 grep -q '^#define HAVE_LIBUV 1' "$top_builddir/config.h" && examples="$examples uv-echo"
 for ex in $examples; do
