@@ -444,6 +444,18 @@ static void add_fault(dx_filter *f, dx_fault_kind kind, unsigned dir, uint64_t o
     ck_assert_int_eq(dx_fault_add(f, &ft), 0);
 }
 
+/* A fault filter with one fault of kind at off, between the test and a
+ * memory pair. */
+static dx_filter *fx_one_fault(fx *x, dx_fault_kind kind, unsigned dir, uint64_t off)
+{
+    size_t live0 = h_alloc_live();
+    dx_filter *f;
+    ck_assert_int_eq(dx_fault_new(1, &f), 0);
+    add_fault(f, kind, dir, off, 0, NULL, 0, 0);
+    fx_open(x, f, live0);
+    return f;
+}
+
 /* The same damage whatever the writes: in one piece (_i 0) or byte by
  * byte (_i 1). */
 START_TEST(fault_flips_drops_and_injects_at_offsets)
@@ -505,12 +517,8 @@ END_TEST
 
 START_TEST(fault_truncate_ends_one_direction)
 {
-    size_t live0 = h_alloc_live();
-    dx_filter *f;
-    ck_assert_int_eq(dx_fault_new(1, &f), 0);
-    add_fault(f, DX_FAULT_TRUNCATE, DX_FILTER_DOWN, 5, 0, NULL, 0, 0);
     fx x;
-    fx_open(&x, f, live0);
+    dx_filter *f = fx_one_fault(&x, DX_FAULT_TRUNCATE, DX_FILTER_DOWN, 5);
     ck_assert_int_eq(dx_stream_write(dx_filter_upper(f), "0123456789", 10), 0);
     ck_assert_uint_eq(x.fr.received, 5);
     ck_assert_uint_eq(x.fr.ends, 1);
@@ -527,12 +535,8 @@ END_TEST
 
 START_TEST(fault_end_hangs_up_both_ways)
 {
-    size_t live0 = h_alloc_live();
-    dx_filter *f;
-    ck_assert_int_eq(dx_fault_new(1, &f), 0);
-    add_fault(f, DX_FAULT_END, DX_FILTER_DOWN, 4, 0, NULL, 0, 0);
     fx x;
-    fx_open(&x, f, live0);
+    dx_filter *f = fx_one_fault(&x, DX_FAULT_END, DX_FILTER_DOWN, 4);
     ck_assert_int_eq(dx_stream_write(x.far, "up", 2), 0);
     ck_assert_int_eq(dx_stream_write(dx_filter_upper(f), "abcdefg", 7), 0);
     ck_assert_uint_eq(x.fr.received, 4);
@@ -553,12 +557,8 @@ END_TEST
 
 START_TEST(fault_reset_fails_both_streams)
 {
-    size_t live0 = h_alloc_live();
-    dx_filter *f;
-    ck_assert_int_eq(dx_fault_new(1, &f), 0);
-    add_fault(f, DX_FAULT_RESET, DX_FILTER_UP, 3, 0, NULL, 0, 0);
     fx x;
-    fx_open(&x, f, live0);
+    dx_filter *f = fx_one_fault(&x, DX_FAULT_RESET, DX_FILTER_UP, 3);
     ck_assert_int_eq(dx_stream_write(x.far, "abcdef", 6), 0);
     ck_assert_uint_eq(x.up.received, 3);
     ck_assert_uint_eq(x.up.errors, 1);
@@ -879,6 +879,18 @@ static void ts_transfer(tstack *k, size_t total)
     ck_assert_uint_eq(k->cr.received, total);
 }
 
+/* A connected client and server with a fault filter (seed 5) under the
+ * client, no fault yet. */
+static dx_filter *ts_over_fault(tstack *k, int version)
+{
+    size_t live0 = h_alloc_live();
+    dx_filter *f;
+    ck_assert_int_eq(dx_fault_new(5, &f), 0);
+    ts_open(k, version, f, live0);
+    ts_start(k);
+    return f;
+}
+
 /* TLS survives records delivered one byte at a time, both ways. */
 START_TEST(tls_over_one_byte_fragments)
 {
@@ -1009,16 +1021,10 @@ END_TEST
  * record MAC error and delivers none of the record's plaintext. */
 START_TEST(flipped_bit_fails_the_record_mac)
 {
-    size_t live0 = h_alloc_live();
-    dx_filter *f;
-    ck_assert_int_eq(dx_fault_new(5, &f), 0);
     tstack k;
-    ts_open(&k, _i, f, live0);
-    ts_start(&k);
+    dx_filter *f = ts_over_fault(&k, _i);
     uint64_t at = dx_filter_bytes_in(f, DX_FILTER_DOWN);
-    dx_fault ft = {.kind = DX_FAULT_FLIP, .dir = DX_FILTER_DOWN, .offset = at + 5 + 12,
-                   .mask = 0x04};
-    ck_assert_int_eq(dx_fault_add(f, &ft), 0);
+    add_fault(f, DX_FAULT_FLIP, DX_FILTER_DOWN, at + 5 + 12, 0, NULL, 0x04, 0);
     /* The connection fails during the write (the peer is in-process). */
     ck_assert_int_eq(dx_stream_write(dx_tls_upper(k.c), "attack at dawn, not at dusk", 27),
                      DX_ETLS);
@@ -1037,17 +1043,12 @@ END_TEST
  * reports truncation, not an end. */
 START_TEST(truncation_is_reported_by_tls)
 {
-    size_t live0 = h_alloc_live();
-    dx_filter *f;
-    ck_assert_int_eq(dx_fault_new(5, &f), 0);
     tstack k;
-    ts_open(&k, _i, f, live0);
-    ts_start(&k);
+    dx_filter *f = ts_over_fault(&k, _i);
     ck_assert_int_eq(dx_stream_write(dx_tls_upper(k.s), "first", 5), 0);
     ck_assert_uint_eq(k.cr.received, 5);
     uint64_t at = dx_filter_bytes_in(f, DX_FILTER_UP);
-    dx_fault ft = {.kind = DX_FAULT_TRUNCATE, .dir = DX_FILTER_UP, .offset = at + 9};
-    ck_assert_int_eq(dx_fault_add(f, &ft), 0);
+    add_fault(f, DX_FAULT_TRUNCATE, DX_FILTER_UP, at + 9, 0, NULL, 0, 0);
     /* The server hears of it during its write: the client's failure closes
      * the transport, and the server sees it end without close_notify. */
     ck_assert_int_eq(dx_stream_write(dx_tls_upper(k.s), "second", 6), DX_ETLS);
@@ -1071,8 +1072,7 @@ START_TEST(stall_lets_the_handshake_timeout_fire)
     tstack k;
     ts_open(&k, _i, f, live0);
     ck_assert_int_eq(dx_tls_set_handshake_timeout(k.c, 3000), 0);
-    dx_fault ft = {.kind = DX_FAULT_STALL, .dir = DX_FILTER_DOWN, .offset = 0};
-    ck_assert_int_eq(dx_fault_add(f, &ft), 0);
+    add_fault(f, DX_FAULT_STALL, DX_FILTER_DOWN, 0, 0, NULL, 0, 0);
     ck_assert_int_eq(dx_tls_start(k.s), 0);
     ck_assert_int_eq(dx_tls_start(k.c), 0);
     ck_assert_uint_gt(dx_filter_held(f, DX_FILTER_DOWN), 0); /* the ClientHello */
@@ -1090,15 +1090,9 @@ END_TEST
  * ECONNRESET. */
 START_TEST(reset_reaches_tls_as_econnreset)
 {
-    size_t live0 = h_alloc_live();
-    dx_filter *f;
-    ck_assert_int_eq(dx_fault_new(5, &f), 0);
     tstack k;
-    ts_open(&k, _i, f, live0);
-    ts_start(&k);
-    dx_fault ft = {.kind = DX_FAULT_RESET, .dir = DX_FILTER_UP,
-                   .offset = dx_filter_bytes_in(f, DX_FILTER_UP)};
-    ck_assert_int_eq(dx_fault_add(f, &ft), 0);
+    dx_filter *f = ts_over_fault(&k, _i);
+    add_fault(f, DX_FAULT_RESET, DX_FILTER_UP, dx_filter_bytes_in(f, DX_FILTER_UP), 0, NULL, 0, 0);
     ck_assert_uint_eq(k.cr.errors, 1);
     ck_assert_int_eq(k.cr.error_code, DX_ECONNRESET);
     ck_assert_str_eq(k.cr.error_name, "ECONNRESET");
