@@ -20,7 +20,7 @@
 
 typedef struct fx {
     dx_filter *f;
-    dx_stream *far;
+    dx_stream *near, *far; /* near: the pair end the filter owns */
     h_rec up, fr;
     size_t live0;
 } fx;
@@ -80,6 +80,7 @@ static void fx_open(fx *x, dx_filter *f, size_t live0)
     dx_stream *a;
     ck_assert_int_eq(dx_pair_new(NULL, &a, &x->far), 0);
     ck_assert_int_eq(dx_filter_attach(f, a), 0);
+    x->near = a;
     x->up.keep_data = x->fr.keep_data = true;
     h_rec_attach(&x->up, dx_filter_upper(f));
     h_rec_attach(&x->fr, x->far);
@@ -713,6 +714,148 @@ START_TEST(destroy_from_data_aborts_the_other_side)
 }
 END_TEST
 
+/* Corked writes on the upper stream reach the far side as one delivery:
+ * cork crosses a filter. */
+START_TEST(corked_writes_cross_as_one)
+{
+    size_t live0 = h_alloc_live();
+    static taplog t;
+    memset(&t, 0, sizeof(t));
+    dx_filter *f;
+    ck_assert_int_eq(dx_tap_new(tap_rec, &t, &f), 0);
+    fx x;
+    fx_open(&x, f, live0);
+    dx_stream *up = dx_filter_upper(f);
+    dx_stream_cork(up);
+    for (int k = 0; k < 3; k++)
+        ck_assert_int_eq(dx_stream_write(up, "abc", 3), 0);
+    ck_assert_uint_eq(x.fr.received, 0);
+    dx_stream_uncork(up);
+    ck_assert_uint_eq(t.calls[0], 1);
+    ck_assert_uint_eq(x.fr.data_events, 1);
+    ck_assert_uint_eq(x.fr.received, 9);
+    fx_close(&x);
+}
+END_TEST
+
+/* A failure of the transport reaches the reader above once, with the
+ * transport's code and layer, then the close. */
+START_TEST(transport_error_crosses_once)
+{
+    size_t live0 = h_alloc_live();
+    dx_filter *f;
+    ck_assert_int_eq(dx_delay_new(DX_FILTER_BOTH, 10, &f), 0);
+    fx x;
+    fx_open(&x, f, live0);
+    ck_assert_int_eq(dx_stream_write(dx_filter_upper(f), "held", 4), 0);
+    ck_assert_int_eq(dx_pair_inject_error(x.near, DX_EIO), 0);
+    ck_assert_uint_eq(x.up.errors, 1);
+    ck_assert_int_eq(x.up.error_code, DX_EIO);
+    ck_assert_str_eq(dx_error_layer(dx_stream_error(dx_filter_upper(f))), "pair");
+    ck_assert_uint_eq(dx_filter_held(f, DX_FILTER_DOWN), 0);
+    ck_assert_uint_eq(x.up.closes, 1);
+    ck_assert_uint_eq(dx_filter_deadline(f), DX_FILTER_NO_DEADLINE);
+    fx_close(&x);
+}
+END_TEST
+
+static void tell(dx_filter *f, uint64_t when, void *arg)
+{
+    (void)f;
+    uint64_t *slot = arg;
+    slot[0]++;
+    slot[1] = when;
+}
+
+/* Once both streams closed cleanly the deadline hook gets its last call
+ * and no hook can be set any more. */
+START_TEST(deadline_hook_last_call_on_clean_close)
+{
+    size_t live0 = h_alloc_live();
+    dx_filter *f;
+    ck_assert_int_eq(dx_delay_new(DX_FILTER_BOTH, 30, &f), 0);
+    h_fake_now = 0;
+    ck_assert_int_eq(dx_filter_set_clock(f, h_fake_clock, NULL), 0);
+    uint64_t told[2] = {0, 0};
+    ck_assert_int_eq(dx_filter_set_deadline_hook(f, tell, told), 0);
+    fx x;
+    fx_open(&x, f, live0);
+    ck_assert_int_eq(dx_stream_write(dx_filter_upper(f), "q", 1), 0);
+    ck_assert_uint_eq(told[1], 30);
+    ck_assert_int_eq(dx_stream_end(dx_filter_upper(f)), 0);
+    ck_assert_int_eq(dx_stream_end(x.far), 0);
+    drive(f, UINT64_MAX);
+    ck_assert_uint_eq(h_fake_now, 30);
+    ck_assert(dx_stream_state(dx_filter_upper(f)) & DX_STREAM_CLOSED);
+    ck_assert(dx_stream_state(dx_filter_lower(f)) & DX_STREAM_CLOSED);
+    ck_assert_uint_eq(told[1], DX_FILTER_NO_DEADLINE);
+    uint64_t calls = told[0];
+    ck_assert_int_eq(dx_filter_set_deadline_hook(f, tell, told), DX_ESTATE);
+    fx_close(&x);
+    ck_assert_uint_eq(told[0], calls);
+    ck_assert_uint_eq(x.up.errors + x.fr.errors, 0);
+}
+END_TEST
+
+/* Every allocation of a filter's making and traffic failing in turn ends
+ * in success or a clean error, once, and nothing leaks; for each kind. */
+START_TEST(allocation_failures_end_cleanly)
+{
+    bool succeeded = false;
+    for (long n = 0; n < 200 && !succeeded; n++) {
+        size_t live0 = h_alloc_live();
+        h_fake_now = 0;
+        h_alloc_fail_from(n);
+        dx_stream *a = NULL, *b = NULL;
+        dx_filter *f = NULL;
+        h_rec up = {0}, fr = {0};
+        dx_fragment_opts o = {.dirs = DX_FILTER_BOTH, .min = 1, .max = 9, .seed = 3};
+        int rc = dx_pair_new(NULL, &a, &b);
+        if (rc == 0) {
+            switch (_i) {
+            case 0: rc = dx_tap_new(NULL, NULL, &f); break;
+            case 1: rc = dx_fragment_new(&o, &f); break;
+            case 2: rc = dx_delay_new(DX_FILTER_BOTH, 5, &f); break;
+            case 3: rc = dx_throttle_new(DX_FILTER_BOTH, 100, &f); break;
+            default: rc = dx_fault_new(3, &f); break;
+            }
+        }
+        if (rc == 0 && _i == 4) {
+            dx_fault ft = {.kind = DX_FAULT_INJECT, .dir = DX_FILTER_DOWN, .offset = 2,
+                           .len = 3, .data = (const uint8_t *)"XYZ"};
+            rc = dx_fault_add(f, &ft);
+        }
+        if (rc == 0) {
+            dx_filter_set_clock(f, h_fake_clock, NULL);
+            h_rec_attach(&up, dx_filter_upper(f));
+            h_rec_attach(&fr, b);
+            rc = dx_filter_attach(f, a);
+            a = NULL;
+            if (rc == 0 && dx_stream_write(dx_filter_upper(f), "hello", 5) >= 0 &&
+                dx_stream_write(b, "world", 5) >= 0 && dx_stream_end(dx_filter_upper(f)) == 0 &&
+                dx_stream_end(b) == 0) {
+                drive(f, UINT64_MAX);
+                succeeded = fr.received == (_i == 4 ? 8u : 5u) && up.received == 5 &&
+                            up.closes && fr.closes && !up.errors && !fr.errors;
+            }
+            ck_assert_uint_le(up.errors, 1);
+            ck_assert_uint_le(fr.errors, 1);
+        }
+        h_alloc_fail_from(-1);
+        dx_filter_destroy(f);
+        dx_stream_destroy(a);
+        dx_stream_destroy(b);
+        h_rec_assert_clean(&up);
+        h_rec_assert_clean(&fr);
+        h_rec_free(&up);
+        h_rec_free(&fr);
+        ck_assert_msg(h_alloc_live() == live0, "n=%ld: %zu bytes leaked", n,
+                      h_alloc_live() - live0);
+    }
+    ck_assert(succeeded);
+}
+END_TEST
+
 /* ---- stacked under TLS ----------------------------------------------------- */
 
 static dx_pki_cert *ca, *leaf;
@@ -1124,6 +1267,10 @@ Suite *filters_suite(void)
     tcase_add_test(tc, bad_arguments_are_refused);
     tcase_add_test(tc, destroy_from_the_tap_is_safe);
     tcase_add_loop_test(tc, destroy_from_data_aborts_the_other_side, 0, 5);
+    tcase_add_test(tc, corked_writes_cross_as_one);
+    tcase_add_test(tc, transport_error_crosses_once);
+    tcase_add_test(tc, deadline_hook_last_call_on_clean_close);
+    tcase_add_loop_test(tc, allocation_failures_end_cleanly, 0, 5);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("under_tls");
