@@ -405,6 +405,11 @@ START_TEST(throttle_backpressure_reaches_the_writer)
     ck_assert_int_eq(dx_stream_write(up, buf, sizeof(buf)), DX_FULL);
     ck_assert_uint_eq(dx_filter_held(f, DX_FILTER_DOWN), 100);
     ck_assert_uint_eq(dx_stream_write_buffered(up), 900);
+    /* More room lets the writer go on at once. */
+    ck_assert_int_eq(dx_filter_set_capacity(f, 150), 0);
+    ck_assert_uint_eq(dx_filter_held(f, DX_FILTER_DOWN), 150);
+    ck_assert_uint_eq(dx_stream_write_buffered(up), 850);
+    ck_assert_int_eq(dx_filter_set_capacity(f, 100), 0);
     ck_assert_uint_eq(drive(f, 500), 500);
     ck_assert_uint_eq(x.fr.received, 500);
     ck_assert_uint_eq(x.up.drains, 0);

@@ -649,6 +649,13 @@ int dx_filter_set_capacity(dx_filter *f, size_t bytes)
     if (!f || bytes == 0)
         return DX_EINVAL;
     f->capacity = bytes;
+    /* More room: a writer that was refused may go on. */
+    for (int i = 0; i < 2; i++)
+        if (f->d[i].blocked && f->d[i].held < bytes &&
+            !(dx_stream_state(f->s[i]) & DX_STREAM_CLOSED)) {
+            f->d[i].blocked = false;
+            dx_stream_writable(f->s[i]);
+        }
     return 0;
 }
 

@@ -127,7 +127,9 @@ DX_EXTERN void dx_filter_destroy(dx_filter *f);
  * Bytes each direction holds at most (accepted, not yet delivered); a
  * writer that finds it full keeps the rest in its stream's write buffer.
  * 1 or more; allowed at any time (a smaller value holds back new writes
- * until the filter has delivered enough). Bytes a fault injects are not
+ * until the filter has delivered enough; a larger one lets a writer that
+ * was held back go on at once, so this may trigger the events of the
+ * streams and of the layers linked to them). Bytes a fault injects are not
  * counted against it. Returns 0, DX_EINVAL (NULL, 0).
  */
 DX_EXTERN int dx_filter_set_capacity(dx_filter *f, size_t bytes);
