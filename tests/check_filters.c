@@ -906,7 +906,9 @@ static dx_tls_ctx *make_ctx(bool server, const char *version)
  *   client upper | client TLS | filter | pair | server TLS | server upper */
 typedef struct tstack {
     dx_tls *c, *s;
-    dx_filter *f;
+    dx_filter *f;     /* the filter under the client (the top of fs) */
+    dx_filter *fs[4]; /* the filters from the client down */
+    size_t nf;
     h_rec cr, sr;
     unsigned c_secure, s_secure;
     uint64_t c_secure_at, s_secure_at;
@@ -927,11 +929,14 @@ static void on_secure(dx_tls *t, void *u)
 
 static const dx_tls_events stack_events = {.on_secure = on_secure};
 
-static void ts_open(tstack *k, int version, dx_filter *f, size_t live0)
+/* The same over a stack of n filters, fs[0] under the client. */
+static void ts_open_stack(tstack *k, int version, dx_filter *const *fs, size_t n, size_t live0)
 {
     memset(k, 0, sizeof(*k));
     k->live0 = live0;
-    k->f = f;
+    k->f = fs[0];
+    k->nf = n;
+    memcpy(k->fs, fs, n * sizeof(*fs));
     dx_tls_ctx *cctx = make_ctx(false, versions[version]);
     dx_tls_ctx *sctx = make_ctx(true, versions[version]);
     ck_assert_int_eq(dx_tls_new(cctx, DX_TLS_CLIENT, &k->c), 0);
@@ -943,15 +948,23 @@ static void ts_open(tstack *k, int version, dx_filter *f, size_t live0)
     dx_tls_set_events(k->s, &stack_events, k);
     dx_tls_set_clock(k->c, h_fake_clock, NULL);
     dx_tls_set_clock(k->s, h_fake_clock, NULL);
-    dx_filter_set_clock(f, h_fake_clock, NULL);
+    for (size_t i = 0; i < n; i++)
+        dx_filter_set_clock(fs[i], h_fake_clock, NULL);
     k->cr.keep_data = k->sr.keep_data = true;
     h_rec_attach(&k->cr, dx_tls_upper(k->c));
     h_rec_attach(&k->sr, dx_tls_upper(k->s));
     dx_stream *a, *b;
     ck_assert_int_eq(dx_pair_new(NULL, &a, &b), 0);
-    ck_assert_int_eq(dx_tls_attach(k->c, dx_filter_upper(f)), 0);
-    ck_assert_int_eq(dx_filter_attach(f, a), 0);
+    ck_assert_int_eq(dx_tls_attach(k->c, dx_filter_upper(fs[0])), 0);
+    for (size_t i = 0; i + 1 < n; i++)
+        ck_assert_int_eq(dx_filter_attach(fs[i], dx_filter_upper(fs[i + 1])), 0);
+    ck_assert_int_eq(dx_filter_attach(fs[n - 1], a), 0);
     ck_assert_int_eq(dx_tls_attach(k->s, b), 0);
+}
+
+static void ts_open(tstack *k, int version, dx_filter *f, size_t live0)
+{
+    ts_open_stack(k, version, &f, 1, live0);
 }
 
 static uint64_t min3(uint64_t a, uint64_t b, uint64_t c)
@@ -965,12 +978,16 @@ static uint64_t min3(uint64_t a, uint64_t b, uint64_t c)
 static void ts_drive(tstack *k, bool (*done)(tstack *))
 {
     while (!done(k)) {
-        uint64_t d = min3(dx_filter_deadline(k->f), dx_tls_deadline(k->c), dx_tls_deadline(k->s));
+        uint64_t d = min3(DX_FILTER_NO_DEADLINE, dx_tls_deadline(k->c), dx_tls_deadline(k->s));
+        for (size_t i = 0; i < k->nf; i++)
+            if (dx_filter_deadline(k->fs[i]) < d)
+                d = dx_filter_deadline(k->fs[i]);
         if (d == UINT64_MAX)
             return;
         if (d > h_fake_now)
             h_fake_now = d;
-        dx_filter_check_timeouts(k->f);
+        for (size_t i = 0; i < k->nf; i++)
+            dx_filter_check_timeouts(k->fs[i]);
         dx_tls_check_timeouts(k->c);
         dx_tls_check_timeouts(k->s);
     }
@@ -994,13 +1011,16 @@ static void ts_close(tstack *k)
 {
     dx_tls_destroy(k->c);
     dx_tls_destroy(k->s);
-    dx_filter_destroy(k->f);
+    for (size_t i = 0; i < k->nf; i++)
+        dx_filter_destroy(k->fs[i]);
     h_rec_assert_clean(&k->cr);
     h_rec_assert_clean(&k->sr);
     h_rec_free(&k->cr);
     h_rec_free(&k->sr);
     ck_assert_msg(h_alloc_live() == k->live0, "%zu bytes leaked", h_alloc_live() - k->live0);
 }
+
+static bool ts_closed(tstack *k) { return k->cr.closes && k->sr.closes; }
 
 static uint64_t received_target;
 static bool ts_received(tstack *k)
@@ -1108,6 +1128,43 @@ START_TEST(tls_over_9600_baud_takes_line_time)
     uint64_t sent = dx_filter_bytes_in(f, DX_FILTER_DOWN) - down0;
     ck_assert_uint_ge(h_fake_now - t0, at_9600(sent) - 1);
     ck_assert_uint_ge(h_fake_now - t0, 10000);
+    ts_close(&k);
+}
+END_TEST
+
+/* The filters stack with each other and with TLS: a tap, random
+ * fragments, latency and a fast line, with 100 000 bytes each way and a
+ * clean close, in driven time. */
+START_TEST(tls_over_a_stack_of_filters)
+{
+    size_t live0 = h_alloc_live();
+    static taplog t;
+    memset(&t, 0, sizeof(t));
+    dx_filter *fs[4];
+    dx_fragment_opts o = {.dirs = DX_FILTER_BOTH, .min = 1, .max = 300, .seed = 77};
+    ck_assert_int_eq(dx_tap_new(tap_rec, &t, &fs[0]), 0);
+    ck_assert_int_eq(dx_fragment_new(&o, &fs[1]), 0);
+    ck_assert_int_eq(dx_delay_new(DX_FILTER_BOTH, 25, &fs[2]), 0);
+    ck_assert_int_eq(dx_throttle_new(DX_FILTER_BOTH, 1000000, &fs[3]), 0);
+    h_fake_now = 0;
+    tstack k;
+    ts_open_stack(&k, _i, fs, 4, live0);
+    ts_start(&k);
+    ck_assert_uint_ge(k.c_secure_at, 50); /* a round trip at least */
+    uint64_t t0 = h_fake_now;
+    ts_transfer(&k, 100000);
+    ck_assert_uint_ge(h_fake_now - t0, 100 + 25); /* 100 kB at 1 MB/s, then latency */
+    ck_assert_int_eq(dx_stream_end(dx_tls_upper(k.c)), 0);
+    ts_drive(&k, ts_closed);
+    ck_assert_uint_eq(k.cr.closes, 1);
+    ck_assert_uint_eq(k.sr.closes, 1);
+    ck_assert_uint_eq(k.cr.errors + k.sr.errors, 0);
+    ck_assert(dx_tls_clean_end(k.c) && dx_tls_clean_end(k.s));
+    /* The tap saw every byte the line carried, and both ends. */
+    ck_assert_uint_eq(t.len[0], dx_filter_bytes_out(fs[3], DX_FILTER_DOWN));
+    ck_assert_uint_eq(t.len[1], dx_filter_bytes_out(fs[3], DX_FILTER_UP));
+    ck_assert_uint_eq(t.ends[0] + t.ends[1], 2);
+    ck_assert(!t.gap);
     ts_close(&k);
 }
 END_TEST
@@ -1283,6 +1340,7 @@ Suite *filters_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, tls_over_one_byte_fragments, 0, 2);
     tcase_add_loop_test(tc, tls_over_9600_baud_takes_line_time, 0, 2);
+    tcase_add_loop_test(tc, tls_over_a_stack_of_filters, 0, 2);
     tcase_add_loop_test(tc, taps_over_and_under_tls_show_cleartext_and_records, 0, 2);
     tcase_add_loop_test(tc, flipped_bit_fails_the_record_mac, 0, 2);
     tcase_add_loop_test(tc, truncation_is_reported_by_tls, 0, 2);
