@@ -861,6 +861,67 @@ START_TEST(allocation_failures_end_cleanly)
 }
 END_TEST
 
+/* Destroys a filter in one event of a recorder (r->ctx). */
+typedef struct destroy_at {
+    dx_filter *f;
+    char ev;
+} destroy_at;
+
+static void destroy_filter_on(h_rec *r, char ev)
+{
+    destroy_at *d = r->ctx;
+    if (ev == d->ev && d->f) {
+        dx_filter *f = d->f;
+        d->f = NULL;
+        dx_filter_destroy(f);
+    }
+}
+
+static const char destroy_events[] = {H_EV_DATA, H_EV_END, H_EV_FINISH, H_EV_ERROR, H_EV_CLOSE};
+
+/* dx_filter_destroy() from inside each event of the upper stream's
+ * consumer: the event is the last but close, close comes once, the far
+ * end sees its peer go, nothing leaks. */
+START_TEST(filter_destroy_inside_each_event)
+{
+    size_t live0 = h_alloc_live();
+    char ev = destroy_events[_i];
+    dx_filter *f;
+    ck_assert_int_eq(dx_delay_new(DX_FILTER_BOTH, 0, &f), 0);
+    h_fake_now = 0;
+    dx_filter_set_clock(f, h_fake_clock, NULL);
+    h_rec up = {0}, fr = {0};
+    destroy_at at = {.f = f, .ev = ev};
+    up.ctx = &at;
+    up.on_event = destroy_filter_on;
+    dx_stream *a, *b;
+    ck_assert_int_eq(dx_pair_new(NULL, &a, &b), 0);
+    ck_assert_int_eq(dx_filter_attach(f, a), 0);
+    h_rec_attach(&up, dx_filter_upper(f));
+    h_rec_attach(&fr, b);
+    if (ev == H_EV_ERROR) {
+        ck_assert_int_eq(dx_pair_inject_error(a, DX_EIO), 0);
+    } else {
+        ck_assert_int_eq(dx_stream_write(b, "data", 4), 0);
+        ck_assert_int_eq(dx_stream_end(b), 0);
+        if (at.f) /* not yet destroyed (in on_finish or on_close) */
+            ck_assert_int_eq(dx_stream_end(dx_filter_upper(f)), 0);
+    }
+    ck_assert_ptr_null(at.f); /* it ran */
+    ck_assert_uint_eq(up.closes, 1);
+    ck_assert_int_eq(up.log[up.nlog - 1], H_EV_CLOSE);
+    if (ev != H_EV_CLOSE)
+        ck_assert_int_eq(up.log[up.nlog - 2], ev);
+    ck_assert(fr.ends || fr.errors || fr.closes);
+    dx_stream_destroy(b);
+    h_rec_assert_clean(&up);
+    h_rec_assert_clean(&fr);
+    h_rec_free(&up);
+    h_rec_free(&fr);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
 /* ---- stacked under TLS ----------------------------------------------------- */
 
 static dx_pki_cert *ca, *leaf;
@@ -1330,6 +1391,7 @@ Suite *filters_suite(void)
     tcase_add_test(tc, destroy_from_the_tap_is_safe);
     tcase_add_loop_test(tc, destroy_from_data_aborts_the_other_side, 0, 5);
     tcase_add_test(tc, corked_writes_cross_as_one);
+    tcase_add_loop_test(tc, filter_destroy_inside_each_event, 0, 5);
     tcase_add_test(tc, transport_error_crosses_once);
     tcase_add_test(tc, deadline_hook_last_call_on_clean_close);
     tcase_add_loop_test(tc, allocation_failures_end_cleanly, 0, 5);

@@ -310,7 +310,7 @@ static int take(dx_filter *f, int i, const dx_iov *iov, size_t n, size_t *taken)
 {
     fdir *d = &f->d[i];
     if (d->out_closed && !d->discard)
-        return DX_EPIPE; /* the reader is gone */
+        return DX_EPIPE; /* the reader is gone (during its close) */
     uint64_t now = now_of(f);
     int rc = 0;
     for (size_t k = 0; k < n && rc == 0; k++) {
@@ -623,9 +623,10 @@ dx_stream *dx_filter_lower(dx_filter *f) { return f ? f->s[1] : NULL; }
 dx_filter *dx_filter_from_stream(const dx_stream *s)
 {
     const dx_stream_ops *ops = dx_stream_ops_of(s);
-    if (!ops || ops < filter_ops || ops >= filter_ops + DX_FK_COUNT)
-        return NULL;
-    return ((side *)dx_stream_impl(s))->f;
+    for (int k = 0; ops && k < DX_FK_COUNT; k++)
+        if (ops == &filter_ops[k])
+            return ((side *)dx_stream_impl(s))->f;
+    return NULL;
 }
 
 const char *dx_filter_kind(const dx_filter *f) { return f ? kind_names[f->kind] : ""; }

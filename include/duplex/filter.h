@@ -36,8 +36,7 @@
  * stream destroyed (aborted) before both its directions finished aborts
  * the other; a stream that closed cleanly (its end delivered, its own end
  * taken) leaves the other to deliver what the filter still holds, then
- * the end. Writes to a stream whose output side has closed fail with
- * DX_EPIPE. Errors the filter raises have the filter's kind as layer
+ * the end. Errors the filter raises have the filter's kind as layer
  * ("tap", "fragment", "delay", "throttle", "fault"), which is also the
  * streams' dx_stream_kind().
  *
