@@ -28,8 +28,9 @@
  * A direction holds at most its capacity (dx_filter_set_capacity(),
  * default DX_FILTER_DEFAULT_CAPACITY) of bytes accepted and not yet
  * delivered: a writer beyond it gets DX_FULL and later on_drain, and a
- * paused reader on the other side stops the filter's delivery, so
- * backpressure crosses the filter end to end. Nothing accepted before the
+ * reader on the other side that takes no more (paused, once its read
+ * buffer reached its mark) stops the filter's delivery, so backpressure
+ * crosses the filter end to end. Nothing accepted before the
  * end is lost (unless a fault says so). dx_stream_end() on one stream
  * ends the output of the other once everything before it was delivered.
  * A failure of either stream fails the other with the same error; a
@@ -141,8 +142,9 @@ DX_EXTERN int dx_filter_set_clock(dx_filter *f, dx_filter_clock_fn now, void *ar
 /*
  * The next time, on the filter's clock, at which dx_filter_check_timeouts()
  * has something to do (the next held byte falls due, a stall ends), or
- * DX_FILTER_NO_DEADLINE: nothing held, nothing timed, a reader that paused
- * (its resumption delivers), or a closed filter. Does not read the clock.
+ * DX_FILTER_NO_DEADLINE: nothing held, nothing timed, a reader that takes
+ * no more for now (paused with its read buffer at its mark: its
+ * resumption delivers), or a closed filter. Does not read the clock.
  */
 DX_EXTERN uint64_t dx_filter_deadline(const dx_filter *f);
 
