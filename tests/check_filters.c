@@ -587,7 +587,7 @@ START_TEST(fault_stall_holds_then_resumes)
     dx_filter *f;
     ck_assert_int_eq(dx_fault_new(1, &f), 0);
     add_fault(f, DX_FAULT_STALL, DX_FILTER_DOWN, 2, 0, NULL, 0, 100);
-    add_fault(f, DX_FAULT_STALL, DX_FILTER_DOWN, 4, 0, NULL, 0, 0); /* for ever */
+    add_fault(f, DX_FAULT_STALL, DX_FILTER_DOWN, 4, 0, NULL, 0, UINT64_MAX - 10); /* for ever */
     h_fake_now = 50;
     ck_assert_int_eq(dx_filter_set_clock(f, h_fake_clock, NULL), 0);
     fx x;
@@ -625,6 +625,7 @@ START_TEST(bad_arguments_are_refused)
     ck_assert_int_eq(dx_throttle_new(DX_FILTER_BOTH, 0, &f), DX_EINVAL);
     ck_assert_int_eq(dx_throttle_new(0, 10, &f), DX_EINVAL);
     ck_assert_int_eq(dx_delay_new(8, 10, &f), DX_EINVAL);
+    ck_assert_int_eq(dx_delay_new(DX_FILTER_UP, UINT64_MAX, &f), DX_EINVAL);
     ck_assert_int_eq(dx_tap_new(NULL, NULL, NULL), DX_EINVAL);
     ck_assert_int_eq(dx_fault_new(0, NULL), DX_EINVAL);
     ck_assert_ptr_null(dx_filter_upper(NULL));

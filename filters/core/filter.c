@@ -375,7 +375,9 @@ static void act(dx_filter *f, int i, const seg *g, uint64_t now)
     fdir *d = &f->d[i];
     switch (g->action) {
     case ACT_STALL:
-        d->stall_until = g->action_ms ? now + g->action_ms : UINT64_MAX;
+        /* 0, or past the end of the clock: for ever. */
+        d->stall_until = g->action_ms && g->action_ms < UINT64_MAX - now ? now + g->action_ms
+                                                                          : UINT64_MAX;
         break;
     case ACT_END: {
         fdir *o = &f->d[1 - i];

@@ -9,8 +9,10 @@
 
 #include "../core/filter_internal.h"
 
-/* Fastest line a throttle models: keeps the core's arithmetic in range. */
+/* Fastest line a throttle models, and longest latency (about 31 years):
+ * keep the core's arithmetic in range. */
 #define RATE_MAX 1000000000000u
+#define LATENCY_MAX 1000000000000u
 
 static int timed_new(int kind, unsigned dirs, uint64_t latency, uint64_t rate,
                      dx_filter **out)
@@ -31,6 +33,11 @@ static int timed_new(int kind, unsigned dirs, uint64_t latency, uint64_t rate,
 
 int dx_delay_new(unsigned dirs, uint64_t ms, dx_filter **out)
 {
+    if (ms > LATENCY_MAX) {
+        if (out)
+            *out = NULL;
+        return DX_EINVAL;
+    }
     return timed_new(DX_FK_DELAY, dirs, ms, 0, out);
 }
 

@@ -54,7 +54,7 @@ DX_EXTERN int dx_fragment_new(const dx_fragment_opts *opts, dx_filter **out);
  * milliseconds after it was written (the latency of a link), in order;
  * ms 0 passes bytes at once. Timed by the filter's clock: see
  * dx_filter_check_timeouts(). Returns 0, DX_EINVAL (NULL out, dirs not a
- * direction), DX_ENOMEM.
+ * direction, ms over 10^12), DX_ENOMEM.
  */
 DX_EXTERN int dx_delay_new(unsigned dirs, uint64_t ms, dx_filter **out);
 
@@ -82,7 +82,8 @@ typedef enum dx_fault_kind {
     DX_FAULT_INJECT,    /* len bytes are inserted before byte offset: data,
                          * or random bytes when data is NULL */
     DX_FAULT_STALL,     /* once offset bytes were delivered, nothing more is
-                         * for ms milliseconds (0: ever) */
+                         * for ms milliseconds (0, or a time past the end
+                         * of the clock: ever) */
     DX_FAULT_TRUNCATE,  /* this direction ends after offset bytes; what
                          * follows is swallowed */
     DX_FAULT_END,       /* after offset bytes of this direction the link
