@@ -610,7 +610,7 @@ typedef struct vcase {
 } vcase;
 
 static const vcase vcases[] = {
-    {CERT_UNTRUSTED, "localhost", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY"},
+    {CERT_UNTRUSTED, "localhost", "UNABLE_TO_VERIFY_LEAF_SIGNATURE"},
     {CERT_EXPIRED, "localhost", "CERT_HAS_EXPIRED"},
     {CERT_FUTURE, "localhost", "CERT_NOT_YET_VALID"},
     {CERT_SELF, "localhost", "DEPTH_ZERO_SELF_SIGNED_CERT"},
@@ -1559,12 +1559,35 @@ START_TEST(server_chain_with_and_without_intermediate)
             ck_assert(dx_tls_authorized(p.c.t));
             ck_assert_uint_eq(dx_tls_peer_chain_length(p.c.t), 3);
         } else {
+            /* Node's name for a missing intermediate */
             ck_assert_str_eq(dx_tls_authorization_error(p.c.t),
-                             "UNABLE_TO_GET_ISSUER_CERT_LOCALLY");
+                             "UNABLE_TO_VERIFY_LEAF_SIGNATURE");
         }
         tp_close(&p);
         dx_tls_ctx_unref(sctx);
     }
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
+/* A whole chain whose root the client does not trust: the top of the chain
+ * has no local issuer, and that is the verdict (the leaf's signature
+ * checks out against the intermediate sent). */
+START_TEST(server_chain_under_an_untrusted_root)
+{
+    ctx_opts o = {.cert = -1, .trust_ca = false};
+    dx_tls_ctx *cctx = make_ctx(&o), *sctx = chain_ctx(true, false, NULL);
+    ck_assert_ptr_nonnull(sctx);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_reject_unauthorized(p.c.t, false), 0);
+    tp_start(&p);
+    ck_assert_uint_eq(p.c.secure, 1);
+    ck_assert(!dx_tls_authorized(p.c.t));
+    ck_assert_str_eq(dx_tls_authorization_error(p.c.t), "UNABLE_TO_GET_ISSUER_CERT_LOCALLY");
+    ck_assert_int_eq(dx_tls_verify_result(p.c.t), X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY);
+    tp_close(&p);
+    dx_tls_ctx_unref(sctx);
     dx_tls_ctx_unref(cctx);
 }
 END_TEST
@@ -1807,7 +1830,7 @@ START_TEST(secure_pair_failure_reports_own_error)
     tpair p;
     tp_open(&p, H_MEM, NULL, cctx, sctx, true);
     tp_start(&p);
-    ck_assert_str_eq(p.c.rec.error_name, "UNABLE_TO_GET_ISSUER_CERT_LOCALLY");
+    ck_assert_str_eq(p.c.rec.error_name, "UNABLE_TO_VERIFY_LEAF_SIGNATURE");
     ck_assert_str_eq(p.s.rec.error_name, "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA");
     tp_close(&p);
     dx_tls_ctx_unref(cctx);
@@ -2807,8 +2830,8 @@ START_TEST(post_handshake_client_authentication)
         ck_assert_str_eq(dx_tls_authorization_error(p.s.t), "UNABLE_TO_GET_ISSUER_CERT");
         break;
     default:
-        ck_assert_str_eq(d.name, "UNABLE_TO_GET_ISSUER_CERT_LOCALLY");
-        ck_assert_str_eq(p.s.rec.error_name, "UNABLE_TO_GET_ISSUER_CERT_LOCALLY");
+        ck_assert_str_eq(d.name, "UNABLE_TO_VERIFY_LEAF_SIGNATURE");
+        ck_assert_str_eq(p.s.rec.error_name, "UNABLE_TO_VERIFY_LEAF_SIGNATURE");
         break;
     }
     tp_close(&p);
@@ -2843,6 +2866,7 @@ Suite *tls_filter_suite(void)
     tcase_add_loop_test(tc, server_requests_client_certificate, 0, 6);
     tcase_add_test(tc, version_mismatch_fails_both_sides);
     tcase_add_test(tc, server_chain_with_and_without_intermediate);
+    tcase_add_test(tc, server_chain_under_an_untrusted_root);
     tcase_add_loop_test(tc, junk_instead_of_client_hello_fails_server, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("events");

@@ -515,6 +515,15 @@ static dx_error *check_identity(dx_tls *f, X509 *leaf)
     return dx_tls_or_oom(err);
 }
 
+/* OpenSSL's per-certificate callback: go on past each failure (which
+ * stays recorded in the store context). */
+static int verify_all(int ok, X509_STORE_CTX *sctx)
+{
+    (void)ok;
+    (void)sctx;
+    return 1;
+}
+
 /*
  * Replaces OpenSSL's chain check for every connection of a context: runs
  * it, then the identity check on clients, records the outcome for
@@ -526,11 +535,17 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     (void)arg;
     SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
     dx_tls *f = of_ssl(ssl);
-    int ok = X509_verify_cert(sctx);
     if (!f)
-        return ok;
-    if (ok <= 0) {
-        long code = X509_STORE_CTX_get_error(sctx);
+        return X509_verify_cert(sctx);
+    /* As Node: every check runs and the last failure is the verdict, so an
+     * unknown issuer of a lone certificate reads as
+     * UNABLE_TO_VERIFY_LEAF_SIGNATURE, Node's name for it. */
+    X509_STORE_CTX_set_verify_cb(sctx, verify_all);
+    int ok = X509_verify_cert(sctx);
+    long code = X509_STORE_CTX_get_error(sctx);
+    if (ok <= 0 && code == X509_V_OK)
+        code = X509_V_ERR_UNSPECIFIED;
+    if (code != X509_V_OK) {
         dx_tls_set_verify_error(f, dx_error_new(DX_ETLS, dx_tls_verify_code_name(code), "tls",
                                                 "%s", X509_verify_cert_error_string(code)));
         f->verify_result = code;
