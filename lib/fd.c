@@ -9,9 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -21,83 +18,46 @@
 
 typedef struct fd_state {
     dx_stream *s;
-    int rfd, wfd;
-    unsigned flags;
-    bool wsock; /* wfd is a socket: send() with MSG_NOSIGNAL, shutdown() */
+    dx_sysfd sys;
 } fd_state;
 
-/* Fails the stream with the errno of a system call, and returns the code. */
-static int sys_fail(fd_state *f, const char *call, int err)
+/* Fails the stream with a system call's failure, and returns its code. */
+static long fail(fd_state *f, long code, dx_error *err)
 {
-    int code = dx_errno_to_code(err);
-    dx_error *e = dx_error_new(code, NULL, "fd", NULL);
-    dx_error_set_detail(e, "%s: %s", call, strerror(err));
-    dx_error_set_sys_errno(e, err);
-    dx_stream_fail_with(f->s, e);
+    dx_stream_fail_with(f->s, err);
     return code;
 }
 
 static long fd_read(void *arg, void *buf, size_t cap)
 {
     fd_state *f = arg;
-    ssize_t n;
-    do
-        n = read(f->rfd, buf, cap);
-    while (n < 0 && errno == EINTR);
-    if (n >= 0)
-        return (long)n;
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-        return DX_EAGAIN;
-    if (errno == EIO && isatty(f->rfd))
-        return 0; /* a terminal hung up: the end of input */
-    return sys_fail(f, "read", errno);
+    dx_error *err = NULL;
+    long n = dx_sysfd_read(&f->sys, buf, cap, &err);
+    return err ? fail(f, n, err) : n;
 }
 
 static long fd_write(void *arg, const void *buf, size_t len)
 {
     fd_state *f = arg;
-    ssize_t n;
-    if (f->wfd < 0)
+    if (f->sys.wfd < 0)
         return DX_ENOTSUP;
-    if (f->wsock) {
-        do
-            n = send(f->wfd, buf, len, MSG_NOSIGNAL);
-        while (n < 0 && errno == EINTR);
-    } else {
-        n = dx_write_nosigpipe(f->wfd, buf, len);
-    }
-    if (n >= 0)
-        return (long)n;
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
-        return DX_EAGAIN;
-    return sys_fail(f, f->wsock ? "send" : "write", errno);
+    dx_error *err = NULL;
+    long n = dx_sysfd_write(&f->sys, buf, len, &err);
+    return err ? fail(f, n, err) : n;
 }
 
 static int fd_shutdown(void *arg)
 {
     fd_state *f = arg;
-    if (f->wfd < 0)
-        return 0;
-    if (f->wsock) {
-        if (shutdown(f->wfd, SHUT_WR) != 0 && errno != ENOTCONN)
-            return sys_fail(f, "shutdown", errno);
-    } else if (f->wfd != f->rfd && (f->flags & DX_FD_CLOSE)) {
-        close(f->wfd);
-        f->wfd = -1;
-    }
-    return 0;
+    dx_error *err = NULL;
+    int rc = dx_sysfd_shutdown(&f->sys, &err);
+    return err ? (int)fail(f, rc, err) : rc;
 }
 
 static void fd_close(void *arg)
 {
     fd_state *f = arg;
-    if (f->flags & DX_FD_CLOSE) {
-        if (f->rfd >= 0)
-            close(f->rfd);
-        if (f->wfd >= 0 && f->wfd != f->rfd)
-            close(f->wfd);
-    }
-    f->rfd = f->wfd = -1;
+    dx_sysfd_close(&f->sys);
 }
 
 static const dx_transport_ops fd_ops = {
@@ -115,12 +75,6 @@ static int set_nonblocking(int fd)
     if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return dx_errno_to_code(errno);
     return 0;
-}
-
-static bool is_socket(int fd)
-{
-    struct stat st;
-    return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
 int dx_fd_stream_new(int rfd, int wfd, unsigned flags, dx_stream **out)
@@ -145,10 +99,7 @@ int dx_fd_stream_new(int rfd, int wfd, unsigned flags, dx_stream **out)
         return rc;
     fd_state *f = dx_transport_extra(s);
     f->s = s;
-    f->rfd = rfd;
-    f->wfd = wfd;
-    f->flags = flags;
-    f->wsock = is_socket(wfd);
+    dx_sysfd_init(&f->sys, rfd, wfd, flags & DX_FD_CLOSE);
     transport *t = dx_stream_impl(s);
     t->arg = f;
     if (rfd < 0) {
@@ -176,13 +127,13 @@ size_t dx_fd_stream_interest(const dx_stream *s, dx_fd_interest out[2])
     const fd_state *f = fd_of(s);
     unsigned ev = dx_transport_interest(s);
     size_t n = 0;
-    if ((ev & DX_READABLE) && f->rfd >= 0)
-        out[n++] = (dx_fd_interest){f->rfd, DX_READABLE};
-    if ((ev & DX_WRITABLE) && f->wfd >= 0) {
-        if (n && out[0].fd == f->wfd)
+    if ((ev & DX_READABLE) && f->sys.rfd >= 0)
+        out[n++] = (dx_fd_interest){f->sys.rfd, DX_READABLE};
+    if ((ev & DX_WRITABLE) && f->sys.wfd >= 0) {
+        if (n && out[0].fd == f->sys.wfd)
             out[0].events |= DX_WRITABLE;
         else
-            out[n++] = (dx_fd_interest){f->wfd, DX_WRITABLE};
+            out[n++] = (dx_fd_interest){f->sys.wfd, DX_WRITABLE};
     }
     return n;
 }
@@ -193,9 +144,9 @@ int dx_fd_stream_ready(dx_stream *s, int fd, unsigned events)
         return DX_EINVAL;
     const fd_state *f = fd_of(s);
     unsigned ev = 0;
-    if (fd == f->rfd)
+    if (fd == f->sys.rfd)
         ev |= events & DX_READABLE;
-    if (fd == f->wfd)
+    if (fd == f->sys.wfd)
         ev |= events & DX_WRITABLE;
     return dx_transport_ready(s, ev);
 }
