@@ -196,3 +196,16 @@ void dx_bufq_consume_keep(dx_bufq *q, size_t n)
     q->head->start += n;
     q->bytes -= n;
 }
+
+size_t dx_bufq_take(dx_bufq *q, void *dst, size_t len)
+{
+    size_t got = 0;
+    dx_iov v;
+    while (got < len && dx_bufq_peekv(q, &v, 1)) {
+        size_t n = v.len < len - got ? v.len : len - got;
+        memcpy((uint8_t *)dst + got, v.base, n);
+        dx_bufq_consume(q, n);
+        got += n;
+    }
+    return got;
+}

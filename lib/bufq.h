@@ -54,4 +54,8 @@ void dx_bufq_consume_keep(dx_bufq *q, size_t n);
 dx_chunk *dx_bufq_pop(dx_bufq *q);
 /* Puts a detached chunk back in front. */
 void dx_bufq_push_front(dx_bufq *q, dx_chunk *c);
+
+/* Copies the first bytes queued, up to len, to dst and drops them (their
+ * chunks are freed as they empty); returns the count. */
+size_t dx_bufq_take(dx_bufq *q, void *dst, size_t len);
 #endif
