@@ -28,12 +28,10 @@
 #include <limits.h>
 #include <poll.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "alloc.h"
+#include "bufq.h"
 #include "errors.h"
 #include "sysio.h"
 
@@ -46,12 +44,6 @@
 #define OUT_HIGH (4 * CHUNK)
 /* Largest read buffer. */
 #define READ_BUFFER_MAX ((size_t)16 << 20)
-
-/* A byte buffer: bytes [start, end) of p. */
-typedef struct bbuf {
-    uint8_t *p;
-    size_t start, end, cap;
-} bbuf;
 
 /* What a call waits for. */
 typedef enum goal {
@@ -71,19 +63,16 @@ struct dx_blocking {
     bool fd;
     dx_blocking_io io;
     void *arg;
-    int rfd, wfd;
+    dx_sysfd sys;
     int rfl, wfl; /* the fds' flags before, restored by free */
-    unsigned flags;
-    bool wsock; /* wfd is a socket: send() with MSG_NOSIGNAL, shutdown() */
-    bool rtty;  /* rfd is a terminal: EIO is its hang-up */
 
     dx_tls_clock_fn clock;
     void *clock_arg;
     dx_tls_events uev; /* the caller's TLS events */
     void *uuser;
 
-    bbuf out;   /* records waiting for the transport */
-    bbuf clear; /* cleartext read ahead */
+    dx_bufq out;   /* records waiting for the transport */
+    dx_bufq clear; /* cleartext read ahead */
     size_t clear_limit;
     uint8_t *dst; /* the buffer of the read under way */
     size_t dst_len, dst_got;
@@ -105,66 +94,11 @@ struct dx_blocking {
     dx_error *io_err;  /* a transport failure seen inside an event */
     dx_error *soft;    /* the last failure that left the connection usable */
     const dx_error *last;
-
-    uint8_t in[IO_SIZE];
 };
-
-/* ---- buffers ------------------------------------------------------------ */
-
-static size_t bb_len(const bbuf *b) { return b->end - b->start; }
-
-static int bb_append(bbuf *b, const void *data, size_t n)
-{
-    if (b->start == b->end)
-        b->start = b->end = 0;
-    if (b->cap - b->end < n && b->start) {
-        memmove(b->p, b->p + b->start, b->end - b->start);
-        b->end -= b->start;
-        b->start = 0;
-    }
-    if (b->cap - b->end < n) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->end < n) {
-            if (cap > SIZE_MAX / 2)
-                return DX_ENOMEM;
-            cap *= 2;
-        }
-        uint8_t *p = dx_realloc(b->p, cap);
-        if (!p)
-            return DX_ENOMEM;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->end, data, n);
-    b->end += n;
-    return 0;
-}
-
-static void bb_consume(bbuf *b, size_t n)
-{
-    b->start += n;
-    if (b->start >= b->end)
-        b->start = b->end = 0;
-}
-
-static void bb_free(bbuf *b)
-{
-    dx_free(b->p);
-    *b = (bbuf){0};
-}
 
 /* ---- errors ----------------------------------------------------------- */
 
 static dx_error *or_oom(dx_error *e) { return e ? e : (dx_error *)dx_error_oom(); }
-
-/* A failure of a system call of the fd transport. */
-static dx_error *sys_error(const char *call, int sys_errno)
-{
-    dx_error *e = dx_error_new(dx_errno_to_code(sys_errno), NULL, "fd", NULL);
-    dx_error_set_detail(e, "%s: %s", call, strerror(sys_errno));
-    dx_error_set_sys_errno(e, sys_errno);
-    return or_oom(e);
-}
 
 /* A failure a callback of the transport returned. */
 static dx_error *io_error(long code, const char *call)
@@ -234,7 +168,7 @@ static void report_io_err(dx_blocking *b)
  * waits is dropped. */
 static void out_fail(dx_blocking *b, dx_error *e)
 {
-    bb_consume(&b->out, bb_len(&b->out));
+    dx_bufq_clear(&b->out);
     if (b->peer_ended) {
         dx_error_free(e);
         b->out_dead = true;
@@ -284,32 +218,20 @@ static size_t send_some(dx_blocking *b, const uint8_t *data, size_t len)
 {
     size_t done = 0;
     while (done < len) {
-        if (b->fd) {
-            ssize_t n;
-            if (b->wsock) {
-                do
-                    n = send(b->wfd, data + done, len - done, MSG_NOSIGNAL);
-                while (n < 0 && errno == EINTR);
-            } else {
-                n = dx_write_nosigpipe(b->wfd, data + done, len - done);
-            }
-            if (n > 0) {
-                done += (size_t)n;
-                continue;
-            }
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                break;
-            out_fail(b, sys_error(b->wsock ? "send" : "write", n < 0 ? errno : EIO));
-            return done;
-        }
-        long n = b->io.write(b->arg, data + done, len - done);
+        dx_error *e = NULL;
+        long n = b->fd ? dx_sysfd_write(&b->sys, data + done, len - done, &e)
+                       : b->io.write(b->arg, data + done, len - done);
         if (n > 0) {
             done += (size_t)n > len - done ? len - done : (size_t)n;
             continue;
         }
-        if (n == 0 || n == DX_EAGAIN)
+        if (n == DX_EAGAIN || (n == 0 && !b->fd))
             break;
-        out_fail(b, io_error(n, "write"));
+        if (!b->fd)
+            e = io_error(n, "write");
+        else if (n == 0)
+            e = dx_sys_error(b->sys.wsock ? "send" : "write", EIO);
+        out_fail(b, e);
         return done;
     }
     return done;
@@ -318,11 +240,12 @@ static size_t send_some(dx_blocking *b, const uint8_t *data, size_t len)
 /* Writes what waits in b->out, as far as it goes now. */
 static void flush_out(dx_blocking *b)
 {
-    while (bb_len(&b->out) && !b->io_err) {
-        size_t n = send_some(b, b->out.p + b->out.start, bb_len(&b->out));
-        if (!n)
+    dx_iov v;
+    while (!b->io_err && dx_bufq_peekv(&b->out, &v, 1)) {
+        size_t n = send_some(b, v.base, v.len);
+        dx_bufq_consume(&b->out, n);
+        if (n < v.len)
             return;
-        bb_consume(&b->out, n);
     }
 }
 
@@ -332,34 +255,26 @@ static void shut_transport(dx_blocking *b)
     if (b->shut)
         return;
     b->shut = true;
-    if (!b->fd) {
-        int rc = b->io.shutdown ? b->io.shutdown(b->arg) : 0;
-        if (rc < 0 && !b->err)
-            out_fail(b, io_error(rc, "shutdown"));
-        return;
+    dx_error *e = NULL;
+    int rc;
+    if (b->fd) {
+        rc = dx_sysfd_shutdown(&b->sys, &e);
+    } else {
+        rc = b->io.shutdown ? b->io.shutdown(b->arg) : 0;
+        if (rc < 0)
+            e = io_error(rc, "shutdown");
     }
-    if (b->wsock) {
-        if (shutdown(b->wfd, SHUT_WR) != 0 && errno != ENOTCONN && !b->err)
-            out_fail(b, sys_error("shutdown", errno));
-    } else if (b->wfd != b->rfd && (b->flags & DX_BLOCKING_CLOSE_FDS)) {
-        close(b->wfd);
-        b->wfd = -1;
-    }
+    if (rc < 0 && !b->err)
+        out_fail(b, e);
+    else
+        dx_error_free(e);
 }
 
 /* After our close_notify went: the transport's write side ends. */
 static void settle(dx_blocking *b)
 {
-    if (b->lower_ended && !bb_len(&b->out) && !b->io_err)
+    if (b->lower_ended && !b->out.bytes && !b->io_err)
         shut_transport(b);
-}
-
-/* Hands bytes read from the transport to the connection. What it cannot
- * take now stays in the lower stream's write buffer, and the transport is
- * not read again before the connection took it. */
-static void hand_in(dx_blocking *b, size_t n)
-{
-    (void)dx_stream_write(b->lower, b->in, n); /* a failure closed it: seen */
 }
 
 static void input_end(dx_blocking *b)
@@ -373,34 +288,25 @@ static bool can_read(const dx_blocking *b)
 {
     return b->started && !b->in_eof && !b->err && !b->io_err &&
            (dx_stream_state(b->lower) & DX_STREAM_WRITABLE) &&
-           dx_stream_write_buffered(b->lower) == 0 && bb_len(&b->out) < OUT_HIGH;
+           dx_stream_write_buffered(b->lower) == 0 && b->out.bytes < OUT_HIGH;
 }
 
-/* One read of the fd, without blocking. */
-static void read_fd(dx_blocking *b)
+/* One read of the transport (of an fd without blocking), handed to the
+ * connection. What it cannot take now stays in the lower stream's write
+ * buffer, and the transport is not read again before the connection took
+ * it. */
+static void read_in(dx_blocking *b)
 {
-    ssize_t n;
-    do
-        n = read(b->rfd, b->in, sizeof(b->in));
-    while (n < 0 && errno == EINTR);
-    if (n > 0)
-        hand_in(b, (size_t)n);
-    else if (n == 0 || (errno == EIO && b->rtty)) /* EIO: a terminal hung up */
-        input_end(b);
-    else if (errno != EAGAIN && errno != EWOULDBLOCK)
-        set_io_err(b, sys_error("read", errno));
-}
-
-/* One blocking read through the callback. */
-static void read_io(dx_blocking *b)
-{
-    long n = b->io.read(b->arg, b->in, sizeof(b->in));
-    if (n > 0)
-        hand_in(b, (size_t)n > sizeof(b->in) ? sizeof(b->in) : (size_t)n);
+    uint8_t in[IO_SIZE];
+    dx_error *e = NULL;
+    long n = b->fd ? dx_sysfd_read(&b->sys, in, sizeof(in), &e)
+                   : b->io.read(b->arg, in, sizeof(in));
+    if (n > 0) /* a failure of the write closed the stream: seen */
+        (void)dx_stream_write(b->lower, in, (size_t)n > sizeof(in) ? sizeof(in) : (size_t)n);
     else if (n == 0)
         input_end(b);
     else if (n != DX_EAGAIN)
-        set_io_err(b, io_error(n, "read"));
+        set_io_err(b, b->fd ? e : io_error(n, "read"));
 }
 
 /* Nothing can move and the goal is not reached: say why, and give up. */
@@ -423,7 +329,7 @@ static void stuck(dx_blocking *b)
  * deadline, and move it. */
 static void step_fd(dx_blocking *b)
 {
-    bool want_out = bb_len(&b->out) > 0;
+    bool want_out = b->out.bytes > 0;
     bool want_in = can_read(b);
     if (!want_out && !want_in) {
         stuck(b);
@@ -433,37 +339,36 @@ static void step_fd(dx_blocking *b)
     nfds_t n = 0;
     int ri = -1, wi = -1;
     if (want_in) {
-        p[n] = (struct pollfd){.fd = b->rfd, .events = POLLIN};
+        p[n] = (struct pollfd){.fd = b->sys.rfd, .events = POLLIN};
         ri = (int)n++;
     }
     if (want_out) {
-        if (ri >= 0 && b->wfd == b->rfd) {
+        if (ri >= 0 && b->sys.wfd == b->sys.rfd) {
             p[ri].events |= POLLOUT;
             wi = ri;
         } else {
-            p[n] = (struct pollfd){.fd = b->wfd, .events = POLLOUT};
+            p[n] = (struct pollfd){.fd = b->sys.wfd, .events = POLLOUT};
             wi = (int)n++;
         }
     }
     int r = poll(p, n, poll_timeout(b));
     if (r < 0 && errno != EINTR) {
-        set_io_err(b, sys_error("poll", errno));
+        set_io_err(b, dx_sys_error("poll", errno));
         return;
     }
     if (r > 0 && wi >= 0 && (p[wi].revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL)))
         flush_out(b);
     if (r > 0 && ri >= 0 && (p[ri].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL)) &&
         can_read(b))
-        read_fd(b);
+        read_in(b);
     check_due(b);
 }
 
 /* One step over callbacks: write what waits, else read. */
 static void step_io(dx_blocking *b)
 {
-    if (bb_len(&b->out)) {
-        size_t n = send_some(b, b->out.p + b->out.start, bb_len(&b->out));
-        bb_consume(&b->out, n);
+    if (b->out.bytes) {
+        flush_out(b);
         check_due(b);
         return;
     }
@@ -474,7 +379,7 @@ static void step_io(dx_blocking *b)
     check_due(b);
     if (b->err || b->idle_fired)
         return;
-    read_io(b);
+    read_in(b);
     check_due(b);
 }
 
@@ -483,7 +388,7 @@ static void step_io(dx_blocking *b)
 /* Lets the connection deliver again once the read buffer has room. */
 static void refill(dx_blocking *b)
 {
-    if (b->paused && bb_len(&b->clear) < b->clear_limit) {
+    if (b->paused && b->clear.bytes < b->clear_limit) {
         b->paused = false;
         dx_stream_resume(b->upper);
     }
@@ -494,7 +399,7 @@ static void up_data(dx_stream *s, const uint8_t *data, size_t len, void *user)
     dx_blocking *b = user;
     if (b->discard)
         return;
-    if (b->dst && !bb_len(&b->clear)) {
+    if (b->dst && !b->clear.bytes) {
         size_t n = b->dst_len - b->dst_got;
         if (n > len)
             n = len;
@@ -503,11 +408,11 @@ static void up_data(dx_stream *s, const uint8_t *data, size_t len, void *user)
         data += n;
         len -= n;
     }
-    if (len && bb_append(&b->clear, data, len) != 0) {
+    if (len && dx_bufq_append(&b->clear, data, len) != 0) {
         set_io_err(b, or_oom(dx_error_new(DX_ENOMEM, NULL, "blocking", NULL)));
         return;
     }
-    if (!b->paused && bb_len(&b->clear) >= b->clear_limit) {
+    if (!b->paused && b->clear.bytes >= b->clear_limit) {
         b->paused = true;
         dx_stream_pause(s);
     }
@@ -531,12 +436,12 @@ static void low_data(dx_stream *s, const uint8_t *data, size_t len, void *user)
     dx_blocking *b = user;
     if (b->out_dead || b->io_err)
         return;
-    if (!bb_len(&b->out)) {
+    if (!b->out.bytes) {
         size_t n = send_some(b, data, len);
         data += n;
         len -= n;
     }
-    if (len && !b->out_dead && !b->io_err && bb_append(&b->out, data, len) != 0)
+    if (len && !b->out_dead && !b->io_err && dx_bufq_append(&b->out, data, len) != 0)
         set_io_err(b, or_oom(dx_error_new(DX_ENOMEM, NULL, "blocking", NULL)));
 }
 
@@ -632,12 +537,12 @@ static const dx_tls_events tls_events = {
 
 static bool reached(const dx_blocking *b, goal g)
 {
-    size_t out = bb_len(&b->out);
+    size_t out = b->out.bytes;
     switch (g) {
     case G_HANDSHAKE:
         return b->secure && !out;
     case G_READ:
-        return b->dst_got || bb_len(&b->clear) || b->peer_ended;
+        return b->dst_got || b->clear.bytes || b->peer_ended;
     case G_ROOM:
         return !dx_stream_write_buffered(b->upper) && out < CHUNK;
     case G_FLUSHED:
@@ -658,9 +563,9 @@ static int pump(dx_blocking *b, goal g)
         if (g == G_READ && reached(b, g))
             return 0;
         if (b->err) {
-            if (b->fd && bb_len(&b->out) && !b->out_dead)
+            if (b->fd && b->out.bytes && !b->out_dead)
                 flush_out(b); /* the alert, if the kernel takes it now */
-            bb_consume(&b->out, bb_len(&b->out));
+            dx_bufq_clear(&b->out);
             shut_transport(b);
             dx_error_free(b->io_err);
             b->io_err = NULL;
@@ -704,7 +609,7 @@ static int take_over(dx_tls *t, dx_blocking **out)
     b->t = t;
     b->upper = up;
     b->lower = low;
-    b->rfd = b->wfd = -1;
+    b->sys.rfd = b->sys.wfd = -1;
     b->clock = mono_ms;
     b->clear_limit = DX_BLOCKING_DEFAULT_READ_BUFFER;
     *out = b;
@@ -741,12 +646,6 @@ int dx_blocking_new(dx_tls *t, const dx_blocking_io *io, void *arg, dx_blocking 
     return 0;
 }
 
-static bool is_socket(int fd)
-{
-    struct stat st;
-    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
 int dx_blocking_new_fd(dx_tls *t, int rfd, int wfd, unsigned flags, dx_blocking **out)
 {
     if (!out)
@@ -773,13 +672,9 @@ int dx_blocking_new_fd(dx_tls *t, int rfd, int wfd, unsigned flags, dx_blocking 
         return rc;
     }
     b->fd = true;
-    b->rfd = rfd;
-    b->wfd = wfd;
+    dx_sysfd_init(&b->sys, rfd, wfd, flags & DX_BLOCKING_CLOSE_FDS);
     b->rfl = rfl;
     b->wfl = wfl;
-    b->flags = flags;
-    b->wsock = is_socket(wfd);
-    b->rtty = isatty(rfd) == 1;
     wire(b);
     *out = b;
     return 0;
@@ -791,19 +686,15 @@ void dx_blocking_free(dx_blocking *b)
         return;
     dx_tls_destroy(b->t);
     if (b->fd) {
-        int rfd = b->rfd, wfd = b->wfd;
-        if (b->flags & DX_BLOCKING_CLOSE_FDS) {
-            close(rfd);
-            if (wfd >= 0 && wfd != rfd)
-                close(wfd);
-        } else {
-            fcntl(rfd, F_SETFL, b->rfl);
-            if (wfd >= 0 && wfd != rfd)
-                fcntl(wfd, F_SETFL, b->wfl);
+        if (!b->sys.own) {
+            fcntl(b->sys.rfd, F_SETFL, b->rfl);
+            if (b->sys.wfd != b->sys.rfd)
+                fcntl(b->sys.wfd, F_SETFL, b->wfl);
         }
+        dx_sysfd_close(&b->sys); /* closes them if they are its own */
     }
-    bb_free(&b->out);
-    bb_free(&b->clear);
+    dx_bufq_clear(&b->out);
+    dx_bufq_clear(&b->clear);
     dx_error_free(b->err);
     dx_error_free(b->io_err);
     dx_error_free(b->soft);
@@ -842,7 +733,7 @@ int dx_blocking_set_read_buffer(dx_blocking *b, size_t size)
     return 0;
 }
 
-size_t dx_blocking_pending(const dx_blocking *b) { return b ? bb_len(&b->clear) : 0; }
+size_t dx_blocking_pending(const dx_blocking *b) { return b ? b->clear.bytes : 0; }
 
 const dx_error *dx_blocking_error(const dx_blocking *b) { return b ? b->last : NULL; }
 
@@ -889,14 +780,9 @@ int dx_blocking_handshake(dx_blocking *b)
 /* Copies read-ahead cleartext to buf. */
 static size_t take_clear(dx_blocking *b, void *buf, size_t len)
 {
-    size_t n = bb_len(&b->clear);
-    if (n > len)
-        n = len;
-    if (n) {
-        memcpy(buf, b->clear.p + b->clear.start, n);
-        bb_consume(&b->clear, n);
+    size_t n = dx_bufq_take(&b->clear, buf, len);
+    if (n)
         refill(b);
-    }
     return n;
 }
 
@@ -1011,7 +897,7 @@ static int do_close(dx_blocking *b, unsigned flags)
         b->gave_up = true;
         fail_now(b, dx_error_new(DX_ECANCELED, NULL, "blocking",
                                  "closed before the handshake completed"));
-        bb_consume(&b->out, bb_len(&b->out));
+        dx_bufq_clear(&b->out);
         return 0;
     }
     if (dx_stream_state(b->upper) & DX_STREAM_WRITABLE)
@@ -1020,7 +906,7 @@ static int do_close(dx_blocking *b, unsigned flags)
     if (rc < 0 || !(flags & DX_BLOCKING_WAIT_PEER))
         return rc;
     b->discard = true;
-    bb_consume(&b->clear, bb_len(&b->clear));
+    dx_bufq_clear(&b->clear);
     return pump(b, G_CLOSE_WAIT);
 }
 
