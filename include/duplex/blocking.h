@@ -100,13 +100,15 @@
  * dx_blocking_read() is kept up to dx_blocking_set_read_buffer() bytes
  * (default DX_BLOCKING_DEFAULT_READ_BUFFER), plus at most one record
  * decrypted when the buffer filled; then the connection stops reading
- * from the transport until the application reads. Writes are handed to
- * the connection 64 KiB at a time, the next part once the records of the
- * last have mostly gone (at most about 128 KiB of records wait). One case
- * cannot be served within that bound: a write that cannot complete until
- * the peer's handshake messages are read (a TLS 1.2 renegotiation under
- * way) while unread cleartext fills the read buffer; the write then fails
- * the connection with DX_ENOBUFS instead of waiting forever.
+ * from the transport until the application reads. The memory it takes is
+ * given back as it is read: a connection with nothing waiting holds no
+ * buffers. Writes are handed to the connection 64 KiB at a time, the
+ * next part once the records of the last have mostly gone (at most about
+ * 128 KiB of records wait). One case cannot be served within that
+ * bound: a write that cannot complete until the peer's handshake messages
+ * are read (a TLS 1.2 renegotiation under way) while unread cleartext
+ * fills the read buffer; the write then fails the connection with
+ * DX_ENOBUFS instead of waiting forever.
  *
  * DEADLOCK: as with any blocking socket, two peers that both write large
  * amounts without reading in between can block each other for good once
