@@ -157,6 +157,7 @@ Suite *tls_psk_suite(void);
 Suite *tls_ocsp_suite(void);
 Suite *blocking_suite(void);
 Suite *filters_suite(void);
+Suite *tls_hostile_suite(void);
 #ifdef HAVE_LIBUV
 Suite *uv_suite(void);
 Suite *redis_suite(void);

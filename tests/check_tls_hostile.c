@@ -1,0 +1,552 @@
+/*
+ * A hostile peer: bad input and faults fed to the TLS filter, each with the
+ * error it must end in. The peer is the test itself, writing records to a
+ * connection's lower stream by hand, through a second connection whose
+ * bytes it cuts or corrupts on the way, or through a raw OpenSSL object
+ * over memory BIOs whose records it rewrites (floods of records OpenSSL
+ * itself would never send). Every case checks that the connection fails
+ * once with a stable code on each side it has, delivers no cleartext from
+ * a corrupted record, stays within a memory bound, and leaks nothing.
+ *
+ * The sweeps (a cut at every byte offset of a handshake, a bit flipped at
+ * every offset, both directions, TLS 1.2 and 1.3) run one handshake per
+ * offset. Under valgrind they try every H_SAMPLE-th offset only (the
+ * offsets in between are alike: same record, same field).
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/ssl.h>
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+
+#include "harness.h"
+
+/* Every k-th offset under valgrind (DX_TEST_SAMPLE overrides). */
+static size_t sample_step(void)
+{
+    const char *e = getenv("DX_TEST_SAMPLE");
+    if (e && atoi(e) > 0)
+        return (size_t)atoi(e);
+    return RUNNING_ON_VALGRIND ? 23 : 1;
+}
+
+/* ---- the PKI and contexts, made once ------------------------------------ */
+
+static dx_pki_cert *ca, *leaf;
+static const char *const dns[] = {"localhost", NULL};
+
+static void make_pki(void)
+{
+    dx_pki_opts o = {.key_type = DX_PKI_EC_P256, .common_name = "Hostile CA", .is_ca = true};
+    H_MUST(dx_pki_issue(NULL, &o, &ca, NULL));
+    dx_pki_opts l = {.common_name = "server", .dns_names = dns,
+                     .ext_key_usage = DX_PKI_EKU_SERVER};
+    H_MUST(dx_pki_issue(ca, &l, &leaf, NULL));
+}
+
+static void free_pki(void)
+{
+    dx_pki_cert_free(leaf);
+    dx_pki_cert_free(ca);
+    leaf = ca = NULL;
+}
+
+static const char *vname(int v) { return v == 3 ? "TLSv1.3" : "TLSv1.2"; }
+
+static dx_tls_ctx *make_ctx(bool server, int v)
+{
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    const char *capem = dx_pki_cert_pem(ca);
+    ck_assert_int_eq(dx_tls_config_add_ca(cfg, capem, strlen(capem)), 0);
+    if (server) {
+        const char *c = dx_pki_cert_pem(leaf), *k = dx_pki_key_pem(leaf);
+        ck_assert_int_eq(dx_tls_config_add_cert(cfg, c, strlen(c), k, strlen(k), NULL), 0);
+    }
+    ck_assert_int_eq(dx_tls_config_set_min_version(cfg, vname(v)), 0);
+    ck_assert_int_eq(dx_tls_config_set_max_version(cfg, vname(v)), 0);
+    dx_tls_ctx *ctx;
+    dx_error *err = NULL;
+    int rc = dx_tls_ctx_new(cfg, &ctx, &err);
+    ck_assert_msg(rc == 0, "ctx: %s", err ? dx_error_message(err) : "?");
+    dx_tls_config_free(cfg);
+    return ctx;
+}
+
+/* ---- a growable byte buffer ------------------------------------------------ */
+
+typedef struct buf {
+    uint8_t *p;
+    size_t len, cap;
+} buf;
+
+static void buf_add(buf *b, const void *d, size_t n)
+{
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        ck_assert_ptr_nonnull(b->p);
+    }
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+}
+
+static void buf_take(buf *b, size_t n)
+{
+    memmove(b->p, b->p + n, b->len - n);
+    b->len -= n;
+}
+
+static void buf_free(buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof(*b));
+}
+
+/* ---- one connection of ours, its lower stream driven by the test ----------- */
+
+typedef struct conn {
+    dx_tls *t;
+    h_rec rec;        /* the cleartext side */
+    buf out;          /* records it sent, not yet taken */
+    uint64_t sent;    /* all bytes it sent */
+    bool out_end;     /* it ended its output (close_notify went) */
+    bool out_gone;    /* its lower stream closed */
+    bool in_ended;    /* the test ended its input */
+    unsigned secure;
+} conn;
+
+static void low_data(dx_stream *s, const uint8_t *d, size_t n, void *u)
+{
+    (void)s;
+    conn *c = u;
+    buf_add(&c->out, d, n);
+    c->sent += n;
+}
+
+static void low_end(dx_stream *s, void *u)
+{
+    (void)s;
+    ((conn *)u)->out_end = true;
+}
+
+static void low_error(dx_stream *s, const dx_error *e, void *u)
+{
+    (void)s, (void)e, (void)u;
+}
+
+static void low_close(dx_stream *s, void *u)
+{
+    (void)s;
+    ((conn *)u)->out_gone = true;
+}
+
+static const dx_stream_events low_events = {
+    .on_data = low_data, .on_end = low_end, .on_error = low_error, .on_close = low_close};
+
+static void ev_secure(dx_tls *t, void *u)
+{
+    (void)t;
+    ((conn *)u)->secure++;
+}
+
+static const dx_tls_events conn_events = {.on_secure = ev_secure};
+
+static void conn_open(conn *c, dx_tls_ctx *ctx, dx_tls_role role)
+{
+    memset(c, 0, sizeof(*c));
+    ck_assert_int_eq(dx_tls_new(ctx, role, &c->t), 0);
+    ck_assert_int_eq(dx_tls_set_events(c->t, &conn_events, c), 0);
+    ck_assert_int_eq(dx_tls_set_clock(c->t, h_fake_clock, NULL), 0);
+    c->rec.keep_data = true;
+    h_rec_attach(&c->rec, dx_tls_upper(c->t));
+    ck_assert_int_eq(dx_stream_set_events(dx_tls_lower(c->t), &low_events, c), 0);
+    if (role == DX_TLS_CLIENT)
+        ck_assert_int_eq(dx_tls_set_servername(c->t, "localhost"), 0);
+}
+
+/* Hands bytes from the peer to the connection. */
+static void conn_feed(conn *c, const void *d, size_t n)
+{
+    if (c->in_ended || c->out_gone || !n)
+        return;
+    int rc = dx_stream_write(dx_tls_lower(c->t), d, n);
+    ck_assert_msg(rc == 0 || rc == DX_FULL || rc == DX_EDESTROYED || rc == DX_EPIPE ||
+                      rc < 0,
+                  "feed: %d", rc);
+}
+
+/* The transport ended towards the connection. */
+static bool conn_eof(conn *c)
+{
+    if (c->in_ended || c->out_gone)
+        return false;
+    c->in_ended = true;
+    dx_stream_end(dx_tls_lower(c->t));
+    return true;
+}
+
+static void conn_close(conn *c)
+{
+    dx_tls_destroy(c->t);
+    c->t = NULL;
+    h_rec_free(&c->rec);
+    buf_free(&c->out);
+}
+
+static bool conn_failed(const conn *c) { return c->rec.errors > 0; }
+
+/* The connection failed once, with one of the codes (a NULL-ended list). */
+static void assert_failed_with(const conn *c, const char *const *names, const char *what)
+{
+    ck_assert_msg(c->rec.errors == 1, "%s: %u errors (events %.*s)", what, c->rec.errors,
+                  (int)c->rec.nlog, c->rec.log);
+    for (const char *const *n = names; *n; n++)
+        if (strcmp(c->rec.error_name, *n) == 0)
+            return;
+    ck_abort_msg("%s: failed with %s", what, c->rec.error_name);
+}
+
+/* ---- two connections of ours, the test in the middle ---------------------- */
+
+typedef struct mitm {
+    conn c, s;
+    /* per direction (0: client to server, 1: server to client) */
+    uint64_t passed[2];
+    uint64_t cut[2];       /* the transport dies after this many bytes */
+    uint64_t flip[2];      /* the byte whose bit (flip % 8) is flipped */
+    bool dead;             /* the cut happened */
+    buf log[2];            /* what each side sent, as it sent it */
+} mitm;
+
+#define NONE UINT64_MAX
+
+static void mitm_open(mitm *m, dx_tls_ctx *cctx, dx_tls_ctx *sctx)
+{
+    memset(m, 0, sizeof(*m));
+    conn_open(&m->c, cctx, DX_TLS_CLIENT);
+    conn_open(&m->s, sctx, DX_TLS_SERVER);
+    m->cut[0] = m->cut[1] = m->flip[0] = m->flip[1] = NONE;
+}
+
+/* Moves what one side sent to the other, cut or corrupted on the way. */
+static bool mitm_move(mitm *m, int dir)
+{
+    conn *from = dir ? &m->s : &m->c, *to = dir ? &m->c : &m->s;
+    bool moved = false;
+    if (from->out.len && !m->dead) {
+        size_t n = from->out.len;
+        if (m->cut[dir] != NONE && m->passed[dir] + n > m->cut[dir])
+            n = (size_t)(m->cut[dir] - m->passed[dir]);
+        buf_add(&m->log[dir], from->out.p, n);
+        uint64_t at = m->flip[dir];
+        if (at != NONE && at >= m->passed[dir] && at < m->passed[dir] + n)
+            from->out.p[at - m->passed[dir]] ^= (uint8_t)(1u << (at % 8));
+        m->passed[dir] += n;
+        conn_feed(to, from->out.p, n);
+        if (m->passed[dir] == m->cut[dir]) {
+            m->dead = true; /* the transport is gone, both ways */
+            conn_eof(&m->c);
+            conn_eof(&m->s);
+        }
+        buf_take(&from->out, from->out.len);
+        moved = true;
+    } else if (from->out.len) {
+        buf_take(&from->out, from->out.len);
+    }
+    /* a side that closed or ended its output: the other sees the end */
+    if ((from->out_gone || from->out_end) && !from->out.len && conn_eof(to))
+        moved = true;
+    return moved;
+}
+
+static void mitm_pump(mitm *m)
+{
+    for (int i = 0; i < 10000; i++)
+        if (!mitm_move(m, 0) && !mitm_move(m, 1))
+            return;
+    ck_abort_msg("the connections never settled (%llu %llu bytes)", (unsigned long long)m->passed[0], (unsigned long long)m->passed[1]);
+}
+
+static void mitm_start(mitm *m)
+{
+    ck_assert_int_eq(dx_tls_start(m->s.t), 0);
+    ck_assert_int_eq(dx_tls_start(m->c.t), 0);
+    mitm_pump(m);
+}
+
+/* Time passes beyond any handshake timeout. */
+static void mitm_time_out(mitm *m)
+{
+    h_fake_now += DX_TLS_DEFAULT_HANDSHAKE_TIMEOUT_MS + 1;
+    dx_tls_check_timeouts(m->c.t);
+    dx_tls_check_timeouts(m->s.t);
+    mitm_pump(m);
+}
+
+static void mitm_close(mitm *m)
+{
+    conn_close(&m->c);
+    conn_close(&m->s);
+    buf_free(&m->log[0]);
+    buf_free(&m->log[1]);
+}
+
+/* A clean handshake: the bytes each way until both sides are secure. */
+static void measure_handshake(dx_tls_ctx *cctx, dx_tls_ctx *sctx, uint64_t total[2])
+{
+    mitm m;
+    mitm_open(&m, cctx, sctx);
+    mitm_start(&m);
+    ck_assert(m.c.secure && m.s.secure);
+    total[0] = m.passed[0];
+    total[1] = m.passed[1];
+    mitm_close(&m);
+}
+
+/* ---- the suite's fixtures ---------------------------------------------------- */
+
+static dx_tls_ctx *cctx[4], *sctx[4]; /* by version: [2], [3] */
+
+static void setup(void)
+{
+    make_pki();
+    for (int v = 2; v <= 3; v++) {
+        cctx[v] = make_ctx(false, v);
+        sctx[v] = make_ctx(true, v);
+    }
+}
+
+static void teardown(void)
+{
+    for (int v = 2; v <= 3; v++) {
+        dx_tls_ctx_unref(cctx[v]);
+        dx_tls_ctx_unref(sctx[v]);
+        cctx[v] = sctx[v] = NULL;
+    }
+    free_pki();
+}
+
+#define VER (_i % 2 ? 3 : 2)
+
+/* ---- codes seen, for the record ----------------------------------------- */
+
+typedef struct tally {
+    char name[64][64];
+    unsigned count[64];
+    unsigned n;
+} tally;
+
+static void tally_add(tally *t, const char *name)
+{
+    for (unsigned i = 0; i < t->n; i++)
+        if (strcmp(t->name[i], name) == 0) {
+            t->count[i]++;
+            return;
+        }
+    ck_assert_uint_lt(t->n, 64);
+    snprintf(t->name[t->n], sizeof(t->name[0]), "%s", name);
+    t->count[t->n++] = 1;
+}
+
+static void tally_print(const tally *t, const char *what)
+{
+    if (!getenv("DX_TEST_VERBOSE"))
+        return;
+    fprintf(stderr, "%s:", what);
+    for (unsigned i = 0; i < t->n; i++)
+        fprintf(stderr, " %s=%u", t->name[i], t->count[i]);
+    fprintf(stderr, "\n");
+}
+
+/* ---- truncation at every byte offset of the handshake --------------------- */
+
+static const char *const cut_codes[] = {"ECONNRESET", "ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
+                                        NULL};
+
+/* The transport dies after k bytes of one direction, for every k inside
+ * the handshake: both sides fail, as a reset before they were secure, as
+ * a truncation after; neither delivers anything. */
+START_TEST(handshake_cut_at_every_offset)
+{
+    int v = VER, dir = _i / 2;
+    uint64_t total[2];
+    measure_handshake(cctx[v], sctx[v], total);
+    size_t step = sample_step();
+    tally t = {0};
+    unsigned runs = 0;
+    for (uint64_t k = 0; k < total[dir]; k += step, runs++) {
+        size_t live0 = h_alloc_live();
+        mitm m;
+        mitm_open(&m, cctx[v], sctx[v]);
+        m.cut[dir] = k;
+        mitm_start(&m);
+        char what[64];
+        snprintf(what, sizeof(what), "%s dir %d cut at %llu", vname(v), dir,
+                 (unsigned long long)k);
+        assert_failed_with(&m.c, cut_codes, what);
+        assert_failed_with(&m.s, cut_codes, what);
+        ck_assert_uint_eq(m.c.rec.received + m.s.rec.received, 0);
+        h_rec_assert_clean(&m.c.rec);
+        h_rec_assert_clean(&m.s.rec);
+        tally_add(&t, m.c.rec.error_name);
+        tally_add(&t, m.s.rec.error_name);
+        mitm_close(&m);
+        ck_assert_uint_eq(h_alloc_live(), live0);
+    }
+    char what[64];
+    snprintf(what, sizeof(what), "cut %s dir %d: %u offsets of %llu", vname(v), dir, runs,
+             (unsigned long long)total[dir]);
+    tally_print(&t, what);
+}
+END_TEST
+
+/* ---- a bit flipped at every byte offset of the handshake ------------------- */
+
+/* The records of a byte stream: is offset k inside a record header, and
+ * at which place of it? -1 for a body byte. */
+static int header_pos(const uint8_t *p, size_t len, uint64_t k, uint8_t *type)
+{
+    size_t at = 0;
+    while (at + 5 <= len) {
+        size_t rl = (size_t)p[at + 3] << 8 | p[at + 4];
+        if (k < at + 5) {
+            *type = p[at];
+            return (int)(k - at);
+        }
+        if (k < at + 5 + rl) {
+            *type = p[at];
+            return -1;
+        }
+        at += 5 + rl;
+    }
+    return -1;
+}
+
+static const char *const flip_codes[] = {
+    "ECONNRESET",
+    "ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
+    "ERR_TLS_HANDSHAKE_TIMEOUT",
+    /* a corrupted certificate */
+    "CERT_SIGNATURE_FAILURE", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+    "UNABLE_TO_VERIFY_LEAF_SIGNATURE", "ERR_TLS_CERT_ALTNAME_INVALID", "CERT_NOT_YET_VALID",
+    "CERT_HAS_EXPIRED", "ERROR_IN_CERT_NOT_BEFORE_FIELD", "ERROR_IN_CERT_NOT_AFTER_FIELD",
+    "UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY", "INVALID_PURPOSE", "INVALID_CA",
+    "UNSPECIFIED", /* as Node, for a verification code it has no name for */
+    NULL};
+
+/* A bit flipped anywhere in the handshake: the handshake fails on both
+ * sides with an error, or, for the few bits no one checks (the version
+ * field of a cleartext record's header), completes with intact data.
+ * A flip that makes a record longer than sent leaves the receiver
+ * waiting: the handshake timeout ends it. */
+START_TEST(handshake_bit_flip_at_every_offset)
+{
+    static const char ping[] = "ping from the client", pong[] = "pong from the server";
+    int v = VER, dir = _i / 2;
+    uint64_t total[2];
+    measure_handshake(cctx[v], sctx[v], total);
+    size_t step = sample_step();
+    tally t = {0};
+    unsigned runs = 0, completed = 0;
+    for (uint64_t k = 0; k < total[dir]; k += step, runs++) {
+        size_t live0 = h_alloc_live();
+        mitm m;
+        mitm_open(&m, cctx[v], sctx[v]);
+        m.flip[dir] = k;
+        mitm_start(&m);
+        /* what a client and a server do once secure: a message each way,
+         * then the end; a peer still waiting is ended by the handshake
+         * timeout, and past that by the transport going away */
+        if (m.c.secure && !conn_failed(&m.c))
+            dx_stream_write(dx_tls_upper(m.c.t), ping, sizeof(ping));
+        if (m.s.secure && !conn_failed(&m.s))
+            dx_stream_write(dx_tls_upper(m.s.t), pong, sizeof(pong));
+        dx_stream_end(dx_tls_upper(m.c.t));
+        dx_stream_end(dx_tls_upper(m.s.t));
+        mitm_pump(&m);
+        if (!m.c.rec.closes || !m.s.rec.closes)
+            mitm_time_out(&m);
+        if (!m.c.rec.closes || !m.s.rec.closes) {
+            m.dead = true;
+            conn_eof(&m.c);
+            conn_eof(&m.s);
+            mitm_pump(&m);
+        }
+        uint8_t type = 0;
+        int hp = header_pos(m.log[dir].p, m.log[dir].len, k, &type);
+        char what[96];
+        snprintf(what, sizeof(what), "%s dir %d flip at %llu (header %d, type %u)", vname(v),
+                 dir, (unsigned long long)k, hp, type);
+        h_rec_assert_clean(&m.c.rec);
+        h_rec_assert_clean(&m.s.rec);
+        ck_assert_msg(m.c.rec.closes && m.s.rec.closes, "%s: not closed", what);
+        /* nothing but the bytes sent, and all of them when no error */
+        ck_assert(m.s.rec.len <= sizeof(ping) && m.c.rec.len <= sizeof(pong));
+        ck_assert(memcmp(m.s.rec.data, ping, m.s.rec.len) == 0);
+        ck_assert(memcmp(m.c.rec.data, pong, m.c.rec.len) == 0);
+        if (!conn_failed(&m.c) && !conn_failed(&m.s)) {
+            /* only an unchecked field of a cleartext record */
+            ck_assert_msg((hp == 1 || hp == 2) && type != 23, "%s: completed", what);
+            ck_assert(m.s.rec.len == sizeof(ping) && m.c.rec.len == sizeof(pong));
+            completed++;
+        } else {
+            /* A side may see nothing wrong: a corrupted record after its
+             * handshake (a TLS 1.3 ticket) that only its peer reads. It
+             * then got everything, and the peer's close_notify. */
+            for (int i = 0; i < 2; i++) {
+                conn *c = i ? &m.s : &m.c;
+                if (conn_failed(c))
+                    continue;
+                ck_assert_msg(c->rec.len == (i ? sizeof(ping) : sizeof(pong)) &&
+                                  dx_tls_clean_end(c->t),
+                              "%s: only the %s failed (%s)", what, i ? "client" : "server",
+                              (i ? &m.c : &m.s)->rec.error_name);
+            }
+            for (int i = 0; i < 2; i++) {
+                const char *name = (i ? &m.s : &m.c)->rec.error_name;
+                if (!conn_failed(i ? &m.s : &m.c))
+                    continue;
+                tally_add(&t, name);
+                bool ok = strncmp(name, "ERR_SSL_", 8) == 0;
+                for (const char *const *n = flip_codes; *n && !ok; n++)
+                    ok = strcmp(name, *n) == 0;
+                ck_assert_msg(ok, "%s: %s failed with %s", what, i ? "server" : "client", name);
+            }
+        }
+        mitm_close(&m);
+        ck_assert_uint_eq(h_alloc_live(), live0);
+    }
+    char what[96];
+    snprintf(what, sizeof(what), "flip %s dir %d: %u offsets of %llu, %u completed", vname(v),
+             dir, runs, (unsigned long long)total[dir], completed);
+    tally_print(&t, what);
+}
+END_TEST
+
+Suite *tls_hostile_suite(void)
+{
+    Suite *s = suite_create("tls_hostile");
+    TCase *tc = tcase_create("sweeps");
+    tcase_add_unchecked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, handshake_cut_at_every_offset, 0, 4);
+    tcase_add_loop_test(tc, handshake_bit_flip_at_every_offset, 0, 4);
+    suite_add_tcase(s, tc);
+    return s;
+}
