@@ -539,6 +539,93 @@ START_TEST(handshake_bit_flip_at_every_offset)
 }
 END_TEST
 
+/* ---- a bit flipped in application records ------------------------------- */
+
+#define APP_LEN 40000u /* three records: 16384, 16384, 7232 */
+
+/* After a clean handshake the client sends APP_LEN bytes and ends; a bit
+ * flipped in a record (its header or its body) fails the server with
+ * "ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC" or a framing error after
+ * it delivered exactly the records before the corrupted one, and the
+ * client gets the server's alert. Every header byte is tried, and body
+ * bytes at a stride (every 61st, and the first and last of each). */
+START_TEST(application_record_bit_flips)
+{
+    int v = VER;
+    static uint8_t data[APP_LEN];
+    h_gen_fill(7, 0, data, sizeof(data));
+    /* where the records fall: one clean run */
+    mitm ref;
+    mitm_open(&ref, cctx[v], sctx[v]);
+    mitm_start(&ref);
+    ck_assert(ref.c.secure && ref.s.secure);
+    uint64_t base = ref.passed[0];
+    ck_assert_int_ge(dx_stream_write(dx_tls_upper(ref.c.t), data, sizeof(data)), 0);
+    mitm_pump(&ref);
+    ck_assert_uint_eq(ref.s.rec.len, APP_LEN);
+    size_t app_bytes = (size_t)(ref.passed[0] - base);
+    uint8_t *rec = malloc(app_bytes);
+    memcpy(rec, ref.log[0].p + base, app_bytes);
+    mitm_close(&ref);
+    size_t nrec = 0, starts[8];
+    for (size_t at = 0; at + 5 <= app_bytes; at += 5 + ((size_t)rec[at + 3] << 8 | rec[at + 4]))
+        starts[nrec++] = at;
+    ck_assert_uint_eq(nrec, 3);
+    tally t = {0};
+    unsigned runs = 0;
+    size_t stride = 61 * sample_step();
+    for (size_t off = 0; off < app_bytes; off++) {
+        size_t r = 0;
+        while (r + 1 < nrec && off >= starts[r + 1])
+            r++;
+        size_t in_rec = off - starts[r];
+        size_t rlen = 5 + ((size_t)rec[starts[r] + 3] << 8 | rec[starts[r] + 4]);
+        if (in_rec >= 5 && in_rec != 5 && in_rec + 1 != rlen && in_rec % stride != 0)
+            continue;
+        runs++;
+        size_t live0 = h_alloc_live();
+        mitm m;
+        mitm_open(&m, cctx[v], sctx[v]);
+        mitm_start(&m);
+        ck_assert(m.c.secure && m.s.secure);
+        m.flip[0] = m.passed[0] + off;
+        ck_assert_int_ge(dx_stream_write(dx_tls_upper(m.c.t), data, sizeof(data)), 0);
+        dx_stream_end(dx_tls_upper(m.c.t));
+        mitm_pump(&m);
+        if (!m.c.rec.closes || !m.s.rec.closes) {
+            m.dead = true;
+            conn_eof(&m.c);
+            conn_eof(&m.s);
+            mitm_pump(&m);
+        }
+        char what[96];
+        snprintf(what, sizeof(what), "%s record %zu byte %zu", vname(v), r, in_rec);
+        h_rec_assert_clean(&m.s.rec);
+        h_rec_assert_clean(&m.c.rec);
+        ck_assert_msg(conn_failed(&m.s), "%s: the server did not fail", what);
+        ck_assert_msg(conn_failed(&m.c), "%s: the client did not fail", what);
+        /* the records before, whole; nothing of the corrupted one */
+        ck_assert_msg(m.s.rec.len == r * 16384u, "%s: %zu bytes delivered", what, m.s.rec.len);
+        ck_assert(memcmp(m.s.rec.data, data, m.s.rec.len) == 0);
+        ck_assert_msg(strncmp(m.s.rec.error_name, "ERR_SSL_", 8) == 0, "%s: server: %s", what,
+                      m.s.rec.error_name);
+        ck_assert_msg(strncmp(m.c.rec.error_name, "ERR_SSL_", 8) == 0 ||
+                          strcmp(m.c.rec.error_name, "ECONNRESET") == 0,
+                      "%s: client: %s", what, m.c.rec.error_name);
+        if (in_rec >= 5)
+            ck_assert_str_eq(m.s.rec.error_name, "ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC");
+        tally_add(&t, m.s.rec.error_name);
+        tally_add(&t, m.c.rec.error_name);
+        mitm_close(&m);
+        ck_assert_uint_eq(h_alloc_live(), live0);
+    }
+    free(rec);
+    char what[64];
+    snprintf(what, sizeof(what), "app flips %s: %u offsets of %zu", vname(v), runs, app_bytes);
+    tally_print(&t, what);
+}
+END_TEST
+
 Suite *tls_hostile_suite(void)
 {
     Suite *s = suite_create("tls_hostile");
@@ -547,6 +634,7 @@ Suite *tls_hostile_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, handshake_cut_at_every_offset, 0, 4);
     tcase_add_loop_test(tc, handshake_bit_flip_at_every_offset, 0, 4);
+    tcase_add_loop_test(tc, application_record_bit_flips, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }
