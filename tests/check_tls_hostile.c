@@ -626,6 +626,140 @@ START_TEST(application_record_bit_flips)
 }
 END_TEST
 
+/* ---- bytes that are no TLS, fed by hand ------------------------------------- */
+
+/* One connection of ours (started), fed bytes, then the transport ends. */
+static void feed_and_end(conn *c, const void *d, size_t n, bool eof)
+{
+    conn_feed(c, d, n);
+    if (eof)
+        conn_eof(c);
+}
+
+typedef struct bad_input {
+    const char *what;
+    const uint8_t *bytes;
+    size_t len;
+    const char *code; /* the server's error */
+} bad_input;
+
+static const uint8_t garbage[] = "\x01\x02\x03\x04\x05\x06\x07\x08 not TLS at all \xff\xfe";
+static const uint8_t http_get[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+static const uint8_t http_post[] = "POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+static const uint8_t http_connect[] = "CONNECT localhost:443 HTTP/1.1\r\n\r\n";
+/* SSLv2-format ClientHellos: msg-length with the top bit, type 1, a
+ * version, cipher-spec, session-id and challenge lengths, the specs, the
+ * challenge. One asks for SSL 2.0, one for TLS 1.0 in the old format. */
+static const uint8_t sslv2_v2[] = {0x80, 0x1c, 0x01, 0x00, 0x02, 0x00, 0x03, 0x00, 0x00,
+                                   0x00, 0x10, 0x07, 0x00, 0xc0,
+                                   1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+static const uint8_t sslv2_tls[] = {0x80, 0x1c, 0x01, 0x03, 0x01, 0x00, 0x03, 0x00, 0x00,
+                                    0x00, 0x10, 0x00, 0x00, 0x2f,
+                                    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+/* record headers: a handshake record longer than any record may be, and
+ * a handshake message claiming 16 MB */
+static const uint8_t huge_record[] = {0x16, 0x03, 0x01, 0x48, 0x01};
+static const uint8_t huge_message[] = {0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0xff, 0xff, 0xff};
+/* a flood of empty handshake records (40) */
+#define E5 0x16, 0x03, 0x01, 0x00, 0x00
+#define E40 E5, E5, E5, E5, E5, E5, E5, E5, E5, E5
+static const uint8_t empty_hs[] = {E40, E40, E40, E40};
+
+static const bad_input bad_inputs[] = {
+    {"garbage", garbage, sizeof(garbage) - 1, "ERR_SSL_WRONG_VERSION_NUMBER"},
+    {"HTTP GET", http_get, sizeof(http_get) - 1, "ERR_SSL_HTTP_REQUEST"},
+    {"HTTP POST", http_post, sizeof(http_post) - 1, "ERR_SSL_HTTP_REQUEST"},
+    {"HTTP CONNECT", http_connect, sizeof(http_connect) - 1, "ERR_SSL_HTTPS_PROXY_REQUEST"},
+    {"SSLv2 hello", sslv2_v2, sizeof(sslv2_v2), "ERR_SSL_UNKNOWN_PROTOCOL"},
+    {"SSLv2-format TLS hello", sslv2_tls, sizeof(sslv2_tls), "ERR_SSL_UNSUPPORTED_PROTOCOL"},
+    {"record over the size limit", huge_record, sizeof(huge_record),
+     "ERR_SSL_PACKET_LENGTH_TOO_LONG"},
+    {"16 MB handshake message", huge_message, sizeof(huge_message),
+     "ERR_SSL_EXCESSIVE_MESSAGE_SIZE"},
+    {"40 empty handshake records", empty_hs, sizeof(empty_hs), "ERR_SSL_RECORD_TOO_SMALL"},
+};
+#define N_BAD (sizeof(bad_inputs) / sizeof(bad_inputs[0]))
+
+/* A server fed something that is no ClientHello fails at once (before any
+ * end of the transport) with the code that says what came; the peer gets
+ * no more than an alert. Both versions, since the reasons differ. */
+START_TEST(server_refuses_what_is_no_client_hello)
+{
+    const bad_input *b = &bad_inputs[_i / 2];
+    int v = VER;
+    size_t live0 = h_alloc_live();
+    conn s;
+    conn_open(&s, sctx[v], DX_TLS_SERVER);
+    ck_assert_int_eq(dx_tls_start(s.t), 0);
+    feed_and_end(&s, b->bytes, b->len, false);
+    if (!conn_failed(&s)) /* a message announced, never complete */
+        conn_eof(&s);
+    const char *codes[] = {b->code, NULL};
+    char what[96];
+    snprintf(what, sizeof(what), "%s, %s", b->what, vname(v));
+    assert_failed_with(&s, codes, what);
+    ck_assert_uint_le(s.sent, 7); /* at most one alert */
+    ck_assert(s.out_gone);
+    conn_close(&s);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
+/* A client whose server answers with no TLS: an HTTP server, garbage. */
+START_TEST(client_refuses_what_is_no_server_hello)
+{
+    static const uint8_t http_reply[] = "HTTP/1.1 400 Bad Request\r\n\r\n";
+    const uint8_t *in = _i / 2 ? garbage : http_reply;
+    size_t len = _i / 2 ? sizeof(garbage) - 1 : sizeof(http_reply) - 1;
+    int v = VER;
+    size_t live0 = h_alloc_live();
+    conn c;
+    conn_open(&c, cctx[v], DX_TLS_CLIENT);
+    ck_assert_int_eq(dx_tls_start(c.t), 0);
+    ck_assert_uint_gt(c.sent, 0); /* the ClientHello */
+    feed_and_end(&c, in, len, false);
+    const char *codes[] = {"ERR_SSL_WRONG_VERSION_NUMBER", NULL};
+    assert_failed_with(&c, codes, _i / 2 ? "garbage" : "HTTP reply");
+    conn_close(&c);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
+/* A ClientHello fed one byte per second: the handshake timeout fires, on
+ * time, whatever the trickle. */
+START_TEST(handshake_fed_one_byte_per_second_times_out)
+{
+    int v = VER;
+    size_t live0 = h_alloc_live();
+    mitm m;
+    mitm_open(&m, cctx[v], sctx[v]);
+    ck_assert_int_eq(dx_tls_set_handshake_timeout(m.s.t, 10000), 0);
+    h_fake_now = 1000000;
+    ck_assert_int_eq(dx_tls_start(m.s.t), 0);
+    ck_assert_int_eq(dx_tls_start(m.c.t), 0);
+    buf hello = {0};
+    buf_add(&hello, m.c.out.p, m.c.out.len);
+    buf_take(&m.c.out, m.c.out.len);
+    ck_assert_uint_gt(hello.len, 100);
+    size_t i = 0;
+    for (; i < hello.len && !conn_failed(&m.s); i++) {
+        conn_feed(&m.s, hello.p + i, 1);
+        h_fake_now += 1000;
+        dx_tls_check_timeouts(m.s.t);
+    }
+    const char *codes[] = {"ERR_TLS_HANDSHAKE_TIMEOUT", NULL};
+    assert_failed_with(&m.s, codes, "trickle");
+    ck_assert_uint_eq(i, 10); /* ten bytes in ten seconds */
+    /* the client sees the transport go */
+    mitm_pump(&m);
+    const char *ccodes[] = {"ECONNRESET", NULL};
+    assert_failed_with(&m.c, ccodes, "trickle, client");
+    buf_free(&hello);
+    mitm_close(&m);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
 Suite *tls_hostile_suite(void)
 {
     Suite *s = suite_create("tls_hostile");
@@ -636,5 +770,11 @@ Suite *tls_hostile_suite(void)
     tcase_add_loop_test(tc, handshake_bit_flip_at_every_offset, 0, 4);
     tcase_add_loop_test(tc, application_record_bit_flips, 0, 2);
     suite_add_tcase(s, tc);
+    TCase *bad = tcase_create("bad_input");
+    tcase_add_unchecked_fixture(bad, setup, teardown);
+    tcase_add_loop_test(bad, server_refuses_what_is_no_client_hello, 0, 2 * (int)N_BAD);
+    tcase_add_loop_test(bad, client_refuses_what_is_no_server_hello, 0, 4);
+    tcase_add_loop_test(bad, handshake_fed_one_byte_per_second_times_out, 0, 2);
+    suite_add_tcase(s, bad);
     return s;
 }
