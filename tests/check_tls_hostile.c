@@ -760,6 +760,233 @@ START_TEST(handshake_fed_one_byte_per_second_times_out)
 }
 END_TEST
 
+/* ---- a raw OpenSSL client, and records sealed by hand ------------------------ */
+
+typedef struct raw {
+    SSL_CTX *ctx;
+    SSL *ssl;
+    BIO *rb, *wb;
+    uint8_t secret[32]; /* CLIENT_TRAFFIC_SECRET_0 */
+    bool have_secret;
+} raw;
+
+static int raw_index = -1;
+
+static int unhex(const char *h, uint8_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned x;
+        if (sscanf(h + 2 * i, "%2x", &x) != 1)
+            return -1;
+        out[i] = (uint8_t)x;
+    }
+    return 0;
+}
+
+static void raw_keylog(const SSL *ssl, const char *line)
+{
+    raw *r = SSL_get_ex_data(ssl, raw_index);
+    static const char tag[] = "CLIENT_TRAFFIC_SECRET_0 ";
+    if (strncmp(line, tag, sizeof(tag) - 1) != 0)
+        return;
+    const char *sp = strchr(line + sizeof(tag) - 1, ' ');
+    if (sp && strlen(sp + 1) == 64 && unhex(sp + 1, r->secret, 32) == 0)
+        r->have_secret = true;
+}
+
+static void raw_open(raw *r, int v)
+{
+    memset(r, 0, sizeof(*r));
+    if (raw_index < 0)
+        raw_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    r->ctx = SSL_CTX_new(TLS_client_method());
+    ck_assert_ptr_nonnull(r->ctx);
+    int ver = v == 3 ? TLS1_3_VERSION : TLS1_2_VERSION;
+    SSL_CTX_set_min_proto_version(r->ctx, ver);
+    SSL_CTX_set_max_proto_version(r->ctx, ver);
+    ck_assert_int_eq(SSL_CTX_set_ciphersuites(r->ctx, "TLS_AES_128_GCM_SHA256"), 1);
+    SSL_CTX_set_verify(r->ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_keylog_callback(r->ctx, raw_keylog);
+    r->ssl = SSL_new(r->ctx);
+    r->rb = BIO_new(BIO_s_mem());
+    r->wb = BIO_new(BIO_s_mem());
+    SSL_set_bio(r->ssl, r->rb, r->wb);
+    SSL_set_ex_data(r->ssl, raw_index, r);
+    SSL_set_connect_state(r->ssl);
+    SSL_set_tlsext_host_name(r->ssl, "localhost");
+}
+
+static void raw_close(raw *r)
+{
+    SSL_free(r->ssl);
+    SSL_CTX_free(r->ctx);
+    ERR_clear_error();
+}
+
+/* Moves bytes between the raw client and our server until neither has
+ * more; the raw client reads what comes (its cleartext is dropped). */
+static void raw_pump(raw *r, conn *s)
+{
+    for (int i = 0; i < 1000; i++) {
+        bool moved = false;
+        if (s->out.len) {
+            BIO_write(r->rb, s->out.p, (int)s->out.len);
+            buf_take(&s->out, s->out.len);
+            moved = true;
+        }
+        if (!SSL_is_init_finished(r->ssl))
+            SSL_do_handshake(r->ssl);
+        else {
+            uint8_t junk[4096];
+            while (SSL_read(r->ssl, junk, sizeof(junk)) > 0)
+                ;
+        }
+        ERR_clear_error();
+        char *p;
+        long n = BIO_get_mem_data(r->wb, &p);
+        if (n > 0) {
+            conn_feed(s, p, (size_t)n);
+            (void)BIO_reset(r->wb);
+            moved = true;
+        }
+        if (!moved)
+            return;
+    }
+    ck_abort_msg("never settled");
+}
+
+/* HKDF-Expand-Label of TLS 1.3 (SHA-256). */
+static void expand_label(const uint8_t *secret, const char *label, uint8_t *out, size_t n)
+{
+    uint8_t info[64];
+    size_t ll = 6 + strlen(label), k = 0;
+    info[k++] = (uint8_t)(n >> 8);
+    info[k++] = (uint8_t)n;
+    info[k++] = (uint8_t)ll;
+    memcpy(info + k, "tls13 ", 6);
+    memcpy(info + k + 6, label, strlen(label));
+    k += ll;
+    info[k++] = 0; /* no context */
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    EVP_KDF_CTX *kc = EVP_KDF_CTX_new(kdf);
+    int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)secret, 32),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, k),
+        OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
+        OSSL_PARAM_construct_end()};
+    ck_assert_int_eq(EVP_KDF_derive(kc, out, n, params), 1);
+    EVP_KDF_CTX_free(kc);
+    EVP_KDF_free(kdf);
+}
+
+/* The client's TLS 1.3 record protection, by hand: a record of any inner
+ * content, empty ones included (OpenSSL never sends those). */
+typedef struct sealer {
+    uint8_t secret[32];
+    uint64_t seq;
+} sealer;
+
+static void seal(sealer *z, uint8_t type, const uint8_t *pt, size_t n, buf *out)
+{
+    uint8_t key[16], iv[12], inner[256], hdr[5], tag[16], ct[256];
+    expand_label(z->secret, "key", key, 16);
+    expand_label(z->secret, "iv", iv, 12);
+    for (int i = 0; i < 8; i++)
+        iv[11 - i] ^= (uint8_t)(z->seq >> (8 * i));
+    z->seq++;
+    ck_assert_uint_lt(n, sizeof(inner) - 1);
+    memcpy(inner, pt, n);
+    inner[n] = type;
+    size_t len = n + 1 + 16;
+    hdr[0] = 0x17, hdr[1] = 0x03, hdr[2] = 0x03, hdr[3] = (uint8_t)(len >> 8),
+    hdr[4] = (uint8_t)len;
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int ol;
+    ck_assert_int_eq(EVP_EncryptInit_ex(c, EVP_aes_128_gcm(), NULL, key, iv), 1);
+    ck_assert_int_eq(EVP_EncryptUpdate(c, NULL, &ol, hdr, 5), 1);
+    ck_assert_int_eq(EVP_EncryptUpdate(c, ct, &ol, inner, (int)n + 1), 1);
+    ck_assert_int_eq(EVP_EncryptFinal_ex(c, ct + ol, &ol), 1);
+    ck_assert_int_eq(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag), 1);
+    EVP_CIPHER_CTX_free(c);
+    buf_add(out, hdr, 5);
+    buf_add(out, ct, n + 1);
+    buf_add(out, tag, 16);
+}
+
+typedef enum flood_kind { FLOOD_EMPTY, FLOOD_WARN, FLOOD_KEY_UPDATE, FLOOD_KEY_UPDATE_REQ,
+                          FLOOD_KINDS } flood_kind;
+
+static const char *const flood_name[] = {"empty records", "warning alerts", "KeyUpdates",
+                                         "KeyUpdates asking for one back"};
+static const char *const flood_code[] = {"ERR_SSL_RECORD_TOO_SMALL",
+                                         "ERR_SSL_TOO_MANY_WARN_ALERTS",
+                                         "ERR_SSL_TOO_MANY_KEY_UPDATES",
+                                         "ERR_SSL_TOO_MANY_KEY_UPDATES"};
+
+/* A TLS 1.3 client floods our server with records that carry nothing:
+ * the server fails with OpenSSL's bound (32 empty records, 5 warning
+ * alerts) or the filter's (32 KeyUpdates in a row, which OpenSSL 3.0
+ * does not bound), having used bounded memory. The flood is 10,000 records long: what the
+ * server did not read once it failed is not kept. */
+START_TEST(tls13_floods_are_bounded)
+{
+    flood_kind kind = (flood_kind)_i;
+    size_t live0 = h_alloc_live();
+    raw r;
+    raw_open(&r, 3);
+    conn s;
+    conn_open(&s, sctx[3], DX_TLS_SERVER);
+    ck_assert_int_eq(dx_tls_start(s.t), 0);
+    raw_pump(&r, &s);
+    ck_assert(SSL_is_init_finished(r.ssl) && s.secure);
+    ck_assert(r.have_secret);
+    h_alloc_reset_peak();
+    sealer z = {.seq = 0};
+    memcpy(z.secret, r.secret, 32);
+    unsigned sent = 0;
+    for (; sent < 10000 && !conn_failed(&s); sent++) {
+        buf rec = {0};
+        static const uint8_t warn[] = {1, 90};             /* user_canceled */
+        static const uint8_t ku[] = {24, 0, 0, 1, 0};      /* not requested */
+        static const uint8_t ku_req[] = {24, 0, 0, 1, 1};  /* requested */
+        switch (kind) {
+        case FLOOD_EMPTY:
+            seal(&z, 23, NULL, 0, &rec);
+            break;
+        case FLOOD_WARN:
+            seal(&z, 21, warn, sizeof(warn), &rec);
+            break;
+        case FLOOD_KEY_UPDATE:
+        case FLOOD_KEY_UPDATE_REQ:
+            seal(&z, 22, kind == FLOOD_KEY_UPDATE ? ku : ku_req, 5, &rec);
+            expand_label(z.secret, "traffic upd", z.secret, 32);
+            z.seq = 0;
+            break;
+        default:
+            break;
+        }
+        conn_feed(&s, rec.p, rec.len);
+        buf_free(&rec);
+    }
+    const char *codes[] = {flood_code[kind], NULL};
+    assert_failed_with(&s, codes, flood_name[kind]);
+    ck_assert_uint_le(sent, 40);
+    ck_assert_uint_eq(s.rec.received, 0);
+    ck_assert_uint_lt(h_alloc_peak() - live0, 64 * 1024);
+    ck_assert(s.out_gone); /* the transport goes */
+    /* OpenSSL's alert reaches the client; a KeyUpdate flood, which the
+     * filter bounds itself, ends the transport without one */
+    raw_pump(&r, &s);
+    bool alerted = SSL_get_shutdown(r.ssl) & SSL_RECEIVED_SHUTDOWN;
+    ck_assert(alerted == (kind == FLOOD_EMPTY || kind == FLOOD_WARN));
+    conn_close(&s);
+    raw_close(&r);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
 Suite *tls_hostile_suite(void)
 {
     Suite *s = suite_create("tls_hostile");
@@ -775,6 +1002,7 @@ Suite *tls_hostile_suite(void)
     tcase_add_loop_test(bad, server_refuses_what_is_no_client_hello, 0, 2 * (int)N_BAD);
     tcase_add_loop_test(bad, client_refuses_what_is_no_server_hello, 0, 4);
     tcase_add_loop_test(bad, handshake_fed_one_byte_per_second_times_out, 0, 2);
+    tcase_add_loop_test(bad, tls13_floods_are_bounded, 0, FLOOD_KINDS);
     suite_add_tcase(s, bad);
     return s;
 }

@@ -48,6 +48,9 @@
 #define OUT_MARK ((size_t)2 * 16384)
 /* Largest record payload. */
 #define RECORD_MAX 16384
+/* KeyUpdates a peer may send in a row with no data between (OpenSSL's
+ * own bound, which its 3.0 series does not enforce). */
+#define MAX_KEY_UPDATES 32u
 
 
 static void tls_ref(dx_tls *f) { f->refs++; }
@@ -1108,7 +1111,15 @@ static void step_read(dx_tls *f)
     while (!f->read_done && !f->failed && !f->dead && upper_wants(f)) {
         ERR_clear_error();
         int r = SSL_read(f->ssl, buf, sizeof(buf));
+        if (f->key_updates_in > MAX_KEY_UPDATES) {
+            /* a flood of KeyUpdates with no data between them */
+            ERR_clear_error();
+            dx_tls_fail(f, dx_tls_or_oom(dx_error_new(DX_ETLS, "ERR_SSL_TOO_MANY_KEY_UPDATES",
+                                                      "tls", "too many key updates")));
+            return;
+        }
         if (r > 0) {
+            f->key_updates_in = 0;
             f->stats.clear_in += (uint64_t)r;
             dx_tls_activity(f);
             dx_stream_push(f->upper, buf, (size_t)r);
@@ -1632,6 +1643,7 @@ int dx_tls_new(dx_tls_ctx *ctx, dx_tls_role role, dx_tls **out)
         return DX_ENOMEM;
     }
     SSL_set_info_callback(f->ssl, info_cb);
+    dx_tls_update_msg_callback(f);
     if (role == DX_TLS_SERVER && dx_tls_ctx_honor_cipher_order(ctx))
         SSL_set_options(f->ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
     *out = f;
@@ -2085,16 +2097,20 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
     if (f->trace_bio)
         SSL_trace(write_p, version, content_type, buf, len, ssl, f->trace_bio);
 #endif
-    if (content_type == SSL3_RT_HANDSHAKE)
+    if (content_type != SSL3_RT_HANDSHAKE)
+        return;
+    /* KeyUpdates read since the last cleartext: OpenSSL 3.0 sets no bound */
+    if (!write_p && f->hs_done && len >= 1 && ((const uint8_t *)buf)[0] == SSL3_MT_KEY_UPDATE)
+        f->key_updates_in++;
+    if (dx_tls_rehandshake_wants_msgs(f))
         dx_tls_rehandshake_msg(f, write_p, content_type, buf, len);
 }
 
+/* The message callback is always on: it counts the peer's KeyUpdates. */
 void dx_tls_update_msg_callback(dx_tls *f)
 {
-    if (!f->ssl)
-        return;
-    bool want = f->trace_bio || dx_tls_rehandshake_wants_msgs(f);
-    SSL_set_msg_callback(f->ssl, want ? msg_cb : NULL);
+    if (f->ssl)
+        SSL_set_msg_callback(f->ssl, msg_cb);
 }
 
 int dx_tls_set_trace(dx_tls *t, bool on)
