@@ -10,7 +10,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "harness.h"
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define DX_UNDER_VALGRIND_CHECK 1
+#endif
+#endif
 
 #define KIND ((h_kind)(_i % H_KINDS))
 
@@ -164,6 +173,240 @@ START_TEST(every_failing_allocation_ends_cleanly)
 }
 END_TEST
 
+/* ---- TLS: libduplex's and OpenSSL's allocations --------------------------- */
+
+static dx_pki_cert *tls_ca, *tls_leaf;
+static dx_tls_ctx *tls_cctx[4], *tls_sctx[4];
+
+static void tls_setup(void)
+{
+    static const char *const dns[] = {"localhost", NULL};
+    dx_pki_opts o = {.key_type = DX_PKI_EC_P256, .common_name = "Alloc CA", .is_ca = true};
+    H_MUST(dx_pki_issue(NULL, &o, &tls_ca, NULL));
+    dx_pki_opts l = {.common_name = "server", .dns_names = dns,
+                     .ext_key_usage = DX_PKI_EKU_SERVER};
+    H_MUST(dx_pki_issue(tls_ca, &l, &tls_leaf, NULL));
+    for (int v = 2; v <= 3; v++) {
+        const char *ver = v == 3 ? "TLSv1.3" : "TLSv1.2";
+        for (int server = 0; server < 2; server++) {
+            dx_tls_config *cfg;
+            H_MUST(dx_tls_config_new(&cfg));
+            const char *capem = dx_pki_cert_pem(tls_ca);
+            H_MUST(dx_tls_config_add_ca(cfg, capem, strlen(capem)));
+            if (server) {
+                const char *c = dx_pki_cert_pem(tls_leaf), *k = dx_pki_key_pem(tls_leaf);
+                H_MUST(dx_tls_config_add_cert(cfg, c, strlen(c), k, strlen(k), NULL));
+            }
+            H_MUST(dx_tls_config_set_min_version(cfg, ver));
+            H_MUST(dx_tls_config_set_max_version(cfg, ver));
+            H_MUST(dx_tls_ctx_new(cfg, server ? &tls_sctx[v] : &tls_cctx[v], NULL));
+            dx_tls_config_free(cfg);
+        }
+    }
+}
+
+static void tls_teardown(void)
+{
+    for (int v = 2; v <= 3; v++) {
+        dx_tls_ctx_unref(tls_cctx[v]);
+        dx_tls_ctx_unref(tls_sctx[v]);
+        tls_cctx[v] = tls_sctx[v] = NULL;
+    }
+    dx_pki_cert_free(tls_leaf);
+    dx_pki_cert_free(tls_ca);
+    tls_leaf = tls_ca = NULL;
+}
+
+#define TLS_LEN 40000u
+
+typedef struct tls_outcome {
+    bool completed;
+    bool enomem;       /* some side reported DX_ENOMEM */
+    long made;         /* allocations asked for, failed ones included */
+    int errors;
+    char names[2][64];
+} tls_outcome;
+
+/* The codes a run that failed because memory ran out may end with: the
+ * side that ran out reports DX_ENOMEM (libduplex's allocation, or
+ * OpenSSL's inside a call of the filter), or OpenSSL's own account of
+ * it when its failure surfaced as a protocol error of its own (a
+ * "malloc failure" or "internal error" reason); its peer sees the
+ * connection go: the alert it got, a reset, a truncation. OpenSSL loses
+ * the cause of some failures inside certificate verification (a public
+ * key that could not be decoded for want of memory is "a decode error"):
+ * those end as a verification failure of the peer's certificate. */
+static bool acceptable(const char *name, int code)
+{
+    static const char *const ok[] = {"ECONNRESET", "EPIPE", "ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
+                                     "ERR_TLS_HANDSHAKE_TIMEOUT", "UNSPECIFIED",
+                                     "CERT_SIGNATURE_FAILURE", "UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY",
+                                     "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+                                     "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+                                     "ERR_TLS_CERT_ALTNAME_INVALID", NULL};
+    if (code == DX_ENOMEM)
+        return true;
+    if (strncmp(name, "ERR_SSL_", 8) == 0 || strncmp(name, "ERR_OSSL_", 9) == 0)
+        return true;
+    for (const char *const *p = ok; *p; p++)
+        if (strcmp(name, *p) == 0)
+            return true;
+    return false;
+}
+
+static void ctx_note(tls_outcome *o, int rc)
+{
+    if (rc == DX_ENOMEM)
+        o->enomem = true;
+}
+
+/* One TLS connection over a memory pair: a handshake, TLS_LEN bytes each
+ * way, both ends; allocations fail from the n-th on. */
+static tls_outcome tls_run(int v, long n, bool once)
+{
+    tls_outcome o = {0};
+    static uint8_t buf[TLS_LEN];
+    h_rec r[2] = {{.verify = true, .verify_seed = 21}, {.verify = true, .verify_seed = 20}};
+    dx_tls *t[2] = {NULL, NULL};
+    dx_stream *a = NULL, *b = NULL;
+    h_fake_now = 1000;
+    if (once)
+        h_alloc_fail_only(n);
+    else
+        h_alloc_fail_from(n);
+    int rc = dx_pair_new(NULL, &a, &b);
+    ctx_note(&o, rc);
+    if (rc == 0) {
+        rc = dx_tls_new(tls_cctx[v], DX_TLS_CLIENT, &t[0]);
+        ctx_note(&o, rc);
+        if (rc == 0) {
+            rc = dx_tls_new(tls_sctx[v], DX_TLS_SERVER, &t[1]);
+            ctx_note(&o, rc);
+        }
+        if (rc == 0) {
+            rc = dx_tls_attach(t[0], a);
+            a = NULL; /* owned from here */
+            ctx_note(&o, rc);
+        }
+        if (rc == 0) {
+            rc = dx_tls_attach(t[1], b);
+            b = NULL;
+            ctx_note(&o, rc);
+        }
+        if (rc == 0) {
+            rc = dx_tls_set_servername(t[0], "localhost");
+            ctx_note(&o, rc);
+        }
+    }
+    if (rc == 0) {
+        for (int i = 0; i < 2; i++) {
+            dx_tls_set_clock(t[i], h_fake_clock, NULL);
+            h_rec_attach(&r[i], dx_tls_upper(t[i]));
+        }
+        ck_assert_int_eq(dx_tls_start(t[1]), 0);
+        ck_assert_int_eq(dx_tls_start(t[0]), 0);
+        for (int i = 0; i < 2; i++) {
+            h_gen_fill(20 + (uint64_t)i, 0, buf, sizeof(buf));
+            int w = dx_stream_write(dx_tls_upper(t[i]), buf, sizeof(buf));
+            ck_assert_msg(w == 0 || w == DX_FULL || w == DX_ENOMEM || r[i].errors,
+                          "n=%ld: write %d: %s (%.*s)", n, i, dx_err_name(w), (int)r[i].nlog, r[i].log);
+            ctx_note(&o, w);
+        }
+        for (int i = 0; i < 2; i++)
+            ctx_note(&o, dx_stream_end(dx_tls_upper(t[i])));
+        /* a run stuck for want of memory: the handshake timeout ends it */
+        if (!r[0].closes || !r[1].closes) {
+            h_fake_now += DX_TLS_DEFAULT_HANDSHAKE_TIMEOUT_MS + 1;
+            dx_tls_check_timeouts(t[0]);
+            dx_tls_check_timeouts(t[1]);
+        }
+        for (int i = 0; i < 2; i++) {
+            h_rec_assert_clean(&r[i]);
+            ck_assert_msg(!r[i].mismatch, "n=%ld: corrupted data", n);
+            if (r[i].errors) {
+                o.errors++;
+                ck_assert_msg(acceptable(r[i].error_name, r[i].error_code),
+                              "n=%ld: %s failed with %s", n, i ? "server" : "client",
+                              r[i].error_name);
+                if (r[i].error_code == DX_ENOMEM)
+                    o.enomem = true;
+                snprintf(o.names[i], sizeof(o.names[i]), "%s", r[i].error_name);
+            }
+        }
+        o.completed = !r[0].errors && !r[1].errors && r[0].received == TLS_LEN &&
+                      r[1].received == TLS_LEN && r[0].closes && r[1].closes;
+        if (!o.completed)
+            ck_assert_msg(r[0].closes && r[1].closes, "n=%ld: a side never closed (%.*s / %.*s)",
+                          n, (int)r[0].nlog, r[0].log, (int)r[1].nlog, r[1].log);
+    }
+    o.made = h_alloc_count();
+    h_alloc_fail_from(-1);
+    dx_tls_destroy(t[0]);
+    dx_tls_destroy(t[1]);
+    dx_stream_destroy(a);
+    dx_stream_destroy(b);
+    return o;
+}
+
+/* Fail the n-th allocation, libduplex's or OpenSSL's, for every n (that
+ * one alone, or from it on) through a TLS handshake, a transfer both ways and the ends: each run
+ * completes, or ends with both sides closed and the acceptable errors
+ * above, nothing corrupted, nothing leaked by either allocator. OpenSSL's
+ * lazily made tables are warmed up by a first clean run. Under valgrind
+ * every k-th n is tried. */
+START_TEST(tls_every_failing_allocation_ends_cleanly)
+{
+    int v = _i % 2 ? 3 : 2;
+    bool once = _i >= 2;
+    h_alloc_fail_openssl(true);
+    tls_outcome warm = tls_run(v, -1, false);
+    ck_assert(warm.completed);
+    tls_run(v, -1, false);
+    /* OpenSSL keeps per-thread state (its error queue, whose data
+     * buffers stay for reuse): released before each count */
+    OPENSSL_thread_stop();
+    size_t live0 = h_alloc_live(), ossl0 = h_ossl_live();
+    long step = 1;
+    const char *e = getenv("DX_TEST_SAMPLE");
+    if (e && atol(e) > 0)
+        step = atol(e);
+#ifdef DX_UNDER_VALGRIND_CHECK
+    if (step == 1 && RUNNING_ON_VALGRIND)
+        step = 37;
+#endif
+    long n = 0, runs = 0, completed = 0, failed_enomem = 0;
+    for (;; n += step, runs++) {
+        tls_outcome o = tls_run(v, n, once);
+        long made = o.made;
+        if (getenv("DX_TEST_DEBUG"))
+            fprintf(stderr, "n=%ld completed=%d %s %s\n", n, o.completed, o.names[0],
+                    o.names[1]);
+        OPENSSL_thread_stop();
+        ck_assert_msg(h_alloc_live() == live0, "n=%ld: %zu bytes of libduplex leaked", n,
+                      h_alloc_live() - live0);
+        ck_assert_msg(h_ossl_live() <= ossl0, "n=%ld: %zu bytes of OpenSSL leaked", n,
+                      h_ossl_live() - ossl0);
+        if (o.completed)
+            completed++;
+        if (o.enomem)
+            failed_enomem++;
+        if (made <= n)
+            break; /* the n-th allocation was never made: the sweep is over */
+        ck_assert_msg(n < 200000, "no end after %ld", n);
+    }
+    h_alloc_fail_openssl(false);
+    ck_assert_int_gt(n, 1000); /* OpenSSL's allocations were counted */
+    /* Most runs that failed name the cause: DX_ENOMEM on the side that
+     * ran out, also when OpenSSL reported it as one of its own errors. */
+    ck_assert_msg(failed_enomem * 2 > runs - completed, "%ld of %ld failed runs with DX_ENOMEM",
+                  failed_enomem, runs - completed);
+    if (getenv("DX_TEST_VERBOSE"))
+        fprintf(stderr, "TLS %s, %s: %ld allocation points, %ld runs, %ld completed anyway, "
+                        "%ld with DX_ENOMEM\n", v == 3 ? "1.3" : "1.2",
+                once ? "the n-th only" : "from the n-th on", n, runs, completed, failed_enomem);
+}
+END_TEST
+
 Suite *alloc_suite(void)
 {
     Suite *s = suite_create("alloc");
@@ -172,5 +415,10 @@ Suite *alloc_suite(void)
     tcase_add_test(tc, allocator_cannot_be_swapped_under_live_objects);
     tcase_add_loop_test(tc, every_failing_allocation_ends_cleanly, 0, 2 * H_KINDS);
     suite_add_tcase(s, tc);
+    TCase *tls = tcase_create("tls");
+    tcase_add_unchecked_fixture(tls, tls_setup, tls_teardown);
+    tcase_set_timeout(tls, 300);
+    tcase_add_loop_test(tls, tls_every_failing_allocation_ends_cleanly, 0, 4);
+    suite_add_tcase(s, tls);
     return s;
 }

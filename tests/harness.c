@@ -26,12 +26,20 @@ typedef union {
 
 static atomic_size_t live_bytes, peak_bytes;
 static atomic_long fail_from = -1, alloc_count;
+static atomic_bool fail_once; /* only the fail_from-th fails */
 
-static void *h_malloc(size_t n)
+static bool must_fail(void)
 {
     long limit = atomic_load(&fail_from);
     long count = atomic_fetch_add(&alloc_count, 1);
-    if (limit >= 0 && count >= limit)
+    if (limit < 0)
+        return false;
+    return atomic_load(&fail_once) ? count == limit : count >= limit;
+}
+
+static void *h_malloc(size_t n)
+{
+    if (must_fail())
         return NULL;
     h_hdr *h = malloc(sizeof(h_hdr) + n);
     if (!h)
@@ -69,10 +77,13 @@ static void *h_realloc(void *p, size_t n)
 /* OpenSSL's own allocations, counted apart (they include its lazily made
  * global tables, so only differences mean something). */
 static atomic_size_t ossl_live;
+static atomic_bool ossl_failable;
 
 static void *o_malloc(size_t n, const char *file, int line)
 {
     (void)file, (void)line;
+    if (atomic_load(&ossl_failable) && must_fail())
+        return NULL;
     h_hdr *h = malloc(sizeof(h_hdr) + n);
     if (!h)
         return NULL;
@@ -125,11 +136,21 @@ void h_alloc_reset_peak(void) { peak_bytes = live_bytes; }
 
 void h_alloc_fail_from(long n)
 {
+    fail_once = false;
+    fail_from = n;
+    alloc_count = 0;
+}
+
+void h_alloc_fail_only(long n)
+{
+    fail_once = true;
     fail_from = n;
     alloc_count = 0;
 }
 
 long h_alloc_count(void) { return alloc_count; }
+
+void h_alloc_fail_openssl(bool on) { ossl_failable = on; }
 
 /* ---- channels ----------------------------------------------------------- */
 

@@ -30,8 +30,14 @@ void h_alloc_fail_from(long n);
 /* Bytes OpenSSL has allocated and not freed (counted from
  * h_alloc_install() on). */
 size_t h_ossl_live(void);
-/* Allocations made since the last h_alloc_fail_from(). */
+/* Makes the n-th allocation from now (0-based) fail, and no other. */
+void h_alloc_fail_only(long n);
+/* Allocations made since the last h_alloc_fail_from() or
+ * h_alloc_fail_only(). */
 long h_alloc_count(void);
+/* Whether OpenSSL's allocations count, and fail, with libduplex's in
+ * h_alloc_fail_from() and h_alloc_count() (off by default). */
+void h_alloc_fail_openssl(bool on);
 
 /* ---- channels ---- */
 

@@ -224,15 +224,25 @@ const char *dx_tls_verify_code_name(long code)
     return "UNSPECIFIED";
 }
 
-/* The error for a failed OpenSSL call: the verification failure when that
- * is what stopped the handshake, else OpenSSL's reason, else a reset. */
+/* Did an allocation inside OpenSSL fail (the first error it queued, or
+ * the last)? */
+static bool openssl_out_of_memory(void)
+{
+    unsigned long first = ERR_peek_error(), last = ERR_peek_last_error();
+    return (first && ERR_GET_REASON(first) == ERR_R_MALLOC_FAILURE) ||
+           (last && ERR_GET_REASON(last) == ERR_R_MALLOC_FAILURE);
+}
+
+/* The error for a failed OpenSSL call: DX_ENOMEM when memory ran out, the
+ * verification failure when that is what stopped the handshake, else
+ * OpenSSL's reason, else a reset. */
 dx_error *dx_tls_ssl_error(dx_tls *f, int sslerr)
 {
     unsigned long e = ERR_peek_last_error();
     dx_error *err;
     bool eof = e && ERR_GET_LIB(e) == ERR_LIB_SSL &&
                ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
-    if (f->oom) {
+    if (f->oom || openssl_out_of_memory()) {
         ERR_clear_error();
         return (dx_error *)dx_error_oom();
     }
@@ -546,6 +556,11 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg)
     X509_STORE_CTX_set_verify_cb(sctx, verify_all);
     int ok = X509_verify_cert(sctx);
     long code = X509_STORE_CTX_get_error(sctx);
+    if (code == X509_V_ERR_OUT_OF_MEM || (ok <= 0 && openssl_out_of_memory())) {
+        /* memory ran out: not the certificate's fault (DX_ENOMEM) */
+        f->oom = true;
+        return 0;
+    }
     if (ok <= 0 && code == X509_V_OK)
         code = X509_V_ERR_UNSPECIFIED;
     if (code != X509_V_OK) {
