@@ -47,6 +47,11 @@
  *    "ECONNRESET"; and as detail OpenSSL's error text, the verify result
  *    and the alerts sent and received. A failure of the transport keeps
  *    its own layer and name ("pair", "fd", ...: EIO, EPIPE, ...).
+ *    Memory that ran out, in libduplex or inside OpenSSL, is DX_ENOMEM.
+ *    A peer that sends more than 32 KeyUpdates with no data between them
+ *    fails the connection with "ERR_SSL_TOO_MANY_KEY_UPDATES" (OpenSSL
+ *    bounds empty records and warning alerts itself:
+ *    "ERR_SSL_RECORD_TOO_SMALL", "ERR_SSL_TOO_MANY_WARN_ALERTS").
  *  - A failure fails both streams (and, attached, the transport).
  *
  * "secure" (dx_tls_events.on_secure) means the handshake completed on
