@@ -768,7 +768,8 @@ typedef struct raw {
     SSL_CTX *ctx;
     SSL *ssl;
     BIO *rb, *wb;
-    uint8_t secret[32]; /* CLIENT_TRAFFIC_SECRET_0 */
+    bool server;
+    uint8_t secret[32]; /* its first application traffic secret */
     bool have_secret;
 } raw;
 
@@ -788,20 +789,21 @@ static int unhex(const char *h, uint8_t *out, size_t n)
 static void raw_keylog(const SSL *ssl, const char *line)
 {
     raw *r = SSL_get_ex_data(ssl, raw_index);
-    static const char tag[] = "CLIENT_TRAFFIC_SECRET_0 ";
-    if (strncmp(line, tag, sizeof(tag) - 1) != 0)
+    const char *tag = r->server ? "SERVER_TRAFFIC_SECRET_0 " : "CLIENT_TRAFFIC_SECRET_0 ";
+    if (strncmp(line, tag, strlen(tag)) != 0)
         return;
-    const char *sp = strchr(line + sizeof(tag) - 1, ' ');
+    const char *sp = strchr(line + strlen(tag), ' ');
     if (sp && strlen(sp + 1) == 64 && unhex(sp + 1, r->secret, 32) == 0)
         r->have_secret = true;
 }
 
-static void raw_open(raw *r, int v)
+static void raw_open(raw *r, int v, bool server)
 {
     memset(r, 0, sizeof(*r));
+    r->server = server;
     if (raw_index < 0)
         raw_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    r->ctx = SSL_CTX_new(TLS_client_method());
+    r->ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
     ck_assert_ptr_nonnull(r->ctx);
     int ver = v == 3 ? TLS1_3_VERSION : TLS1_2_VERSION;
     SSL_CTX_set_min_proto_version(r->ctx, ver);
@@ -809,13 +811,26 @@ static void raw_open(raw *r, int v)
     ck_assert_int_eq(SSL_CTX_set_ciphersuites(r->ctx, "TLS_AES_128_GCM_SHA256"), 1);
     SSL_CTX_set_verify(r->ctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_keylog_callback(r->ctx, raw_keylog);
+    if (server) {
+        X509 *x = h_pki_x509(leaf);
+        EVP_PKEY *k = h_pki_key(leaf);
+        ck_assert_int_eq(SSL_CTX_use_certificate(r->ctx, x), 1);
+        ck_assert_int_eq(SSL_CTX_use_PrivateKey(r->ctx, k), 1);
+        X509_free(x);
+        EVP_PKEY_free(k);
+        SSL_CTX_set_num_tickets(r->ctx, 0); /* its first record is ours to seal */
+    }
     r->ssl = SSL_new(r->ctx);
     r->rb = BIO_new(BIO_s_mem());
     r->wb = BIO_new(BIO_s_mem());
     SSL_set_bio(r->ssl, r->rb, r->wb);
     SSL_set_ex_data(r->ssl, raw_index, r);
-    SSL_set_connect_state(r->ssl);
-    SSL_set_tlsext_host_name(r->ssl, "localhost");
+    if (server) {
+        SSL_set_accept_state(r->ssl);
+    } else {
+        SSL_set_connect_state(r->ssl);
+        SSL_set_tlsext_host_name(r->ssl, "localhost");
+    }
 }
 
 static void raw_close(raw *r)
@@ -825,8 +840,8 @@ static void raw_close(raw *r)
     ERR_clear_error();
 }
 
-/* Moves bytes between the raw client and our server until neither has
- * more; the raw client reads what comes (its cleartext is dropped). */
+/* Moves bytes between the raw peer and our connection until neither has
+ * more; the raw peer reads what comes (its cleartext is dropped). */
 static void raw_pump(raw *r, conn *s)
 {
     for (int i = 0; i < 1000; i++) {
@@ -928,19 +943,20 @@ static const char *const flood_code[] = {"ERR_SSL_RECORD_TOO_SMALL",
                                          "ERR_SSL_TOO_MANY_KEY_UPDATES",
                                          "ERR_SSL_TOO_MANY_KEY_UPDATES"};
 
-/* A TLS 1.3 client floods our server with records that carry nothing:
- * the server fails with OpenSSL's bound (32 empty records, 5 warning
+/* A TLS 1.3 peer floods our server, or our client, with records that
+ * carry nothing: ours fails with OpenSSL's bound (32 empty records, 5 warning
  * alerts) or the filter's (32 KeyUpdates in a row, which OpenSSL 3.0
  * does not bound), having used bounded memory. The flood is 10,000 records long: what the
  * server did not read once it failed is not kept. */
 START_TEST(tls13_floods_are_bounded)
 {
-    flood_kind kind = (flood_kind)_i;
+    flood_kind kind = (flood_kind)(_i % FLOOD_KINDS);
+    bool ours_client = _i >= FLOOD_KINDS; /* the raw peer is the server */
     size_t live0 = h_alloc_live();
     raw r;
-    raw_open(&r, 3);
+    raw_open(&r, 3, ours_client);
     conn s;
-    conn_open(&s, sctx[3], DX_TLS_SERVER);
+    conn_open(&s, ours_client ? cctx[3] : sctx[3], ours_client ? DX_TLS_CLIENT : DX_TLS_SERVER);
     ck_assert_int_eq(dx_tls_start(s.t), 0);
     raw_pump(&r, &s);
     ck_assert(SSL_is_init_finished(r.ssl) && s.secure);
@@ -1005,7 +1021,7 @@ Suite *tls_hostile_suite(void)
     tcase_add_loop_test(bad, server_refuses_what_is_no_client_hello, 0, 2 * (int)N_BAD);
     tcase_add_loop_test(bad, client_refuses_what_is_no_server_hello, 0, 4);
     tcase_add_loop_test(bad, handshake_fed_one_byte_per_second_times_out, 0, 2);
-    tcase_add_loop_test(bad, tls13_floods_are_bounded, 0, FLOOD_KINDS);
+    tcase_add_loop_test(bad, tls13_floods_are_bounded, 0, 2 * FLOOD_KINDS);
     suite_add_tcase(s, bad);
     return s;
 }
