@@ -1006,6 +1006,140 @@ START_TEST(tls13_floods_are_bounded)
 }
 END_TEST
 
+/* A TLS 1.2 server asks our client to renegotiate, again and again (50
+ * HelloRequests, each answered by a full handshake): the client follows
+ * each, keeps its memory flat (what the 10th renegotiation held, the
+ * 50th holds), and the connection still carries data. A client that
+ * disabled renegotiation (Node's disableRenegotiation) fails at the
+ * first with ERR_TLS_RENEGOTIATION_DISABLED. */
+START_TEST(renegotiation_flood_from_a_server)
+{
+    bool disabled = _i == 1;
+    size_t live0 = h_alloc_live();
+    raw r;
+    raw_open(&r, 2, true);
+    conn c;
+    conn_open(&c, cctx[2], DX_TLS_CLIENT);
+    if (disabled)
+        ck_assert_int_eq(dx_tls_disable_renegotiation(c.t), 0);
+    ck_assert_int_eq(dx_tls_start(c.t), 0);
+    raw_pump(&r, &c);
+    ck_assert(SSL_is_init_finished(r.ssl) && c.secure);
+    size_t live10 = 0;
+    int done = 0;
+    for (int i = 0; i < 50; i++) {
+        ck_assert_int_eq(SSL_renegotiate(r.ssl), 1);
+        SSL_do_handshake(r.ssl); /* the HelloRequest */
+        ERR_clear_error();
+        raw_pump(&r, &c);
+        if (disabled) {
+            const char *codes[] = {"ERR_TLS_RENEGOTIATION_DISABLED", NULL};
+            assert_failed_with(&c, codes, "renegotiation disabled");
+            ck_assert(c.out_gone);
+            break;
+        }
+        ck_assert_msg(!conn_failed(&c), "renegotiation %d: %s", i, c.rec.error_name);
+        if (SSL_renegotiate_pending(r.ssl) == 0)
+            done++;
+        if (i == 9)
+            live10 = h_alloc_live();
+    }
+    if (disabled) {
+        conn_close(&c);
+        raw_close(&r);
+        ck_assert_uint_eq(h_alloc_live(), live0);
+        return;
+    }
+    ck_assert_uint_le(h_alloc_live(), live10);
+    ck_assert_int_eq(done, 50);
+    /* data still flows from the server */
+    static const char msg[] = "still here";
+    ck_assert_int_eq(SSL_write(r.ssl, msg, sizeof(msg)), (int)sizeof(msg));
+    raw_pump(&r, &c);
+    ck_assert_uint_eq(c.rec.len, sizeof(msg));
+    ck_assert_mem_eq(c.rec.data, msg, sizeof(msg));
+    conn_close(&c);
+    raw_close(&r);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
+/* A record header announcing more than a record may hold, once the
+ * connection is secure: refused from the header alone, before its body
+ * came, on either side. */
+START_TEST(oversized_record_after_the_handshake)
+{
+    int v = VER;
+    bool to_client = _i >= 2;
+    size_t live0 = h_alloc_live();
+    mitm m;
+    mitm_open(&m, cctx[v], sctx[v]);
+    mitm_start(&m);
+    ck_assert(m.c.secure && m.s.secure);
+    static const uint8_t hdr[] = {0x17, 0x03, 0x03, 0x48, 0x01}; /* 18433 bytes */
+    conn *to = to_client ? &m.c : &m.s;
+    conn_feed(to, hdr, sizeof(hdr));
+    const char *codes[] = {"ERR_SSL_PACKET_LENGTH_TOO_LONG", "ERR_SSL_ENCRYPTED_LENGTH_TOO_LONG",
+                           NULL};
+    assert_failed_with(to, codes, "oversized record");
+    mitm_pump(&m); /* the alert goes to the peer */
+    conn *peer = to_client ? &m.s : &m.c;
+    const char *pcodes[] = {"ERR_SSL_TLSV1_ALERT_RECORD_OVERFLOW", NULL};
+    assert_failed_with(peer, pcodes, "oversized record, peer");
+    mitm_close(&m);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
+/* A ClientHello as large as its extensions may make it (one extension of
+ * nearly 64 KiB, over five records): our server reads it whole and
+ * completes the handshake, its memory back to where it was afterwards. */
+static int big_ext_add(SSL *s, unsigned int type, unsigned int context,
+                       const unsigned char **out, size_t *outlen, X509 *x, size_t chainidx,
+                       int *al, void *arg)
+{
+    (void)s, (void)type, (void)context, (void)x, (void)chainidx, (void)al;
+    static uint8_t big[65000];
+    memset(big, 0x5a, sizeof(big));
+    *out = big;
+    *outlen = *(size_t *)arg;
+    return 1;
+}
+
+START_TEST(client_hello_of_the_maximum_size)
+{
+    int v = VER;
+    size_t live0 = h_alloc_live();
+    raw r;
+    raw_open(&r, v, false);
+    static size_t ext_len = 65000;
+    ck_assert_int_eq(SSL_CTX_add_custom_ext(r.ctx, 0x7a7a, SSL_EXT_CLIENT_HELLO, big_ext_add,
+                                            NULL, &ext_len, NULL, NULL), 1);
+    SSL_free(r.ssl);
+    r.ssl = SSL_new(r.ctx);
+    r.rb = BIO_new(BIO_s_mem());
+    r.wb = BIO_new(BIO_s_mem());
+    SSL_set_bio(r.ssl, r.rb, r.wb);
+    SSL_set_ex_data(r.ssl, raw_index, &r);
+    SSL_set_connect_state(r.ssl);
+    conn s;
+    conn_open(&s, sctx[v], DX_TLS_SERVER);
+    ck_assert_int_eq(dx_tls_start(s.t), 0);
+    SSL_do_handshake(r.ssl);
+    ERR_clear_error();
+    char *p;
+    long n = BIO_get_mem_data(r.wb, &p);
+    ck_assert_int_gt(n, 65000); /* the ClientHello, over several records */
+    ck_assert_int_lt(n, 65536 + 5 * 5 + 1024);
+    raw_pump(&r, &s);
+    ck_assert_msg(s.secure && SSL_is_init_finished(r.ssl), "%s", s.rec.error_name);
+    ck_assert(!conn_failed(&s));
+    conn_close(&s);
+    raw_close(&r);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
 Suite *tls_hostile_suite(void)
 {
     Suite *s = suite_create("tls_hostile");
@@ -1022,6 +1156,9 @@ Suite *tls_hostile_suite(void)
     tcase_add_loop_test(bad, client_refuses_what_is_no_server_hello, 0, 4);
     tcase_add_loop_test(bad, handshake_fed_one_byte_per_second_times_out, 0, 2);
     tcase_add_loop_test(bad, tls13_floods_are_bounded, 0, 2 * FLOOD_KINDS);
+    tcase_add_loop_test(bad, renegotiation_flood_from_a_server, 0, 2);
+    tcase_add_loop_test(bad, oversized_record_after_the_handshake, 0, 4);
+    tcase_add_loop_test(bad, client_hello_of_the_maximum_size, 0, 2);
     suite_add_tcase(s, bad);
     return s;
 }
