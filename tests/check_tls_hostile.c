@@ -398,6 +398,12 @@ START_TEST(handshake_cut_at_every_offset)
         mitm_open(&m, cctx[v], sctx[v]);
         m.cut[dir] = k;
         mitm_start(&m);
+        if (!m.dead) {
+            /* this handshake was shorter (signatures vary in length) */
+            ck_assert_uint_ge(k + 4, total[dir]);
+            mitm_close(&m);
+            continue;
+        }
         char what[64];
         snprintf(what, sizeof(what), "%s dir %d cut at %llu", vname(v), dir,
                  (unsigned long long)k);
@@ -489,6 +495,12 @@ START_TEST(handshake_bit_flip_at_every_offset)
             conn_eof(&m.c);
             conn_eof(&m.s);
             mitm_pump(&m);
+        }
+        if (m.log[dir].len <= k) {
+            /* this handshake was shorter (signatures vary in length) */
+            ck_assert_uint_ge(k + 4, total[dir]);
+            mitm_close(&m);
+            continue;
         }
         uint8_t type = 0;
         int hp = header_pos(m.log[dir].p, m.log[dir].len, k, &type);
