@@ -400,10 +400,9 @@ START_TEST(tls_every_failing_allocation_ends_cleanly)
      * ran out, also when OpenSSL reported it as one of its own errors. */
     ck_assert_msg(failed_enomem * 2 > runs - completed, "%ld of %ld failed runs with DX_ENOMEM",
                   failed_enomem, runs - completed);
-    if (getenv("DX_TEST_VERBOSE"))
-        fprintf(stderr, "TLS %s, %s: %ld allocation points, %ld runs, %ld completed anyway, "
-                        "%ld with DX_ENOMEM\n", v == 3 ? "1.3" : "1.2",
-                once ? "the n-th only" : "from the n-th on", n, runs, completed, failed_enomem);
+    fprintf(stderr, "alloc: TLS %s, %s: %ld allocation points (every %ld-th tried), %ld "
+                    "completed anyway, %ld with DX_ENOMEM\n", v == 3 ? "1.3" : "1.2",
+            once ? "the n-th only" : "from the n-th on", n, step, completed, failed_enomem);
 }
 END_TEST
 
