@@ -679,7 +679,14 @@ static const uint8_t huge_message[] = {0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0xff,
 #define E40 E5, E5, E5, E5, E5, E5, E5, E5, E5, E5
 static const uint8_t empty_hs[] = {E40, E40, E40, E40};
 
+/* warning alerts (user_canceled) in cleartext before any hello, 10 */
+#define W7 0x15, 0x03, 0x01, 0x00, 0x02, 0x01, 0x5a
+static const uint8_t warn_flood[] = {W7, W7, W7, W7, W7, W7, W7, W7, W7, W7};
+
 static const bad_input bad_inputs[] = {
+    /* refused at the first: no alert is expected before a hello */
+    {"warning alerts before the hello", warn_flood, sizeof(warn_flood),
+     "ERR_SSL_UNEXPECTED_MESSAGE"},
     {"garbage", garbage, sizeof(garbage) - 1, "ERR_SSL_WRONG_VERSION_NUMBER"},
     {"HTTP GET", http_get, sizeof(http_get) - 1, "ERR_SSL_HTTP_REQUEST"},
     {"HTTP POST", http_post, sizeof(http_post) - 1, "ERR_SSL_HTTP_REQUEST"},
@@ -1076,6 +1083,49 @@ START_TEST(renegotiation_flood_from_a_server)
 }
 END_TEST
 
+/* A TLS 1.2 client renegotiates again and again: a server that refuses
+ * client renegotiation (the default) answers the first with a
+ * no_renegotiation warning, which the OpenSSL client answers with a
+ * fatal alert; one that allows 3 per window fails the 4th with
+ * ERR_TLS_SESSION_ATTACK. Either way the flood stops early. */
+START_TEST(renegotiation_flood_from_a_client)
+{
+    bool allowed = _i == 1;
+    size_t live0 = h_alloc_live();
+    raw r;
+    raw_open(&r, 2, false);
+    conn s;
+    conn_open(&s, sctx[2], DX_TLS_SERVER);
+    if (allowed)
+        ck_assert_int_eq(dx_tls_set_client_renegotiation(s.t, true, 3, 600000), 0);
+    ck_assert_int_eq(dx_tls_start(s.t), 0);
+    raw_pump(&r, &s);
+    ck_assert(SSL_is_init_finished(r.ssl) && s.secure);
+    int i = 0;
+    for (; i < 50 && !conn_failed(&s); i++) {
+        if (!SSL_renegotiate(r.ssl))
+            break; /* the raw client gave up after a refusal */
+        SSL_do_handshake(r.ssl);
+        ERR_clear_error();
+        raw_pump(&r, &s);
+    }
+    if (allowed) {
+        const char *codes[] = {"ERR_TLS_SESSION_ATTACK", NULL};
+        assert_failed_with(&s, codes, "renegotiation flood");
+        ck_assert_int_eq(i, 4);
+        ck_assert(s.out_gone);
+    } else {
+        /* the OpenSSL client answers the refusal with a fatal alert */
+        const char *codes[] = {"ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE", NULL};
+        assert_failed_with(&s, codes, "refused renegotiation");
+        ck_assert_int_eq(i, 1);
+    }
+    conn_close(&s);
+    raw_close(&r);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
 /* A record header announcing more than a record may hold, once the
  * connection is secure: refused from the header alone, before its body
  * came, on either side. */
@@ -1169,6 +1219,7 @@ Suite *tls_hostile_suite(void)
     tcase_add_loop_test(bad, handshake_fed_one_byte_per_second_times_out, 0, 2);
     tcase_add_loop_test(bad, tls13_floods_are_bounded, 0, 2 * FLOOD_KINDS);
     tcase_add_loop_test(bad, renegotiation_flood_from_a_server, 0, 2);
+    tcase_add_loop_test(bad, renegotiation_flood_from_a_client, 0, 2);
     tcase_add_loop_test(bad, oversized_record_after_the_handshake, 0, 4);
     tcase_add_loop_test(bad, client_hello_of_the_maximum_size, 0, 2);
     suite_add_tcase(s, bad);
