@@ -223,6 +223,8 @@ typedef struct tls_outcome {
     bool completed;
     bool enomem;       /* some side reported DX_ENOMEM */
     long made;         /* allocations asked for, failed ones included */
+    int setup_rc;      /* the first call that failed */
+    bool resumed;
     int errors;
     char names[2][64];
 } tls_outcome;
@@ -258,11 +260,48 @@ static void ctx_note(tls_outcome *o, int rc)
 {
     if (rc == DX_ENOMEM)
         o->enomem = true;
+    if (rc < 0 && !o->setup_rc)
+        o->setup_rc = rc;
 }
 
 /* One TLS connection over a memory pair: a handshake, TLS_LEN bytes each
  * way, both ends; allocations fail from the n-th on. */
-static tls_outcome tls_run(int v, long n, bool once)
+/* The rich runs: a session from an earlier run, resumed. */
+static uint8_t tls_session[4][8192];
+static size_t tls_session_len[4];
+static const uint8_t tls_ticket_keys[48] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+static const char *const tls_alpn[] = {"h2", "http/1.1", NULL};
+
+typedef struct tls_side_user {
+    int v;
+    unsigned sessions;
+    bool resumed;
+    char alpn[16];
+} tls_side_user;
+
+static void tls_on_secure(dx_tls *t, void *u)
+{
+    tls_side_user *su = u;
+    su->resumed = dx_tls_session_reused(t);
+    const char *a = dx_tls_alpn_protocol(t);
+    snprintf(su->alpn, sizeof(su->alpn), "%s", a ? a : "");
+}
+
+static void tls_on_session(dx_tls *t, const uint8_t *sess, size_t len, void *u)
+{
+    (void)t;
+    tls_side_user *su = u;
+    su->sessions++;
+    if (len <= sizeof(tls_session[0])) {
+        memcpy(tls_session[su->v], sess, len);
+        tls_session_len[su->v] = len;
+    }
+}
+
+static const dx_tls_events tls_client_events = {.on_secure = tls_on_secure,
+                                                .on_session = tls_on_session};
+
+static tls_outcome tls_run(int v, long n, bool once, bool rich)
 {
     tls_outcome o = {0};
     static uint8_t buf[TLS_LEN];
@@ -276,10 +315,12 @@ static tls_outcome tls_run(int v, long n, bool once)
         h_alloc_fail_from(n);
     int rc = dx_pair_new(NULL, &a, &b);
     ctx_note(&o, rc);
+    dx_tls_server *srv = NULL;
+    tls_side_user su = {.v = v};
     if (rc == 0) {
         rc = dx_tls_new(tls_cctx[v], DX_TLS_CLIENT, &t[0]);
         ctx_note(&o, rc);
-        if (rc == 0) {
+        if (rc == 0 && !rich) {
             rc = dx_tls_new(tls_sctx[v], DX_TLS_SERVER, &t[1]);
             ctx_note(&o, rc);
         }
@@ -288,7 +329,7 @@ static tls_outcome tls_run(int v, long n, bool once)
             a = NULL; /* owned from here */
             ctx_note(&o, rc);
         }
-        if (rc == 0) {
+        if (rc == 0 && !rich) {
             rc = dx_tls_attach(t[1], b);
             b = NULL;
             ctx_note(&o, rc);
@@ -297,14 +338,41 @@ static tls_outcome tls_run(int v, long n, bool once)
             rc = dx_tls_set_servername(t[0], "localhost");
             ctx_note(&o, rc);
         }
+        if (rc == 0 && rich) {
+            /* a server object with an SNI context and ALPN; a client that
+             * offers ALPN and resumes a session of an earlier run */
+            rc = dx_tls_set_events(t[0], &tls_client_events, &su);
+            if (rc == 0)
+                rc = dx_tls_set_alpn_protocols(t[0], tls_alpn);
+            if (rc == 0 && tls_session_len[v])
+                rc = dx_tls_set_session(t[0], tls_session[v], tls_session_len[v]);
+            if (rc == 0)
+                rc = dx_tls_server_new(tls_sctx[v], &srv);
+            if (rc == 0)
+                rc = dx_tls_server_set_ticket_keys(srv, tls_ticket_keys);
+            if (rc == 0)
+                rc = dx_tls_server_add_context(srv, "localhost", tls_sctx[v]);
+            if (rc == 0)
+                rc = dx_tls_server_set_alpn_protocols(srv, tls_alpn);
+            ctx_note(&o, rc);
+        }
+    }
+    if (rc == 0 && rich) {
+        dx_tls_start(t[0]); /* the ClientHello waits in the pair */
+        dx_stream *tb = b;
+        b = NULL;
+        rc = dx_tls_server_accept(srv, tb, &t[1]); /* owns tb, also on failure */
+        ctx_note(&o, rc);
     }
     if (rc == 0) {
         for (int i = 0; i < 2; i++) {
             dx_tls_set_clock(t[i], h_fake_clock, NULL);
             h_rec_attach(&r[i], dx_tls_upper(t[i]));
         }
-        ck_assert_int_eq(dx_tls_start(t[1]), 0);
-        ck_assert_int_eq(dx_tls_start(t[0]), 0);
+        if (!rich) {
+            ck_assert_int_eq(dx_tls_start(t[1]), 0);
+            ck_assert_int_eq(dx_tls_start(t[0]), 0);
+        }
         for (int i = 0; i < 2; i++) {
             h_gen_fill(20 + (uint64_t)i, 0, buf, sizeof(buf));
             int w = dx_stream_write(dx_tls_upper(t[i]), buf, sizeof(buf));
@@ -335,6 +403,12 @@ static tls_outcome tls_run(int v, long n, bool once)
         }
         o.completed = !r[0].errors && !r[1].errors && r[0].received == TLS_LEN &&
                       r[1].received == TLS_LEN && r[0].closes && r[1].closes;
+        if (o.completed && rich && n < 0) {
+            ck_assert_str_eq(su.alpn, "h2");
+            if (!su.resumed)
+                ck_assert_uint_gt(su.sessions, 0);
+        }
+        o.resumed = su.resumed;
         if (!o.completed)
             ck_assert_msg(r[0].closes && r[1].closes, "n=%ld: a side never closed (%.*s / %.*s)",
                           n, (int)r[0].nlog, r[0].log, (int)r[1].nlog, r[1].log);
@@ -345,6 +419,7 @@ static tls_outcome tls_run(int v, long n, bool once)
     dx_tls_destroy(t[1]);
     dx_stream_destroy(a);
     dx_stream_destroy(b);
+    dx_tls_server_free(srv);
     return o;
 }
 
@@ -357,11 +432,14 @@ static tls_outcome tls_run(int v, long n, bool once)
 START_TEST(tls_every_failing_allocation_ends_cleanly)
 {
     int v = _i % 2 ? 3 : 2;
-    bool once = _i >= 2;
+    bool once = _i % 4 >= 2;
+    bool rich = _i >= 4;
     h_alloc_fail_openssl(true);
-    tls_outcome warm = tls_run(v, -1, false);
+    tls_outcome warm = tls_run(v, -1, false, rich);
     ck_assert(warm.completed);
-    tls_run(v, -1, false);
+    warm = tls_run(v, -1, false, rich);
+    ck_assert(warm.completed);
+    ck_assert(warm.resumed == rich); /* the rich runs resume the first one's session */
     /* OpenSSL keeps per-thread state (its error queue, whose data
      * buffers stay for reuse): released before each count */
     OPENSSL_thread_stop();
@@ -376,11 +454,11 @@ START_TEST(tls_every_failing_allocation_ends_cleanly)
 #endif
     long n = 0, runs = 0, completed = 0, failed_enomem = 0;
     for (;; n += step, runs++) {
-        tls_outcome o = tls_run(v, n, once);
+        tls_outcome o = tls_run(v, n, once, rich);
         long made = o.made;
         if (getenv("DX_TEST_DEBUG"))
-            fprintf(stderr, "n=%ld completed=%d %s %s\n", n, o.completed, o.names[0],
-                    o.names[1]);
+            fprintf(stderr, "n=%ld completed=%d %s %s %s\n", n, o.completed, o.names[0],
+                    o.names[1], o.setup_rc ? dx_err_name(o.setup_rc) : "");
         OPENSSL_thread_stop();
         ck_assert_msg(h_alloc_live() == live0, "n=%ld: %zu bytes of libduplex leaked", n,
                       h_alloc_live() - live0);
@@ -400,9 +478,9 @@ START_TEST(tls_every_failing_allocation_ends_cleanly)
      * ran out, also when OpenSSL reported it as one of its own errors. */
     ck_assert_msg(failed_enomem * 2 > runs - completed, "%ld of %ld failed runs with DX_ENOMEM",
                   failed_enomem, runs - completed);
-    fprintf(stderr, "alloc: TLS %s, %s: %ld allocation points (every %ld-th tried), %ld "
+    fprintf(stderr, "alloc: TLS %s%s, %s: %ld allocation points (every %ld-th tried), %ld "
                     "completed anyway, %ld with DX_ENOMEM\n", v == 3 ? "1.3" : "1.2",
-            once ? "the n-th only" : "from the n-th on", n, step, completed, failed_enomem);
+            rich ? " (server object, SNI, ALPN, resumption)" : "", once ? "the n-th only" : "from the n-th on", n, step, completed, failed_enomem);
 }
 END_TEST
 
@@ -417,7 +495,7 @@ Suite *alloc_suite(void)
     TCase *tls = tcase_create("tls");
     tcase_add_unchecked_fixture(tls, tls_setup, tls_teardown);
     tcase_set_timeout(tls, 300);
-    tcase_add_loop_test(tls, tls_every_failing_allocation_ends_cleanly, 0, 4);
+    tcase_add_loop_test(tls, tls_every_failing_allocation_ends_cleanly, 0, 8);
     suite_add_tcase(s, tls);
     return s;
 }

@@ -224,6 +224,17 @@ const char *dx_tls_verify_code_name(long code)
     return "UNSPECIFIED";
 }
 
+/* Empties OpenSSL's error queue: was any entry a failed allocation? */
+static bool drain_openssl_errors(void)
+{
+    bool oom = false;
+    unsigned long e;
+    while ((e = ERR_get_error()) != 0)
+        if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
+            oom = true;
+    return oom;
+}
+
 /* Did an allocation inside OpenSSL fail (the first error it queued, or
  * the last)? */
 static bool openssl_out_of_memory(void)
@@ -1995,14 +2006,11 @@ int dx_tls_set_session(dx_tls *t, const void *session, size_t len)
         return DX_EINVAL;
     const unsigned char *p = session;
     SSL_SESSION *s = d2i_SSL_SESSION(NULL, &p, (long)len);
-    if (!s) {
-        ERR_clear_error();
-        return DX_EINVAL;
-    }
-    int ok = SSL_set_session(t->ssl, s);
+    int ok = s && SSL_set_session(t->ssl, s);
     SSL_SESSION_free(s);
-    ERR_clear_error();
-    return ok ? 0 : DX_EINVAL;
+    /* bytes that are no session, or no memory to read them */
+    bool oom = drain_openssl_errors();
+    return ok ? 0 : oom ? DX_ENOMEM : DX_EINVAL;
 }
 
 int dx_tls_set_min_dh_size(dx_tls *t, unsigned bits)

@@ -387,7 +387,7 @@ DX_EXTERN int dx_tls_set_allow_truncation(dx_tls *t, bool allow);
  * per record. Default false. */
 DX_EXTERN int dx_tls_set_release_buffers(dx_tls *t, bool release);
 /* Client: a session from on_session to resume. Returns 0, DX_EINVAL
- * (a server, bytes that are not a session), DX_ESTATE. */
+ * (a server, bytes that are not a session), DX_ESTATE, DX_ENOMEM. */
 DX_EXTERN int dx_tls_set_session(dx_tls *t, const void *session, size_t len);
 /* Client: the smallest DH group size accepted from the server (Node's
  * minDHSize, default 1024); a smaller one fails with
