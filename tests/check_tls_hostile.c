@@ -1025,6 +1025,42 @@ START_TEST(tls13_floods_are_bounded)
 }
 END_TEST
 
+/* The same KeyUpdate flood, asking each time for one back, arriving in
+ * one piece (10,000 records in one write): the connection stops reading
+ * at the bound, so it answers no more than 33 of them. */
+START_TEST(key_update_flood_in_one_write)
+{
+    size_t live0 = h_alloc_live();
+    raw r;
+    raw_open(&r, 3, false);
+    conn s;
+    conn_open(&s, sctx[3], DX_TLS_SERVER);
+    ck_assert_int_eq(dx_tls_start(s.t), 0);
+    raw_pump(&r, &s);
+    ck_assert(SSL_is_init_finished(r.ssl) && s.secure && r.have_secret);
+    sealer z = {.seq = 0};
+    memcpy(z.secret, r.secret, 32);
+    buf flood = {0};
+    static const uint8_t ku_req[] = {24, 0, 0, 1, 1};
+    for (int i = 0; i < 10000; i++) {
+        seal(&z, 22, ku_req, sizeof(ku_req), &flood);
+        expand_label(z.secret, "traffic upd", z.secret, 32);
+        z.seq = 0;
+    }
+    uint64_t sent0 = s.sent;
+    conn_feed(&s, flood.p, flood.len);
+    const char *codes[] = {"ERR_SSL_TOO_MANY_KEY_UPDATES", NULL};
+    assert_failed_with(&s, codes, "KeyUpdates in one write");
+    /* each answer is one record: 5 of header, 5 of KeyUpdate, 1 of type,
+     * 16 of tag */
+    ck_assert_uint_le(s.sent - sent0, 33 * 27);
+    buf_free(&flood);
+    conn_close(&s);
+    raw_close(&r);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
 /* A TLS 1.2 server asks our client to renegotiate, again and again (50
  * HelloRequests, each answered by a full handshake): the client follows
  * each, keeps its memory flat (what the 10th renegotiation held, the
@@ -1218,6 +1254,7 @@ Suite *tls_hostile_suite(void)
     tcase_add_loop_test(bad, client_refuses_what_is_no_server_hello, 0, 4);
     tcase_add_loop_test(bad, handshake_fed_one_byte_per_second_times_out, 0, 2);
     tcase_add_loop_test(bad, tls13_floods_are_bounded, 0, 2 * FLOOD_KINDS);
+    tcase_add_test(bad, key_update_flood_in_one_write);
     tcase_add_loop_test(bad, renegotiation_flood_from_a_server, 0, 2);
     tcase_add_loop_test(bad, renegotiation_flood_from_a_client, 0, 2);
     tcase_add_loop_test(bad, oversized_record_after_the_handshake, 0, 4);

@@ -345,6 +345,12 @@ static int bio_read(BIO *b, char *out, int outl)
 {
     dx_tls *f = BIO_get_data(b);
     BIO_clear_retry_flags(b);
+    if (f->key_updates_in > MAX_KEY_UPDATES) {
+        /* a KeyUpdate flood: OpenSSL reads no further, the engine fails
+         * the connection once the call returns */
+        BIO_set_retry_read(b);
+        return -1;
+    }
     size_t want = (size_t)outl, got = 0;
     while (got < want && f->inq.bytes) {
         dx_iov v;
