@@ -10,8 +10,10 @@
  *
  * The sweeps (a cut at every byte offset of a handshake, a bit flipped at
  * every offset, both directions, TLS 1.2 and 1.3) run one handshake per
- * offset. Under valgrind they try every H_SAMPLE-th offset only (the
- * offsets in between are alike: same record, same field).
+ * offset, in about 4 s in all. Under valgrind (RUNNING_ON_VALGRIND, from
+ * the valgrind package's header) they try every 23rd offset only, which
+ * still reaches every record and most fields; DX_TEST_SAMPLE=k sets
+ * another step.
  */
 #include "config.h"
 
