@@ -1068,6 +1068,34 @@ START_TEST(key_update_flood_in_one_write)
 }
 END_TEST
 
+/* A peer that renews keys while data moves is no flood: 100 KeyUpdates
+ * from a server (each asking for ours in return) between writes of our
+ * client's, during a long upload the server never answers. */
+START_TEST(key_updates_between_writes_are_no_flood)
+{
+    size_t live0 = h_alloc_live();
+    raw r;
+    raw_open(&r, 3, true);
+    conn c;
+    conn_open(&c, cctx[3], DX_TLS_CLIENT);
+    ck_assert_int_eq(dx_tls_start(c.t), 0);
+    raw_pump(&r, &c);
+    ck_assert(SSL_is_init_finished(r.ssl) && c.secure);
+    static uint8_t chunk[1000];
+    for (int i = 0; i < 100; i++) {
+        ck_assert_int_ge(dx_stream_write(dx_tls_upper(c.t), chunk, sizeof(chunk)), 0);
+        raw_pump(&r, &c);
+        ck_assert_int_eq(SSL_key_update(r.ssl, SSL_KEY_UPDATE_REQUESTED), 1);
+        ck_assert_int_eq(SSL_do_handshake(r.ssl), 1);
+        raw_pump(&r, &c);
+        ck_assert_msg(!conn_failed(&c), "after %d: %s", i, c.rec.error_name);
+    }
+    conn_close(&c);
+    raw_close(&r);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
 /* A TLS 1.2 server asks our client to renegotiate, again and again (50
  * HelloRequests, each answered by a full handshake): the client follows
  * each, keeps its memory flat (what the 10th renegotiation held, the
@@ -1262,6 +1290,7 @@ Suite *tls_hostile_suite(void)
     tcase_add_loop_test(bad, handshake_fed_one_byte_per_second_times_out, 0, 4);
     tcase_add_loop_test(bad, tls13_floods_are_bounded, 0, 2 * FLOOD_KINDS);
     tcase_add_test(bad, key_update_flood_in_one_write);
+    tcase_add_test(bad, key_updates_between_writes_are_no_flood);
     tcase_add_loop_test(bad, renegotiation_flood_from_a_server, 0, 2);
     tcase_add_loop_test(bad, renegotiation_flood_from_a_client, 0, 2);
     tcase_add_loop_test(bad, oversized_record_after_the_handshake, 0, 4);

@@ -48,8 +48,8 @@
 #define OUT_MARK ((size_t)2 * 16384)
 /* Largest record payload. */
 #define RECORD_MAX 16384
-/* KeyUpdates a peer may send in a row with no data between (OpenSSL's
- * own bound, which its 3.0 series does not enforce). */
+/* KeyUpdates a peer may send in a row with no data between, either way
+ * (OpenSSL's own bound, which its 3.0 series does not enforce). */
 #define MAX_KEY_UPDATES 32u
 
 
@@ -1106,6 +1106,7 @@ static void step_write(dx_tls *f)
         int r = SSL_write(f->ssl, p, (int)n);
         if (r > 0) {
             f->retry_len = 0;
+            f->key_updates_in = 0; /* the peer's KeyUpdates renew keys in use */
             advance_clear(f, (size_t)r);
             f->stats.clear_out += (uint64_t)r;
             dx_tls_activity(f);

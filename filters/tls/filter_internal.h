@@ -140,7 +140,7 @@ struct dx_tls {
     bool started, hs_done, secure_emitted, failed, dead;
     bool oom; /* an allocation of ours failed under OpenSSL */
     bool key_update; /* a KeyUpdate to send */
-    unsigned key_updates_in; /* the peer's KeyUpdates since its last data */
+    unsigned key_updates_in; /* the peer's KeyUpdates since data moved */
     bool got_input; /* bytes went to OpenSSL: the idle timer starts over */
     const dx_error *own_err; /* during dx_tls_fail(): the error being reported */
     bool running, again, in_step, flushing;

@@ -49,7 +49,8 @@
  *    its own layer and name ("pair", "fd", ...: EIO, EPIPE, ...).
  *    Memory that ran out, in libduplex or inside OpenSSL, is DX_ENOMEM.
  *    A peer that sends more than 32 KeyUpdates with no data between them
- *    fails the connection with "ERR_SSL_TOO_MANY_KEY_UPDATES" (OpenSSL
+ *    (neither way) fails the connection with
+ *    "ERR_SSL_TOO_MANY_KEY_UPDATES" (OpenSSL
  *    bounds empty records and warning alerts itself:
  *    "ERR_SSL_RECORD_TOO_SMALL", "ERR_SSL_TOO_MANY_WARN_ALERTS").
  *  - A failure fails both streams (and, attached, the transport).
