@@ -148,6 +148,9 @@ void ix_spawn(h_peer *p, const char *fmt, ...) __attribute__((format(printf, 2, 
 /* Waits for the peer to print text (without a connection to drive);
  * fails the case with the peer's output if it does not. */
 void ix_expect_output(h_peer *p, const char *text);
+/* The end of what the peer printed (at most 1500 bytes), for failure
+ * messages, which Check cannot carry much longer. */
+const char *ix_out(h_peer *p);
 /* Waits for the peer to exit (up to IX_WAIT_MS, then kills it) and
  * returns its status (-1: killed). */
 int ix_stop(h_peer *p);
