@@ -15,7 +15,9 @@
  *   IX_ONLY=TEXT   run only the cases whose "peer direction case" holds
  *                  TEXT (several: separated by '|')
  *   IX_TABLE=PATH  where the Markdown table goes
- *   IX_VERBOSE=1   cases print what their peers printed
+ *   IX_VERBOSE=1   cases print the commands they run and what their
+ *                  peers printed
+ *   IX_KEEP=1      keep the certificates and the cases' files afterwards
  *
  * A PEER FILE (tests/interop/<peer>.c) defines one function,
  *     void ix_register_<peer>(void);
@@ -121,6 +123,11 @@ typedef struct ix_fixture {
     const uint8_t *payload_data;
     char payload_sha256[65];   /* hex */
     const char *hello_file;    /* a short line, "hello from the peer\n", a file */
+    /* IX_PAYLOAD bytes of text (lines of 63 letters and digits), for
+     * peers that take only text (gnutls-serv --echo). */
+    const char *text_payload;
+    const uint8_t *text_payload_data;
+    char text_payload_sha256[65];
 } ix_fixture;
 
 #define IX_PAYLOAD ((size_t)10 << 20)
@@ -154,6 +161,11 @@ const char *ix_out(h_peer *p);
 /* Waits for the peer to exit (up to IX_WAIT_MS, then kills it) and
  * returns its status (-1: killed). */
 int ix_stop(h_peer *p);
+/* Waits up to IX_WAIT_MS for the peer to exit by itself, its standard
+ * input left open; its exit status, or -1 if it still runs. */
+int ix_wait_exit(h_peer *p);
+/* Kills a peer that never exits by itself (a server), and reaps it. */
+void ix_kill(h_peer *p);
 
 /*
  * Moves the case into a network namespace of its own, with only its own

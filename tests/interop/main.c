@@ -299,6 +299,16 @@ static void make_fixture(void)
     fixture.payload_data = payload;
     fixture.payload = put("payload.bin", payload, IX_PAYLOAD);
     ix_sha256(payload, IX_PAYLOAD, fixture.payload_sha256);
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint8_t *text = malloc(IX_PAYLOAD);
+    if (!text)
+        abort();
+    for (size_t i = 0; i < IX_PAYLOAD; i++)
+        text[i] = i % 64 == 63 ? '\n' : (uint8_t)alphabet[payload[i] % 64];
+    fixture.text_payload_data = text;
+    fixture.text_payload = put("payload.txt", text, IX_PAYLOAD);
+    ix_sha256(text, IX_PAYLOAD, fixture.text_payload_sha256);
     static const char hello[] = "hello from the peer\n";
     fixture.hello_file = put("hello.txt", hello, strlen(hello));
 }
@@ -313,6 +323,11 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 
 static void remove_fixture(void)
 {
+    const char *keep = getenv("IX_KEEP");
+    if (keep && *keep && strcmp(keep, "0") != 0) {
+        printf("files kept in %s\n", fixture_dir);
+        return;
+    }
     if (fixture_dir[0])
         nftw(fixture_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }

@@ -116,6 +116,30 @@ const char *ix_out(h_peer *p)
     return n > 1500 ? all + n - 1500 : all;
 }
 
+int ix_wait_exit(h_peer *p)
+{
+    int64_t end = h_now_ms() + IX_WAIT_MS;
+    while (h_now_ms() < end) {
+        int status;
+        h_peer_output(p);
+        pid_t r = waitpid(p->pid, &status, WNOHANG);
+        if (r == p->pid) {
+            p->pid = 0;
+            h_peer_stop(p, 0); /* closes the pipes */
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        }
+        usleep(5000);
+    }
+    return -1;
+}
+
+void ix_kill(h_peer *p)
+{
+    h_peer_stop(p, 0);
+    if (verbose())
+        fprintf(stderr, "[%s] peer output:\n%s\n", ix_case_dir(), h_peer_output(p));
+}
+
 int ix_stop(h_peer *p)
 {
     int status = h_peer_stop(p, IX_WAIT_MS);
