@@ -100,6 +100,7 @@ void ix_register_keylog(void);
 typedef struct ix_pair {
     const char *cert; /* PEM file */
     const char *key;  /* PEM file (PKCS#8) */
+    const char *chain; /* PEM file: the certificate, then its CA */
     dx_pki_cert *pki; /* the object, for in-memory contexts */
 } ix_pair;
 
@@ -144,6 +145,8 @@ char *ix_slurp(const char *path, size_t *len);
 
 /* The built dxtls ($top_builddir/dxtls). */
 const char *ix_dxtls(void);
+/* The port a dxtls listening on tcp-listen:127.0.0.1:0 printed. */
+unsigned ix_dxtls_port(h_peer *p);
 
 /*
  * Starts a peer through /bin/sh -c "exec CMD", so that CMD may redirect

@@ -231,6 +231,16 @@ static ix_pair pair(const dx_pki_cert *issuer, const char *name, dx_pki_key_type
     p.cert = put(n, dx_pki_cert_pem(p.pki), strlen(dx_pki_cert_pem(p.pki)));
     snprintf(n, sizeof(n), "%s.key", name);
     p.key = put(n, dx_pki_key_pem(p.pki), strlen(dx_pki_key_pem(p.pki)));
+    snprintf(n, sizeof(n), "%s-chain.pem", name);
+    const char *leaf = dx_pki_cert_pem(p.pki), *ca = dx_pki_cert_pem(issuer);
+    size_t ll = strlen(leaf), cl = strlen(ca);
+    char *both = malloc(ll + cl);
+    if (!both)
+        abort();
+    memcpy(both, leaf, ll);
+    memcpy(both + ll, ca, cl);
+    p.chain = put(n, both, ll + cl);
+    free(both);
     return p;
 }
 

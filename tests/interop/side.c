@@ -148,6 +148,15 @@ int ix_stop(h_peer *p)
     return status;
 }
 
+unsigned ix_dxtls_port(h_peer *p)
+{
+    ix_expect_output(p, "listening on 127.0.0.1:");
+    const char *at = strstr(h_peer_output(p), "listening on 127.0.0.1:");
+    unsigned port = 0;
+    ck_assert_int_eq(sscanf(at, "listening on 127.0.0.1:%u", &port), 1);
+    return port;
+}
+
 /* ---- the network ------------------------------------------------------------------- */
 
 static void write_file(const char *path, const char *text)
