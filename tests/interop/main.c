@@ -104,11 +104,15 @@ static void first_line(const char *const *argv, char *out, size_t cap)
         waitpid(pid, &status, 0);
     if (pid <= 0 || !WIFEXITED(status) || WEXITSTATUS(status) == 127)
         return;
-    char *nl = strchr(buf, '\n');
+    char *line = buf;
+    /* Wireshark's tools warn about root first. */
+    while (!strncmp(line, "Running as user", 15) && strchr(line, '\n'))
+        line = strchr(line, '\n') + 1;
+    char *nl = strchr(line, '\n');
     if (nl)
         *nl = '\0';
-    size_t len = strlen(buf) < cap - 1 ? strlen(buf) : cap - 1;
-    memcpy(out, buf, len);
+    size_t len = strlen(line) < cap - 1 ? strlen(line) : cap - 1;
+    memcpy(out, line, len);
     out[len] = '\0';
 }
 
