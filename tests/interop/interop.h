@@ -45,6 +45,13 @@
  * over the connection and, optionally, a peer's output. A conn records
  * what happened (secure, protocol, ALPN, errors by name, the sha256 of
  * what it received, close_notify) for the case to assert.
+ *
+ * A PEER ON PIPES (TLS over its standard input and output): start it with
+ * h_peer_start_fds(&p, argv, NULL, 0, errfd), errfd a file opened on
+ * ix_path("stderr") (its diagnostics must not mix with the records), then
+ * ix_conn_open(&c, s, p.out, p.in) and set p.in = p.out = -1: the conn
+ * owns the pipes from then on (ix_end() closes the peer's input after
+ * close_notify), and h_peer_stop() only waits for the peer.
  */
 #ifndef DX_TESTS_INTEROP_H
 #define DX_TESTS_INTEROP_H
