@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -426,8 +429,53 @@ static void print_table(FILE *f, bool markdown)
             pass, fail, unsupported);
 }
 
+/*
+ * The runner is the subreaper of everything the cases start: a program a
+ * peer started itself (dxtls's children) and left behind when its case
+ * died comes here, and is ended and reaped at the end of the run.
+ */
+static void kill_children(pid_t self)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char path[300], buf[512];
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *rp = strrchr(buf, ')'); /* after the command's name */
+        int ppid = 0;
+        char state;
+        if (rp && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == self)
+            kill((pid_t)atoi(e->d_name), SIGKILL);
+    }
+    if (d)
+        closedir(d);
+}
+
+static void end_orphans(void)
+{
+    /* Killing one may hand us its own children: a few rounds. */
+    for (int round = 0; round < 100; round++) {
+        kill_children(getpid());
+        pid_t r;
+        while ((r = waitpid(-1, NULL, WNOHANG)) > 0)
+            ;
+        if (r < 0) /* ECHILD: nothing left */
+            return;
+        usleep(20000);
+    }
+}
+
 int main(void)
 {
+#ifdef PR_SET_CHILD_SUBREAPER
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+#endif
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (EVP_default_properties_is_fips_enabled(NULL))
         fprintf(stderr, "interop: FIPS mode\n");
@@ -451,6 +499,7 @@ int main(void)
     collect(sr);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    end_orphans();
 
     printf("\n");
     print_table(stdout, false);
