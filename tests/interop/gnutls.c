@@ -273,8 +273,10 @@ static void cli_to_lib(const void *arg)
     case G_OCSP:
         opts.ocsp = opts.cert == &IX->rsa ? IX->ocsp_rsa : IX->ocsp_ecdsa;
         /* GnuTLS 3.7 calls dx_pki's responses invalid ("The received
-         * OCSP status response is invalid"): --insecure lets it go on,
-         * and the case checks that the staple it saved is ours. */
+         * OCSP status response is invalid"): they name the responder by
+         * key hash and carry no certificate, and GnuTLS looks signers up
+         * in its trust list by name only. --insecure lets it go on, and
+         * the case checks that the staple it saved is ours. */
         snprintf(extra, sizeof(extra), "--insecure --save-ocsp %s", ix_path("ocsp.der"));
         break;
     case G_TO_PEER:
