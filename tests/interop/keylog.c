@@ -25,6 +25,7 @@
 typedef struct kspec {
     dx_tls_role role; /* ours */
     const char *version;
+    bool dxtls; /* dxtls --keylog is our side (a client) */
 } kspec;
 
 static void to_hex(const char *text, char *out)
@@ -106,6 +107,27 @@ static void keylog_proof(const void *arg)
     ix_side *s;
     ix_conn c;
     const char *vflag = !strcmp(k->version, "1.2") ? "-tls1_2" : "-tls1_3";
+    if (k->dxtls) {
+        /* dxtls's input ends after our line: it sends close_notify, the
+         * peer answers, dxtls exits 0. */
+        ix_spawn(&p, "openssl s_server -accept 127.0.0.1:%u -cert %s -key %s %s -naccept 1",
+                 port, IX->ecdsa.cert, IX->ecdsa.key, vflag);
+        ix_expect_output(&p, "ACCEPT");
+        h_peer cl;
+        ix_spawn(&cl, "%s --ca %s --servername localhost --keylog %s - tcp:127.0.0.1:%u",
+                 ix_dxtls(), IX->ca, keylog, port);
+        h_peer_write(&p, theirs);
+        h_peer_write(&cl, ours);
+        ix_expect_output(&cl, theirs);
+        ix_expect_output(&p, ours);
+        h_peer_close_input(&cl);
+        int st = ix_wait_exit(&cl);
+        ck_assert_msg(st == 0, "dxtls exited %d: %s", st, ix_out(&cl));
+        h_peer_free(&cl);
+        ix_stop(&p);
+        h_peer_free(&p);
+        goto captured;
+    }
     if (k->role == DX_TLS_CLIENT) {
         ix_spawn(&p, "openssl s_server -accept 127.0.0.1:%u -cert %s -key %s %s -naccept 1",
                  port, IX->ecdsa.cert, IX->ecdsa.key, vflag);
@@ -136,6 +158,7 @@ static void keylog_proof(const void *arg)
     ix_side_free(s);
     ix_stop(&p);
     h_peer_free(&p);
+captured:;
     /* dumpcap gets packets in batches: wait until both ends (FIN or RST) are in the
      * file, as a stop now would drop the batch under way. */
     int64_t end = h_now_ms() + IX_WAIT_MS;
@@ -183,16 +206,22 @@ void ix_register_keylog(void)
 {
     ix_peer(PEER, (const char *const[]){"tshark", "--version", NULL});
     static const kspec specs[] = {
-        {DX_TLS_CLIENT, "1.3"},
-        {DX_TLS_SERVER, "1.3"},
-        {DX_TLS_CLIENT, "1.2"},
-        {DX_TLS_SERVER, "1.2"},
+        {DX_TLS_CLIENT, "1.3", false},
+        {DX_TLS_SERVER, "1.3", false},
+        {DX_TLS_CLIENT, "1.2", false},
+        {DX_TLS_SERVER, "1.2", false},
+#ifdef HAVE_LIBUV
+        {DX_TLS_CLIENT, "1.3", true},
+#endif
     };
-    for (int i = 0; i < 4; i++) {
+    for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
         char name[128];
         snprintf(name, sizeof(name), "TLS %s: a capture decrypted by tshark with our key log",
                  specs[i].version);
-        ix_case(PEER, specs[i].role == DX_TLS_CLIENT ? IX_LIB " → s_server" : "s_client → " IX_LIB,
+        ix_case(PEER,
+                specs[i].dxtls                     ? IX_DXTLS " → s_server"
+                : specs[i].role == DX_TLS_CLIENT ? IX_LIB " → s_server"
+                                                   : "s_client → " IX_LIB,
                 name, keylog_proof, &specs[i]);
     }
 }
