@@ -101,6 +101,8 @@ void ix_register_openssl(void);
 void ix_register_gnutls(void);
 void ix_register_curl(void);
 void ix_register_keylog(void);
+void ix_register_node(void);
+void ix_register_python(void);
 
 /* ---- the certificates and the data: made once, before any case ------------------- */
 

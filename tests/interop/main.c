@@ -30,6 +30,8 @@ static const struct {
     {"gnutls", ix_register_gnutls},
     {"curl", ix_register_curl},
     {"keylog", ix_register_keylog},
+    {"node", ix_register_node},
+    {"python", ix_register_python},
 };
 
 /* ---- the registry --------------------------------------------------------------- */

@@ -6,10 +6,10 @@
 // client is tls.connect({socket: duplex}), the server
 // new tls.TLSSocket(duplex, {isServer: true, secureContext}).
 //
-// After each handshake it sends --send bytes of the pattern (byte i is
-// i % 251), echoes what arrives with --echo, and ends its side (close_notify)
-// once the other side has ended and its own bytes are out. Then it prints one
-// line of JSON per connection on standard error (or --report-fd): see report().
+// After each handshake it sends the --send file, echoes what arrives with
+// --echo, and ends its side (close_notify) once the other side has ended and
+// its own bytes are out. Then it prints one line of JSON per connection on
+// standard error (or --report-fd): see report() and describe().
 'use strict';
 
 const crypto = require('crypto');
@@ -28,12 +28,12 @@ const USAGE = `usage: node-peer.js --client|--server --connect PORT|--listen POR
   --insecure                          client: go on with an unverified server
   --no-tickets                        server: no session tickets (session ids instead)
   --connections N                     connections in a row; a client resumes the last session
-  --send N                            bytes to send after the handshake
+  --send FILE                         what to send after the handshake
   --echo                              send back what arrives
   --report-fd FD                      where the JSON lines go (default 2)`;
 
 function parseArgs(argv) {
-    const o = { connections: 1, send: 0, sni: [], reportFd: 2 };
+    const o = { connections: 1, sni: [], reportFd: 2 };
     const valued = {
         '--connect': (v) => { o.transport = 'tcp'; o.port = Number(v); },
         '--listen': (v) => { o.transport = 'tcp'; o.port = Number(v); },
@@ -46,7 +46,7 @@ function parseArgs(argv) {
         '--servername': (v) => { o.servername = v; },
         '--sni': (v) => { o.sni.push(v.split(':')); },
         '--connections': (v) => { o.connections = Number(v); },
-        '--send': (v) => { o.send = Number(v); },
+        '--send': (v) => { o.send = v; },
         '--report-fd': (v) => { o.reportFd = Number(v); },
     };
     const flags = {
@@ -88,29 +88,24 @@ function report(fields) {
 
 // ---- the data phase, the same for every connection ------------------------
 
-function pattern(offset, len) {
-    const b = Buffer.alloc(len);
-    for (let i = 0; i < len; i++)
-        b[i] = (offset + i) % 251;
-    return b;
-}
+const toSend = opts.send ? fs.readFileSync(opts.send) : Buffer.alloc(0);
 
-// Sends the pattern (once the handshake is done), echoes, counts and hashes
+// Sends the file (once the handshake is done), echoes, counts and hashes
 // what arrives; calls done(result) once the socket has closed. rawEnded() tells whether the transport under the
 // TLS socket has already reported EOF (null when that cannot be seen).
 function exchange(socket, rawEnded, done) {
     const hash = crypto.createHash('sha256');
     const r = { received: 0, sent: 0, close_notify: null, error: null };
-    let sending = opts.send > 0, ended = false;
+    let sending = toSend.length > 0, ended = false;
 
     const maybeEnd = () => {
         if (ended && !sending && socket.writable)
             socket.end();
     };
     const pump = () => {
-        while (r.sent < opts.send) {
-            const n = Math.min(65536, opts.send - r.sent);
-            const more = socket.write(pattern(r.sent, n));
+        while (r.sent < toSend.length) {
+            const n = Math.min(65536, toSend.length - r.sent);
+            const more = socket.write(toSend.subarray(r.sent, r.sent + n));
             r.sent += n;
             if (!more)
                 return socket.once('drain', pump);
@@ -134,7 +129,7 @@ function exchange(socket, rawEnded, done) {
         ended = true;
         maybeEnd();
     });
-    socket.on('error', (err) => { r.error = r.error || err.code || err.message; if (process.env.PEER_DEBUG) process.stderr.write(err.stack + '\n'); });
+    socket.on('error', (err) => { r.error = r.error || err.code || err.message; });
     socket.on('close', () => {
         r.sha256 = hash.digest('hex');
         done(r);
