@@ -1,12 +1,14 @@
 /* The interop cases of Node.js's tls module (peers/node-peer.js, scripted.h). */
 #include "config.h"
 
+#include <stdlib.h>
+
 #include "interop.h"
 #include "scripted.h"
 
 void ix_register_node(void)
 {
-    static const sp_peer node = {
+    static sp_peer node = {
         .name = "node",
         .program = "node",
         .script = "node-peer.js",
@@ -22,7 +24,10 @@ void ix_register_node(void)
                                   "without tickets is named by its PSK identity: stored "
                                   "('newSession'), never found",
     };
-    ix_peer(node.name, (const char *const[]){"node", "-p",
+    const char *env = getenv("IX_NODE");
+    if (env && *env)
+        node.program = env;
+    ix_peer(node.name, (const char *const[]){node.program, "-p",
                                               "`Node.js ${process.version}, OpenSSL "
                                               "${process.versions.openssl}`",
                                               NULL});

@@ -1,6 +1,7 @@
 /* The interop cases of Python's ssl module (peers/python-peer.py, scripted.h). */
 #include "config.h"
 
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "interop.h"
@@ -8,8 +9,8 @@
 
 void ix_register_python(void)
 {
-    /* Debian's python3, whose ssl module is linked with the system's
-     * OpenSSL, rather than whichever python3 comes first in PATH. */
+    /* $IX_PYTHON, or Debian's python3, whose ssl module is linked with the
+     * system's OpenSSL, rather than whichever python3 comes first in PATH. */
     static sp_peer python = {
         .name = "python",
         .program = "python3",
@@ -19,7 +20,10 @@ void ix_register_python(void)
         .stdio_client = "SSLObject",
         .stdio_server = "SSLObject server",
     };
-    if (access("/usr/bin/python3", X_OK) == 0)
+    const char *env = getenv("IX_PYTHON");
+    if (env && *env)
+        python.program = env;
+    else if (access("/usr/bin/python3", X_OK) == 0)
         python.program = "/usr/bin/python3";
     ix_peer(python.name,
             (const char *const[]){python.program, "-c",

@@ -3,6 +3,9 @@
  * Python's ssl module, which take the same options and print the same JSON
  * line per connection, so one matrix of cases (scripted.c) serves both;
  * node.c and python.c describe each one and what it cannot do.
+ *
+ * The interpreters: $IX_NODE (default: node in PATH) and $IX_PYTHON
+ * (default: /usr/bin/python3 if present, else python3 in PATH).
  */
 #ifndef DX_TESTS_INTEROP_SCRIPTED_H
 #define DX_TESTS_INTEROP_SCRIPTED_H
