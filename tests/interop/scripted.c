@@ -160,6 +160,14 @@ static const char *peer_text(sp_run *r)
     return r->text ? r->text : "";
 }
 
+/* The end of it, for failure messages (as ix_out). */
+static const char *peer_tail(sp_run *r)
+{
+    const char *all = peer_text(r);
+    size_t n = strlen(all);
+    return n > 1500 ? all + n - 1500 : all;
+}
+
 /* h_peer for ix_wait: none over stdio, where its output is the connection. */
 static h_peer *pp(sp_run *r) { return r->k->stdio ? NULL : &r->p; }
 
@@ -168,7 +176,7 @@ static h_peer *pp(sp_run *r) { return r->k->stdio ? NULL : &r->p; }
 static void peer_exit(sp_run *r)
 {
     int status = ix_stop(&r->p);
-    ck_assert_msg(status == 0, "the peer exited with %d: %s", status, peer_text(r));
+    ck_assert_msg(status == 0, "the peer exited with %d: %s", status, peer_tail(r));
 }
 
 /* The peer's report of its n-th connection (0-based). */
@@ -188,7 +196,7 @@ static void peer_line(sp_run *r, int n, char *line, size_t cap)
         }
         s += len + (nl ? 1 : 0);
     }
-    ck_abort_msg("no report of connection %d from the peer: %s", n, text);
+    ck_abort_msg("no report of connection %d from the peer: %s", n, peer_tail(r));
 }
 
 /* A field of the report equals want ("true", "TLSv1.3", ...). */
@@ -242,11 +250,11 @@ static void echo_and_close(sp_run *r)
     ck_assert_str_eq(c->protocol, r->k->version);
     ix_send(c, hello, strlen(hello), false);
     ck_assert_msg(ix_wait(c, pp(r), ix_has_text, (void *)hello) && !c->failed, "%s %s; %s",
-                  c->error, c->error_msg, peer_text(r));
+                  c->error, c->error_msg, peer_tail(r));
     ix_end(c);
     ck_assert(ix_wait(c, pp(r), ix_is_closed, NULL));
     ck_assert_msg(c->clean_end && !c->failed, "no close_notify from the peer: %s %s; %s",
-                  c->error, c->error_msg, peer_text(r));
+                  c->error, c->error_msg, peer_tail(r));
     ck_assert_uint_eq(c->received, strlen(hello));
 }
 
@@ -260,7 +268,7 @@ static const char *refused(sp_run *r)
     if (!c->failed)
         ix_send(c, hello, strlen(hello), false);
     ck_assert(ix_wait(c, pp(r), ix_is_closed, NULL));
-    ck_assert_msg(c->failed || !c->clean_end, "the connection went on: %s", peer_text(r));
+    ck_assert_msg(c->failed || !c->clean_end, "the connection went on: %s", peer_tail(r));
     return c->failed ? c->error : "closed without close_notify";
 }
 
@@ -414,7 +422,7 @@ static void lib_client_resume(const void *arg)
     ix_side_resume(r.side, true);
     lib_open(&r, &o);
     echo_and_close(&r);
-    ck_assert_msg(r.c.reused, "not resumed: %s", peer_text(&r));
+    ck_assert_msg(r.c.reused, "not resumed: %s", peer_tail(&r));
     peer_exit(&r);
     char line[2048];
     peer_ok(&r, 0, strlen(hello), NULL, line, sizeof(line));
@@ -442,7 +450,7 @@ static void transfer(sp_run *r, int variant)
     ck_assert(ix_wait(c, pp(r), ix_is_closed, NULL));
     int64_t ms = h_now_ms() - t0;
     ck_assert_msg(c->clean_end && !c->failed, "%s %s; %s", c->error, c->error_msg,
-                  peer_text(r));
+                  peer_tail(r));
     peer_exit(r);
     char line[2048];
     if (variant == 0) {
@@ -579,7 +587,7 @@ static void peer_client_cert(const void *arg)
         note_secure(&r.c, "we verified the peer's");
     } else {
         ck_assert(ix_wait(&r.c, pp(&r), ix_is_closed, NULL));
-        ck_assert_msg(r.c.failed, "accepted: %s", peer_text(&r));
+        ck_assert_msg(r.c.failed, "accepted: %s", peer_tail(&r));
         peer_exit(&r);
         peer_line(&r, 0, line, sizeof(line));
         expect(line, "ok", "false");
@@ -605,7 +613,7 @@ static void peer_client_resume(const void *arg)
     lib_close(&r);
     lib_open(&r, &o);
     echo_and_close(&r);
-    ck_assert_msg(r.c.reused, "not resumed: %s", peer_text(&r));
+    ck_assert_msg(r.c.reused, "not resumed: %s", peer_tail(&r));
     peer_exit(&r);
     char line[2048];
     peer_ok(&r, 1, strlen(hello), NULL, line, sizeof(line));
