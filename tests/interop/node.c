@@ -23,6 +23,8 @@ void ix_register_node(void)
                                   "ClientHello's legacy session id, but a TLS 1.3 session "
                                   "without tickets is named by its PSK identity: stored "
                                   "('newSession'), never found",
+        .no_ocsp_stdio_server = "a TLSSocket made without a tls.Server has no 'OCSPRequest' "
+                                "event to answer: it never staples",
     };
     const char *env = getenv("IX_NODE");
     if (env && *env)
@@ -32,4 +34,11 @@ void ix_register_node(void)
                                               "${process.versions.openssl}`",
                                               NULL});
     sp_register(&node);
+    /* The PSK cases run its server with TLS_AES_128_GCM_SHA256 alone (see
+     * node-peer.js); with its default suites it does this: */
+    ix_unsupported(node.name, IX_LIB " → tls.Server",
+                   "TLS 1.3, TCP: PSK, the server's default cipher suites",
+                   "its PSK callbacks bind the key to SHA-256, and tls.Server, picking "
+                   "TLS_AES_256_GCM_SHA384 first, drops the PSK and answers with its "
+                   "certificate");
 }

@@ -19,6 +19,9 @@ void ix_register_python(void)
         .tcp_server = "SSLSocket server",
         .stdio_client = "SSLObject",
         .stdio_server = "SSLObject server",
+        .no_psk = "its ssl module has no pre-shared keys before Python 3.13",
+        .no_ocsp = "its ssl module has no OCSP stapling, neither for SSLSocket nor for "
+                   "SSLObject",
     };
     const char *env = getenv("IX_PYTHON");
     if (env && *env)

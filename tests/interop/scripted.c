@@ -496,6 +496,46 @@ static void lib_client_truncates(const void *arg)
     run_free(&r);
 }
 
+/* A pre-shared key, the peer's server having a certificate too. */
+static void lib_client_psk(const void *arg)
+{
+    const sp_case *k = arg;
+    sp_run r;
+    peer_start(&r, k, true, "--cert %s --key %s --psk %s:%s --echo", k->cert->cert,
+               k->cert->key, IX->psk_identity, IX->psk_hex);
+    ix_opts o = client_opts();
+    o.psk = true;
+    lib_open(&r, &o);
+    echo_and_close(&r);
+    ck_assert(r.c.authorized);
+    ck_assert_str_eq(r.c.peer_cn, "");
+    peer_exit(&r);
+    char line[2048];
+    peer_ok(&r, 0, strlen(hello), NULL, line, sizeof(line));
+    note_secure(&r.c, "no certificate");
+    run_free(&r);
+}
+
+/* The peer staples an OCSP response; we ask for it and verify it. */
+static void lib_client_ocsp(const void *arg)
+{
+    const sp_case *k = arg;
+    sp_run r;
+    peer_start(&r, k, true, "--cert %s --key %s --ocsp %s --echo", IX->ecdsa.cert,
+               IX->ecdsa.key, IX->ocsp_ecdsa);
+    ix_opts o = client_opts();
+    o.request_ocsp = true;
+    lib_open(&r, &o);
+    echo_and_close(&r);
+    ck_assert(r.c.ocsp_stapled);
+    ck_assert_msg(r.c.ocsp_result == DX_TLS_OCSP_GOOD, "OCSP result %d", (int)r.c.ocsp_result);
+    peer_exit(&r);
+    char line[2048];
+    peer_ok(&r, 0, strlen(hello), NULL, line, sizeof(line));
+    note_secure(&r.c, "staple verified: good");
+    run_free(&r);
+}
+
 /* ---- the cases: libduplex as server ----------------------------------------------------- */
 
 static ix_opts server_opts(const sp_case *k)
@@ -653,6 +693,43 @@ static void peer_client_truncates(const void *arg)
     run_free(&r);
 }
 
+static void peer_client_psk(const void *arg)
+{
+    const sp_case *k = arg;
+    sp_run r;
+    peer_start(&r, k, false, PEER_CLIENT " --psk %s:%s --echo", IX->psk_identity, IX->psk_hex);
+    ix_opts o = server_opts(k);
+    o.psk = true;
+    lib_open(&r, &o);
+    echo_and_close(&r);
+    peer_exit(&r);
+    char line[2048];
+    peer_ok(&r, 0, strlen(hello), NULL, line, sizeof(line));
+    expect(line, "peer_cn", "null");
+    note_secure(&r.c, NULL);
+    run_free(&r);
+}
+
+/* We staple an OCSP response; the peer asks for it and gets its bytes. */
+static void peer_client_ocsp(const void *arg)
+{
+    const sp_case *k = arg;
+    sp_run r;
+    peer_start(&r, k, false, PEER_CLIENT " --request-ocsp --echo");
+    ix_opts o = server_opts(k);
+    o.cert = &IX->ecdsa;
+    o.ocsp = IX->ocsp_ecdsa;
+    lib_open(&r, &o);
+    echo_and_close(&r);
+    peer_exit(&r);
+    char line[2048], sha[65];
+    peer_ok(&r, 0, strlen(hello), NULL, line, sizeof(line));
+    ix_sha256_file(IX->ocsp_ecdsa, sha);
+    expect(line, "ocsp_sha256", sha);
+    note_secure(&r.c, "the peer got our staple");
+    run_free(&r);
+}
+
 /* ---- registration ------------------------------------------------------------------------ */
 
 static const sp_case *keep(const sp_case *k)
@@ -733,6 +810,21 @@ void sp_register(const sp_peer *p)
                     }
                 }
             sp_dir d = dirs(p, stdio);
+            k.variant = 0;
+            snprintf(name, sizeof(name), "TLS %s, %s: PSK", short_version(ver), via);
+            if (!p->no_psk)
+                both(p, stdio, name, lib_client_psk, peer_client_psk, k);
+            snprintf(name, sizeof(name), "TLS %s, %s: OCSP stapling", short_version(ver), via);
+            if (p->no_ocsp) {
+                /* below, once for both versions */
+            } else if (stdio && p->no_ocsp_stdio_server) {
+                ix_unsupported(p->name, d.client, name, "%s", p->no_ocsp_stdio_server);
+                k.peer = p;
+                k.stdio = stdio;
+                ix_case(p->name, d.server, name, peer_client_ocsp, keep(&k));
+            } else {
+                both(p, stdio, name, lib_client_ocsp, peer_client_ocsp, k);
+            }
             static const char *const refusals[] = {"untrusted certificate", "wrong host name"};
             for (int f = 0; f < 2; f++) {
                 k.variant = f;
@@ -743,6 +835,15 @@ void sp_register(const sp_peer *p)
                 ix_case(p->name, d.client, name, lib_client_refuses, keep(&k));
             }
         }
+        sp_dir d = dirs(p, stdio);
+        const char *missing[2][2] = {{"PSK", p->no_psk}, {"OCSP stapling", p->no_ocsp}};
+        for (int m = 0; m < 2; m++) {
+            if (!missing[m][1])
+                continue;
+            snprintf(name, sizeof(name), "TLS 1.2 and 1.3, %s: %s", via, missing[m][0]);
+            ix_unsupported(p->name, d.client, name, "%s", missing[m][1]);
+            ix_unsupported(p->name, d.server, name, "%s", missing[m][1]);
+        }
         sp_case k = {.version = "TLSv1.3", .cert = &IX->ecdsa};
         for (int x = 0; x < 2; x++) {
             k.variant = x;
@@ -750,7 +851,6 @@ void sp_register(const sp_peer *p)
                      x ? "from the peer" : "to the peer");
             both(p, stdio, name, lib_client_transfer, peer_client_transfer, k);
         }
-        sp_dir d = dirs(p, stdio);
         snprintf(name, sizeof(name), "TLS 1.3, %s: close_notify seen by the peer, "
                  "a bare EOF told apart", via);
         if (stdio || !p->no_close_notify_tcp)

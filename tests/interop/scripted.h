@@ -25,6 +25,9 @@ typedef struct sp_peer {
     /* NULL if its server resumes TLS 1.3 sessions without tickets (from a
      * session cache); else why not. */
     const char *no_tls13_session_cache;
+    /* NULL if it does pre-shared keys, OCSP stapling (both sides), and
+     * OCSP stapling as a server over stdio; else why not. */
+    const char *no_psk, *no_ocsp, *no_ocsp_stdio_server;
 } sp_peer;
 
 /* Registers the whole matrix for the peer: the ix_peer() line, its

@@ -27,6 +27,9 @@ const USAGE = `usage: node-peer.js --client|--server --connect PORT|--listen POR
   --request-cert, --require-cert      server: ask for / insist on a client certificate
   --insecure                          client: go on with an unverified server
   --no-tickets                        server: no session tickets (session ids instead)
+  --psk IDENTITY:HEXKEY               a pre-shared key (TLS 1.2: PSK ciphers only)
+  --ocsp FILE                         server: staple this DER OCSP response
+  --request-ocsp                      client: ask for a stapled OCSP response
   --connections N                     connections in a row; a client resumes the last session
   --send FILE                         what to send after the handshake
   --echo                              send back what arrives
@@ -48,6 +51,8 @@ function parseArgs(argv) {
         '--connections': (v) => { o.connections = Number(v); },
         '--send': (v) => { o.send = v; },
         '--report-fd': (v) => { o.reportFd = Number(v); },
+        '--psk': (v) => { const [id, hex] = v.split(':'); o.psk = { identity: id, key: Buffer.from(hex, 'hex') }; },
+        '--ocsp': (v) => { o.ocsp = v; },
     };
     const flags = {
         '--client': () => { o.role = 'client'; },
@@ -58,6 +63,7 @@ function parseArgs(argv) {
         '--insecure': () => { o.insecure = true; },
         '--no-tickets': () => { o.noTickets = true; },
         '--echo': () => { o.echo = true; },
+        '--request-ocsp': () => { o.requestOcsp = true; },
     };
     for (let i = 0; i < argv.length; i++) {
         if (flags[argv[i]])
@@ -137,10 +143,11 @@ function exchange(socket, rawEnded, done) {
     socket.once(opts.role === 'client' ? 'secureConnect' : 'secure', pump);
 }
 
-function describe(socket) {
+function describe(socket, staple) {
     const cert = socket.getPeerCertificate();
     const cipher = socket.getCipher();
     return {
+        ocsp_sha256: staple ? crypto.createHash('sha256').update(staple).digest('hex') : undefined,
         protocol: socket.getProtocol(),
         cipher: cipher ? cipher.standardName : null,
         alpn: socket.alpnProtocol || null,
@@ -170,11 +177,18 @@ function stdioDuplex() {
     return { duplex, rawEnded: () => state.ended, exit };
 }
 
+// Node's default list ends with !PSK. And Node's PSK callbacks (OpenSSL's
+// SSL_set_psk_*_callback) bind the key to SHA-256: a TLS 1.3 server that
+// picks its first suite, TLS_AES_256_GCM_SHA384, drops the PSK and answers
+// with its certificate instead.
+const PSK_CIPHERS = 'TLS_AES_128_GCM_SHA256:PSK-AES128-GCM-SHA256:ECDHE-PSK-AES128-CBC-SHA256';
+
 function contextOptions() {
     return {
         minVersion: opts.minVersion, maxVersion: opts.maxVersion,
         cert: read(opts.cert), key: read(opts.key), ca: read(opts.ca),
         secureOptions: opts.noTickets ? crypto.constants.SSL_OP_NO_TICKET : 0,
+        ciphers: opts.psk ? PSK_CIPHERS : undefined,
     };
 }
 
@@ -191,6 +205,11 @@ function client() {
             rejectUnauthorized: !opts.insecure,
             allowHalfOpen: true,
             session,
+            requestOCSP: !!opts.requestOcsp,
+            pskCallback: opts.psk ? () => ({ psk: opts.psk.key, identity: opts.psk.identity }) : undefined,
+            // Node checks the server's name even when a PSK suite brought no
+            // certificate (its own PSK tests turn the check off too).
+            checkServerIdentity: opts.psk ? () => undefined : tls.checkServerIdentity,
         };
         let socket, io;
         if (opts.transport === 'tcp') {
@@ -201,9 +220,10 @@ function client() {
             io = stdioDuplex();
             socket = tls.connect({ ...base, socket: io.duplex });
         }
-        let info = null;
+        let info = null, staple = null;
         socket.on('session', (s) => { session = s; });
-        socket.on('secureConnect', () => { info = describe(socket); });
+        socket.on('OCSPResponse', (der) => { staple = der; });
+        socket.on('secureConnect', () => { info = describe(socket, staple); });
         exchange(socket, io.rawEnded, (r) => {
             report(info ? { ok: !r.error, ...info, ...r } : { ok: false, error: r.error });
             if (--left > 0)
@@ -226,6 +246,8 @@ function serverOptions() {
         rejectUnauthorized: !!opts.requireCert,
         ALPNProtocols: opts.alpn,
         allowHalfOpen: true,
+        pskCallback: opts.psk ? (socket, id) => (id === opts.psk.identity ? opts.psk.key : null)
+                              : undefined,
         contexts,
     };
 }
@@ -241,6 +263,8 @@ function tcpServer() {
     const sessions = new Map(); // session-id resumption (Node keeps no cache)
     server.on('newSession', (id, data, cb) => { sessions.set(id.toString('hex'), data); cb(); });
     server.on('resumeSession', (id, cb) => cb(null, sessions.get(id.toString('hex')) || null));
+    if (opts.ocsp)
+        server.on('OCSPRequest', (cert, issuer, cb) => cb(null, read(opts.ocsp)));
 
     let left = opts.connections;
     const finished = () => {
@@ -290,7 +314,7 @@ function stdioServer() {
     const socket = new tls.TLSSocket(io.duplex, {
         isServer: true, secureContext, SNICallback,
         requestCert: so.requestCert, rejectUnauthorized: so.rejectUnauthorized,
-        ALPNProtocols: so.ALPNProtocols,
+        ALPNProtocols: so.ALPNProtocols, pskCallback: so.pskCallback,
     });
     socket.allowHalfOpen = true;
     let info = null;
