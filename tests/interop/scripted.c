@@ -730,6 +730,57 @@ static void peer_client_ocsp(const void *arg)
     run_free(&r);
 }
 
+/* ---- dxtls, with the peer as its child on pipes ----------------------------------------- */
+
+#ifdef HAVE_LIBUV
+/*
+ * dxtls between our pipes (cleartext) and the peer over stdio (exec:):
+ * a line goes through dxtls and the peer (--echo) and comes back; our
+ * input ends, dxtls sends close_notify, the peer answers and reports, and
+ * dxtls exits 0.
+ */
+static void dxtls_exec(const void *arg)
+{
+    const sp_case *k = arg;
+    bool dxtls_server = k->variant == 1;
+    char peer[2048];
+    snprintf(peer, sizeof(peer), "%s %s/tests/interop/peers/%s --%s --stdio --min-version %s "
+             "--max-version %s --ca %s --echo %s",
+             k->peer->program, srcdir(), k->peer->script, dxtls_server ? "client" : "server",
+             k->version, k->version, IX->ca, dxtls_server ? "--servername localhost" : "");
+    size_t n = strlen(peer);
+    if (!dxtls_server)
+        snprintf(peer + n, sizeof(peer) - n, "--cert %s --key %s", k->cert->cert, k->cert->key);
+    h_peer p;
+    if (dxtls_server)
+        ix_spawn(&p, "%s --server --cert %s --key %s --info - exec:'%s'", ix_dxtls(),
+                 k->cert->cert, k->cert->key, peer);
+    else
+        ix_spawn(&p, "%s --ca %s --servername localhost --info - exec:'%s'", ix_dxtls(), IX->ca,
+                 peer);
+    static const char line[] = "hello through dxtls\n";
+    h_peer_write(&p, line);
+    ix_expect_output(&p, "hello through dxtls");
+    char proto[40];
+    snprintf(proto, sizeof(proto), "\"protocol\":\"%s\"", k->version);
+    ix_expect_output(&p, proto);
+    h_peer_close_input(&p);
+    int status = ix_stop(&p);
+    ck_assert_msg(status == 0, "dxtls exited %d: %s", status, ix_out(&p));
+    /* The peer's line, among dxtls's output. */
+    const char *rep = strstr(h_peer_output(&p), "{\"peer\":");
+    ck_assert_msg(rep != NULL, "no report from the peer: %s", ix_out(&p));
+    char buf[2048];
+    snprintf(buf, sizeof(buf), "%.*s", (int)strcspn(rep, "\n"), rep);
+    expect(buf, "ok", "true");
+    expect(buf, "protocol", k->version);
+    expect(buf, "received", "20");
+    expect(buf, "close_notify", "true");
+    ix_note("%s, dxtls exited 0 (clean close), the peer saw close_notify", k->version);
+    h_peer_free(&p);
+}
+#endif
+
 /* ---- registration ------------------------------------------------------------------------ */
 
 static const sp_case *keep(const sp_case *k)
@@ -853,6 +904,19 @@ void sp_register(const sp_peer *p)
         }
         snprintf(name, sizeof(name), "TLS 1.3, %s: close_notify seen by the peer, "
                  "a bare EOF told apart", via);
+#ifdef HAVE_LIBUV
+        if (stdio)
+            for (int x = 0; x < 2; x++) {
+                k.variant = x;
+                k.peer = p;
+                k.stdio = true;
+                char dir[96];
+                snprintf(dir, sizeof(dir), x ? "%s → " IX_DXTLS : IX_DXTLS " → %s",
+                         x ? p->stdio_client : p->stdio_server);
+                ix_case(p->name, dir, "TLS 1.3, dxtls running the peer (exec:): a line, "
+                        "close_notify", dxtls_exec, keep(&k));
+            }
+#endif
         if (stdio || !p->no_close_notify_tcp)
             both(p, stdio, name, lib_client_truncates, peer_client_truncates, k);
         else {

@@ -97,16 +97,28 @@ function report(fields) {
 const toSend = opts.send ? fs.readFileSync(opts.send) : Buffer.alloc(0);
 
 // Sends the file (once the handshake is done), echoes, counts and hashes
-// what arrives; calls done(result) once the socket has closed. rawEnded() tells whether the transport under the
-// TLS socket has already reported EOF (null when that cannot be seen).
-function exchange(socket, rawEnded, done) {
+// what arrives. Calls result(r) once, as soon as it is known: before ending
+// our side (so that a parent which stops us once the connection is over
+// still gets it), or when the socket closes first; then closed() when it has
+// closed. rawEnded() tells whether the transport under the TLS socket has
+// already reported EOF (null when that cannot be seen).
+function exchange(socket, rawEnded, result, closed) {
     const hash = crypto.createHash('sha256');
     const r = { received: 0, sent: 0, close_notify: null, error: null };
-    let sending = toSend.length > 0, ended = false;
+    let sending = toSend.length > 0, ended = false, told = false;
 
+    const tell = () => {
+        if (told)
+            return;
+        told = true;
+        r.sha256 = hash.digest('hex');
+        result(r);
+    };
     const maybeEnd = () => {
-        if (ended && !sending && socket.writable)
+        if (ended && !sending && socket.writable) {
+            tell();
             socket.end();
+        }
     };
     const pump = () => {
         while (r.sent < toSend.length) {
@@ -137,8 +149,8 @@ function exchange(socket, rawEnded, done) {
     });
     socket.on('error', (err) => { r.error = r.error || err.code || err.message; });
     socket.on('close', () => {
-        r.sha256 = hash.digest('hex');
-        done(r);
+        tell();
+        closed();
     });
     socket.once(opts.role === 'client' ? 'secureConnect' : 'secure', pump);
 }
@@ -226,6 +238,7 @@ function client() {
         socket.on('secureConnect', () => { info = describe(socket, staple); });
         exchange(socket, io.rawEnded, (r) => {
             report(info ? { ok: !r.error, ...info, ...r } : { ok: false, error: r.error });
+        }, () => {
             if (--left > 0)
                 once();
             else
@@ -285,8 +298,7 @@ function tcpServer() {
             report(info ? { ok: !r.error, ...info, ...r }
                         : { ok: false, error: r.error || 'closed in handshake',
                             authorized: socket.authorized, verify_error: socket.authorizationError });
-            finished();
-        });
+        }, finished);
     });
     server.on('tlsClientError', (err, socket) => {
         if (!seen.has(socket)) {
@@ -331,8 +343,7 @@ function stdioServer() {
     exchange(socket, io.rawEnded, (r) => {
         const ok = !!info && !r.error && (socket.authorized || !so.rejectUnauthorized);
         report({ ok, ...info, ...r });
-        io.exit();
-    });
+    }, io.exit);
 }
 
 if (opts.role === 'client')

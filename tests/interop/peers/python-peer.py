@@ -282,8 +282,9 @@ def stdio():
             until_done(conn.unwrap)  # sends our close_notify
         except (ssl.SSLError, OSError) as e:
             r["error"] = r["error"] or error_name(e)
-    os.close(1)
+    # Before the end of our output, after which a parent may stop us.
     report(ok=r["error"] is None, **info, **r)
+    os.close(1)
 
 
 if opts.stdio:
