@@ -51,7 +51,10 @@ function parseArgs(argv) {
         '--connections': (v) => { o.connections = Number(v); },
         '--send': (v) => { o.send = v; },
         '--report-fd': (v) => { o.reportFd = Number(v); },
-        '--psk': (v) => { const [id, hex] = v.split(':'); o.psk = { identity: id, key: Buffer.from(hex, 'hex') }; },
+        '--psk': (v) => {
+            const [identity, hex] = v.split(':');
+            o.psk = { identity, key: Buffer.from(hex, 'hex') };
+        },
         '--ocsp': (v) => { o.ocsp = v; },
     };
     const flags = {
@@ -89,7 +92,8 @@ const opts = parseArgs(process.argv.slice(2));
 const read = (f) => (f ? fs.readFileSync(f) : undefined);
 
 function report(fields) {
-    fs.writeSync(opts.reportFd, JSON.stringify({ peer: 'node', role: opts.role, ...fields }) + '\n');
+    const line = JSON.stringify({ peer: 'node', role: opts.role, ...fields });
+    fs.writeSync(opts.reportFd, line + '\n');
 }
 
 // ---- the data phase, the same for every connection ------------------------
@@ -218,7 +222,8 @@ function client() {
             allowHalfOpen: true,
             session,
             requestOCSP: !!opts.requestOcsp,
-            pskCallback: opts.psk ? () => ({ psk: opts.psk.key, identity: opts.psk.identity }) : undefined,
+            pskCallback: opts.psk ? () => ({ psk: opts.psk.key, identity: opts.psk.identity })
+                                  : undefined,
             // Node checks the server's name even when a PSK suite brought no
             // certificate (its own PSK tests turn the check off too).
             checkServerIdentity: opts.psk ? () => undefined : tls.checkServerIdentity,
@@ -273,7 +278,8 @@ function tcpServer() {
     const server = tls.createServer(so);
     for (const [name, ctx] of so.contexts)
         server.addContext(name, ctx);
-    const sessions = new Map(); // session-id resumption (Node keeps no cache)
+    // Node's server keeps no session cache itself: these events are one.
+    const sessions = new Map();
     server.on('newSession', (id, data, cb) => { sessions.set(id.toString('hex'), data); cb(); });
     server.on('resumeSession', (id, cb) => cb(null, sessions.get(id.toString('hex')) || null));
     if (opts.ocsp)
@@ -286,7 +292,7 @@ function tcpServer() {
             process.exit(0);
         }
     };
-    const seen = new Set();
+    const seen = new Set(), errors = new Map();
     server.on('keylog', (line, socket) => {
         if (seen.has(socket))
             return;
@@ -295,13 +301,17 @@ function tcpServer() {
         // Node's own 'secure' listener has already judged the certificate.
         socket.on('secure', () => { if (!socket.destroyed) info = describe(socket); });
         exchange(socket, () => null, (r) => {
+            const error = r.error || errors.get(socket) || 'closed in handshake';
             report(info ? { ok: !r.error, ...info, ...r }
-                        : { ok: false, error: r.error || 'closed in handshake',
-                            authorized: socket.authorized, verify_error: socket.authorizationError });
+                        : { ok: false, error, authorized: socket.authorized,
+                            verify_error: socket.authorizationError });
         }, finished);
     });
+    // A handshake that fails: for a socket seen above, its 'close' reports.
     server.on('tlsClientError', (err, socket) => {
-        if (!seen.has(socket)) {
+        if (seen.has(socket)) {
+            errors.set(socket, err.code || err.message);
+        } else {
             report({ ok: false, error: err.code || err.message });
             finished();
         }

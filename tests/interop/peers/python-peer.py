@@ -77,7 +77,7 @@ def make_context(cert=None, key=None):
         ctx.load_verify_locations(opts.ca)
     if opts.alpn:
         ctx.set_alpn_protocols(opts.alpn.split(","))
-    # Python sets this by default (3.10 and later): a bare EOF would pass
+    # On by default in Python's contexts (3.11 here): a bare EOF would pass
     # for a close_notify.
     ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
     if opts.client and opts.insecure:
@@ -121,10 +121,10 @@ def exchange(conn, send, recv):
     r = {"sent": 0, "received": 0, "close_notify": False, "error": None}
     digest = hashlib.sha256()
     try:
-        data = memoryview(TO_SEND)
-        while r["sent"] < len(data):
-            send(data[r["sent"]:r["sent"] + 65536])
-            r["sent"] = min(r["sent"] + 65536, len(data))
+        out = memoryview(TO_SEND)
+        while r["sent"] < len(out):
+            send(out[r["sent"]:r["sent"] + 65536])
+            r["sent"] = min(r["sent"] + 65536, len(out))
         while True:
             data = recv()
             if not data:
