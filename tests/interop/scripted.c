@@ -70,7 +70,8 @@ typedef struct sp_run {
     bool peer_is_server;
     unsigned port;
     int lfd;                /* our listener, for a peer client over TCP */
-    const char *report;     /* the peer's JSON lines go there over stdio */
+    char report_path[600];  /* over stdio, the peer's JSON lines go there */
+    const char *report;     /* report_path, or NULL over TCP */
     char *text;
     ix_side *side;
     ix_conn c;
@@ -103,7 +104,8 @@ static void peer_start(sp_run *r, const sp_case *k, bool server, const char *fmt
     char transport[64];
     if (k->stdio) {
         snprintf(transport, sizeof(transport), "--stdio");
-        r->report = ix_path("report.json");
+        snprintf(r->report_path, sizeof(r->report_path), "%s", ix_path("report.json"));
+        r->report = r->report_path;
     } else if (server) {
         r->port = ix_port();
         snprintf(transport, sizeof(transport), "--listen %u", r->port);
@@ -137,7 +139,7 @@ static void lib_open(sp_run *r, const ix_opts *o)
         rfd = wfd = ix_connect(r->port);
     } else {
         rfd = wfd = h_accept(r->lfd, IX_WAIT_MS);
-        ck_assert_msg(rfd >= 0, "the peer did not connect: %s", h_peer_output(&r->p));
+        ck_assert_msg(rfd >= 0, "the peer did not connect: %s", ix_out(&r->p));
     }
     ix_conn_open(&r->c, r->side, rfd, wfd);
     r->open = true;
