@@ -127,7 +127,7 @@ static void curl_to_dxtls(const void *arg)
     case C_CERT_UNTRUSTED: {
         ck_assert_msg(status != 0, "curl got through: %s", ix_out(&cl));
         const char *code = o->kind == C_CERT_MISSING ? "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE"
-                                                     : "UNABLE_TO_GET_ISSUER_CERT_LOCALLY";
+                                                     : "UNABLE_TO_VERIFY_LEAF_SIGNATURE";
         ix_expect_output(&srv, code);
         ix_note("refused: %s; curl exited %d", code, status);
         goto out;

@@ -138,7 +138,7 @@ static void lib_to_serv(const void *arg)
         if (!c.failed)
             ck_assert(ix_wait(&c, &p, ix_is_closed, NULL));
         const char *want =
-            o->kind == G_UNTRUSTED_SERVER ? "UNABLE_TO_GET_ISSUER_CERT_LOCALLY"
+            o->kind == G_UNTRUSTED_SERVER ? "UNABLE_TO_VERIFY_LEAF_SIGNATURE"
             : o->kind == G_WRONG_HOST     ? "ERR_TLS_CERT_ALTNAME_INVALID"
             : o->kind == G_CERT_MISSING
                 ? (!strcmp(v, "1.2") ? "ERR_SSL_TLSV1_ALERT_DECODE_ERROR"
@@ -306,7 +306,7 @@ static void cli_to_lib(const void *arg)
                 ck_assert(ix_wait(&c, &p, ix_is_closed, NULL));
             ix_assert_error(&c, o->kind == G_CERT_MISSING
                                     ? "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE"
-                                    : "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+                                    : "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
                             &p);
             ix_note("refused: %s", c.error);
             ix_conn_free(&c);

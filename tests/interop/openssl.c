@@ -183,7 +183,7 @@ static void lib_to_s_server(const void *arg)
         o->kind == K_UNTRUSTED_SERVER || o->kind == K_WRONG_HOST) {
         ix_conn_open(&c, s, ix_connect(port), -1);
         const char *want =
-            o->kind == K_UNTRUSTED_SERVER ? "UNABLE_TO_GET_ISSUER_CERT_LOCALLY"
+            o->kind == K_UNTRUSTED_SERVER ? "UNABLE_TO_VERIFY_LEAF_SIGNATURE"
             : o->kind == K_WRONG_HOST     ? "ERR_TLS_CERT_ALTNAME_INVALID"
             : o->kind == K_CERT_UNTRUSTED
                 ? (!strcmp(v, "1.2") ? "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA"
@@ -357,7 +357,7 @@ static void s_client_to_lib(const void *arg)
                 ck_assert(ix_wait(&c, &p, ix_is_closed, NULL));
             ix_assert_error(&c, o->kind == K_CERT_MISSING
                                     ? "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE"
-                                    : "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+                                    : "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
                             &p);
             ix_note("refused: %s", c.error);
             ix_conn_free(&c);

@@ -385,7 +385,7 @@ static void lib_client_refuses(const void *arg)
 {
     const sp_case *k = arg;
     const ix_pair *cert = k->variant == 0 ? &IX->untrusted : k->cert;
-    const char *code = k->variant == 0 ? "UNABLE_TO_GET_ISSUER_CERT_LOCALLY"
+    const char *code = k->variant == 0 ? "UNABLE_TO_VERIFY_LEAF_SIGNATURE"
                                        : "ERR_TLS_CERT_ALTNAME_INVALID";
     sp_run r;
     peer_start(&r, k, true, "--cert %s --key %s --echo", cert->cert, cert->key);
