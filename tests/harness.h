@@ -164,6 +164,7 @@ Suite *tls_ocsp_suite(void);
 Suite *blocking_suite(void);
 Suite *filters_suite(void);
 Suite *tls_hostile_suite(void);
+Suite *faults_suite(void);
 #ifdef HAVE_LIBUV
 Suite *uv_suite(void);
 Suite *redis_suite(void);

@@ -26,6 +26,7 @@ int main(void)
     srunner_add_suite(sr, blocking_suite());
     srunner_add_suite(sr, filters_suite());
     srunner_add_suite(sr, tls_hostile_suite());
+    srunner_add_suite(sr, faults_suite());
 #ifdef HAVE_LIBUV
     srunner_add_suite(sr, uv_suite());
     srunner_add_suite(sr, dxtls_suite());
