@@ -32,6 +32,16 @@
 #ifndef ON_VALGRIND
 #define ON_VALGRIND() false
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN true
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN true
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN false
+#endif
 
 /* ---- the plan -------------------------------------------------------------- */
 
@@ -68,9 +78,11 @@ static const size_t writes[] = {1000, 3000, 4192};
 
 /* Every offset of the handshake flights and of the close_notify records;
  * one in DATA_STRIDE through the application records; under valgrind one
- * run in VALGRIND_SAMPLE of those (DX_FAULTS_SAMPLE overrides it). */
+ * run in VALGRIND_SAMPLE of those, in the ASan build one in ASAN_SAMPLE
+ * (DX_FAULTS_SAMPLE overrides both). */
 #define DATA_STRIDE 11u
 #define VALGRIND_SAMPLE 47u
+#define ASAN_SAMPLE 3u
 
 /* ---- certificates and contexts ------------------------------------------------ */
 
@@ -493,7 +505,9 @@ static unsigned sample_every(void)
     const char *e = getenv("DX_FAULTS_SAMPLE");
     if (e && atoi(e) > 0)
         return (unsigned)atoi(e);
-    return ON_VALGRIND() ? VALGRIND_SAMPLE : 1;
+    if (ON_VALGRIND())
+        return VALGRIND_SAMPLE;
+    return UNDER_ASAN ? ASAN_SAMPLE : 1;
 }
 
 /* Whether offset off of direction d is one the campaign hits: every
