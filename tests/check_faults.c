@@ -2,8 +2,8 @@
  * The fault campaign: a TLS client and server (TLS 1.2 and TLS 1.3)
  * connected through a fault filter (<duplex/netem.h>) and a seeded
  * fragmenting filter, in driven time, with one fault per run: a flipped
- * bit, a dropped span, injected garbage, a stall, a truncation, a hang-up
- * or a reset, in either direction, at every byte offset of the handshake
+ * bit, a dropped span, injected garbage, a stall, a truncation, a hang-up,
+ * a reset, or a pause shorter than every timeout, in either direction, at every byte offset of the handshake
  * flights and of the close_notify exchange and at a stride through a
  * transfer of 8 KiB each way. Every run must end (both sides closed
  * within bounded driven time), each side either receiving exactly the
@@ -11,7 +11,8 @@
  * written down for the fault kind, with only a prefix of the sent bytes
  * delivered, at most one error and exactly one close per side, and every
  * byte of memory given back. A run where TLS carries on as if nothing
- * happened must fall in a place explained in tolerated(). The counts are
+ * happened must fall in a place explained in tolerated() (after a pause
+ * it must, everywhere). The counts are
  * printed as "faults: N injected, N survived" per kind and version, the
  * figure of doc/reliability.md.
  */
