@@ -217,8 +217,12 @@ static void must(int rc, const char *what)
     }
 }
 
+static void free_contexts(void);
+static void build_contexts(void);
+
 static void free_pki(void)
 {
+    free_contexts();
     dx_pki_ocsp_free(fz_ocsp);
     dx_pki_cert_free(fz_client_leaf);
     dx_pki_cert_free(fz_sni_leaf);
@@ -261,12 +265,13 @@ void fz_init(void)
     must(dx_pki_ocsp_response(fz_ca, fz_leaf, DX_PKI_OCSP_GOOD, -60, 3600, &fz_ocsp,
                               &fz_ocsp_len),
          "OCSP response");
+    build_contexts();
     atexit(free_pki);
 }
 
 /* ---- contexts ---------------------------------------------------------------------- */
 
-static dx_tls_ctx *make_ctx(const dx_pki_cert *leaf, unsigned opts, int psk)
+static dx_tls_ctx *build_ctx(const dx_pki_cert *leaf, unsigned opts, int psk)
 {
     dx_tls_config *cfg;
     must(dx_tls_config_new(&cfg), "config");
@@ -298,6 +303,51 @@ static dx_tls_ctx *make_ctx(const dx_pki_cert *leaf, unsigned opts, int psk)
     must(dx_tls_ctx_new(cfg, &ctx, NULL), "context");
     dx_tls_config_free(cfg);
     return ctx;
+}
+
+/* Contexts cost more to build than a handshake: every one the targets use
+ * is built once, in fz_init(), always in the same order (building one
+ * draws random numbers). They keep no state from one connection to the
+ * next that changes a handshake: the filter keeps sessions per server,
+ * not in OpenSSL's cache. */
+enum { K_SERVER, K_SNI, K_CLIENT, K_CLIENT_CERT, K_COUNT };
+static dx_tls_ctx *ctx_cache[K_COUNT][4][2];
+
+static const dx_pki_cert *kind_leaf(int kind)
+{
+    switch (kind) {
+    case K_SERVER: return fz_leaf;
+    case K_SNI: return fz_sni_leaf;
+    case K_CLIENT_CERT: return fz_client_leaf;
+    default: return NULL;
+    }
+}
+
+static void build_contexts(void)
+{
+    for (int k = 0; k < K_COUNT; k++)
+        for (unsigned v = 0; v < 4; v++)
+            for (int psk = 0; psk < 2; psk++)
+                ctx_cache[k][v][psk] = build_ctx(kind_leaf(k), v, psk);
+}
+
+static void free_contexts(void)
+{
+    for (int k = 0; k < K_COUNT; k++)
+        for (unsigned v = 0; v < 4; v++)
+            for (int psk = 0; psk < 2; psk++) {
+                dx_tls_ctx_unref(ctx_cache[k][v][psk]);
+                ctx_cache[k][v][psk] = NULL;
+            }
+}
+
+/* A new reference to a context of the cache. */
+static dx_tls_ctx *make_ctx(const dx_pki_cert *leaf, unsigned opts, int psk)
+{
+    int kind = leaf == fz_leaf ? K_SERVER
+             : leaf == fz_sni_leaf ? K_SNI
+             : leaf == fz_client_leaf ? K_CLIENT_CERT : K_CLIENT;
+    return dx_tls_ctx_ref(ctx_cache[kind][opts & FZ_VERSION_MASK][psk != 0]);
 }
 
 /* ---- the endpoints -------------------------------------------------------------------- */
@@ -568,6 +618,80 @@ static void answer(fz_ep *e)
         dx_tls_pending *p = e->sess;
         e->sess = NULL;
         dx_tls_session_found(p, store.len ? store.session : NULL, store.len);
+    }
+}
+
+dx_tls_ctx *fz_ctx(int server, unsigned opts)
+{
+    return make_ctx(server ? fz_leaf : NULL, opts, 0);
+}
+
+void fz_store_set(const uint8_t *session, size_t len)
+{
+    if (!session || len > sizeof(store.session)) {
+        store.len = 0;
+        return;
+    }
+    memcpy(store.session, session, len);
+    store.len = len;
+}
+
+/* The random streams of fz_exchange(): 0 the server's, 1 the client's. */
+static uint64_t states[2];
+static int current;
+
+void fz_streams_reset(void)
+{
+    states[0] = FZ_SEED_SERVER;
+    states[1] = FZ_SEED_CLIENT;
+    current = 0;
+    fz_rand_state = states[0];
+}
+
+void fz_use_stream(int side)
+{
+    states[current] = fz_rand_state;
+    fz_rand_state = states[side];
+    current = side;
+}
+
+static void use(int two, int side)
+{
+    if (two)
+        fz_use_stream(side);
+}
+
+void fz_exchange(fz_ep *s, fz_ep *c, int two, fz_buf *to_server, fz_buf *to_client)
+{
+    for (int round = 0; round < 64; round++) {
+        if (round == 8) {
+            /* the exchange has settled: the client's closing actions */
+            use(two, 1);
+            fz_ep_finish(c);
+        }
+        if (!c->out.len && !s->out.len) {
+            if (round >= 8)
+                break;
+            continue;
+        }
+        if (c->out.len) {
+            fz_buf b = c->out;
+            memset(&c->out, 0, sizeof(c->out));
+            if (to_server)
+                fz_buf_add(to_server, b.p, b.len);
+            use(two, 0);
+            fz_ep_feed(s, b.p, b.len);
+            fz_buf_free(&b);
+        }
+        if (s->out.len) {
+            fz_buf b = s->out;
+            memset(&s->out, 0, sizeof(s->out));
+            if (to_client)
+                fz_buf_add(to_client, b.p, b.len);
+            use(two, 1);
+            fz_ep_feed(c, b.p, b.len);
+            fz_buf_free(&b);
+        }
     }
 }
 

@@ -132,6 +132,31 @@ void fz_ep_finish(fz_ep *e);
 /* Destroys the connection and the server, and answers what still waits. */
 void fz_ep_close(fz_ep *e);
 
+/* A context: a server's (with the server certificate) or a client's
+ * (without one), for the versions of opts (FZ_V_*), trusting the test CA. */
+dx_tls_ctx *fz_ctx(int server, unsigned opts);
+
+/* Two random streams, the server's and the client's, for programs that
+ * run both sides: fz_streams_reset() sets both to their targets' seeds
+ * and uses the server's; fz_use_stream() switches (0 server, 1 client). */
+void fz_streams_reset(void);
+void fz_use_stream(int side);
+
+/*
+ * Runs a handshake between a server endpoint s and a client endpoint c
+ * that were opened (with keep_out set) one after the other, the server
+ * first: each side's bytes go to the other until neither has more; after
+ * a few rounds the client's end-of-input actions run (fz_ep_finish).
+ * With two_streams each side draws from its own random stream, as in its
+ * own target: what one sent is then a valid input of the other's target.
+ * The bytes each received are added to to_server and to_client (either
+ * may be NULL).
+ */
+void fz_exchange(fz_ep *s, fz_ep *c, int two_streams, fz_buf *to_server, fz_buf *to_client);
+/* The session the external store of FZ_SRV_STORE answers lookups with
+ * (copied; NULL for none). */
+void fz_store_set(const uint8_t *session, size_t len);
+
 /* Runs one server or client target input. */
 void fz_run_endpoint(dx_tls_role role, const uint8_t *data, size_t size);
 

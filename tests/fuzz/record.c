@@ -23,17 +23,6 @@
 
 static const char *outdir;
 
-/* Which random stream is in use: 0 the server's, 1 the client's. */
-static uint64_t states[2];
-static int current;
-
-static void use(int side)
-{
-    states[current] = fz_rand_state;
-    fz_rand_state = states[side];
-    current = side;
-}
-
 static void write_file(const char *target, const char *name, unsigned h0, unsigned h1,
                        unsigned chunk, const uint8_t *p, size_t n, int header)
 {
@@ -75,42 +64,12 @@ static size_t one(const rec *r, const char *name, const uint8_t *offer, size_t o
     memset(&c, 0, sizeof(c));
     s.keep_out = c.keep_out = 1;
     fz_now_ms = 1000;
-    states[0] = FZ_SEED_SERVER;
-    states[1] = FZ_SEED_CLIENT;
-    current = 0;
-    fz_rand_state = states[0];
+    fz_streams_reset();
     fz_server_open(&s, r->sopts, r->sacts);
-    use(1);
+    fz_use_stream(1);
     fz_client_open(&c, r->copts, r->cacts, offer, offer_len);
     fz_buf to_server = {0}, to_client = {0};
-    for (int round = 0; round < 64; round++) {
-        if (round == 8) {
-            /* the exchange has settled: the client closes */
-            use(1);
-            fz_ep_finish(&c);
-        }
-        if (!c.out.len && !s.out.len) {
-            if (round >= 8)
-                break;
-            continue;
-        }
-        if (c.out.len) {
-            fz_buf b = c.out;
-            memset(&c.out, 0, sizeof(c.out));
-            fz_buf_add(&to_server, b.p, b.len);
-            use(0);
-            fz_ep_feed(&s, b.p, b.len);
-            fz_buf_free(&b);
-        }
-        if (s.out.len) {
-            fz_buf b = s.out;
-            memset(&s.out, 0, sizeof(s.out));
-            fz_buf_add(&to_client, b.p, b.len);
-            use(1);
-            fz_ep_feed(&c, b.p, b.len);
-            fz_buf_free(&b);
-        }
-    }
+    fz_exchange(&s, &c, 1, &to_server, &to_client);
     if (!c.secure || !s.secure) {
         fprintf(stderr, "record: %s: the handshake did not complete (client %d, server %d)\n",
                 name, c.secure, s.secure);
@@ -133,13 +92,91 @@ static size_t one(const rec *r, const char *name, const uint8_t *offer, size_t o
         n = c.session_len;
         write_file("session", name, 0, 0, 0, sess, n, 0);
     }
-    use(1);
+    fz_use_stream(1);
     fz_ep_close(&c);
-    use(0);
+    fz_use_stream(0);
     fz_ep_close(&s);
     fz_buf_free(&to_server);
     fz_buf_free(&to_client);
     return n;
+}
+
+/* Certificates of every kind dx_pki makes, in DER (and one in PEM). */
+static void write_certs(void)
+{
+    static const char *const dns[] = {"localhost", "*.example.com", "xn--bcher-kva.example", NULL};
+    static const char *const ips[] = {"127.0.0.1", "fe80::1", "::ffff:1.2.3.4", NULL};
+    static const char *const uris[] = {"https://example.com/a,b", "spiffe://x/y", NULL};
+    struct {
+        const char *name;
+        dx_pki_opts o;
+        int signed_by_ca;
+    } kinds[] = {
+        {"ca", {.common_name = "Seed CA", .is_ca = true}, 0},
+        {"ec", {.common_name = "ec", .dns_names = dns, .ip_addresses = ips,
+                .ext_key_usage = DX_PKI_EKU_SERVER}, 1},
+        {"rsa", {.key_type = DX_PKI_RSA_2048, .common_name = "rsa", .dns_names = dns}, 1},
+        {"ed25519", {.key_type = DX_PKI_ED25519, .common_name = "ed", .uris = uris}, 1},
+        {"p384", {.key_type = DX_PKI_EC_P384, .common_name = "p384", .must_staple = true,
+                  .ext_key_usage = DX_PKI_EKU_SERVER | DX_PKI_EKU_CLIENT}, 1},
+        {"expired", {.common_name = "old", .not_before = -7200, .not_after = -3600}, 1},
+        {"noname", {0}, 0},
+    };
+    dx_pki_cert *ca = NULL;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        dx_pki_cert *c;
+        if (dx_pki_issue(kinds[i].signed_by_ca ? ca : NULL, &kinds[i].o, &c, NULL) != 0) {
+            fprintf(stderr, "record: certificate %s\n", kinds[i].name);
+            exit(1);
+        }
+        const uint8_t *der;
+        size_t len;
+        dx_pki_cert_der(c, &der, &len);
+        write_file("cert", kinds[i].name, 0, 0, 0, der, len, 0);
+        if (i == 1) {
+            const char *pem = dx_pki_cert_pem(c);
+            write_file("cert", "ec.pem", 0, 0, 0, (const uint8_t *)pem, strlen(pem), 0);
+        }
+        if (i == 0)
+            ca = c;
+        else
+            dx_pki_cert_free(c);
+    }
+    dx_pki_cert_free(ca);
+}
+
+/* Programs of the stream target (fuzz_stream.c): mode, capacity, chunk,
+ * then (operation << 1 | end, argument) pairs. */
+static void write_streams(void)
+{
+    static const struct {
+        const char *name;
+        uint8_t bytes[40];
+        size_t len;
+    } progs[] = {
+        /* write both ways, end both */
+        {"pair-write-end", {0, 0, 0, 0 << 1, 40, 0 << 1 | 1, 3, 2 << 1, 0, 2 << 1 | 1, 0}, 11},
+        {"link-write-end", {1, 0, 0, 0 << 1, 40, 0 << 1 | 1, 3, 2 << 1, 0, 2 << 1 | 1, 0}, 11},
+        {"tls-write-end", {2, 0, 0, 0 << 1, 40, 0 << 1 | 1, 3, 2 << 1, 0, 2 << 1 | 1, 0}, 11},
+        /* a paused reader, a small pair, then resume */
+        {"pair-backpressure", {0, 1, 7, 4 << 1 | 1, 0, 0 << 1, 255, 0 << 1, 255, 5 << 1 | 1, 0}, 11},
+        {"tls-backpressure", {2, 1, 7, 4 << 1 | 1, 0, 0 << 1, 255, 0 << 1, 255, 5 << 1 | 1, 0}, 11},
+        /* corked small writes, writev, uncork */
+        {"tls-cork", {2, 0, 0, 6 << 1, 0, 0 << 1, 2, 1 << 1, 9, 0 << 1, 5, 7 << 1, 0}, 13},
+        /* faults: held delivery, then an injected error */
+        {"pair-hold-error", {0, 0, 0, 19 << 1 | 1, 0, 0 << 1, 30, 17 << 1 | 1, 1, 20 << 1 | 1, 0}, 11},
+        {"tls-inject-end", {2, 0, 0, 0 << 1, 10, 16 << 1 | 1, 0, 0 << 1 | 1, 10}, 9},
+        {"link-inject-destroy", {1, 0, 0, 0 << 1, 10, 18 << 1, 0, 0 << 1 | 1, 10}, 9},
+        /* destroy from inside callbacks: on data, on end */
+        {"pair-destroy-in-data", {0, 0, 0, 12 << 1 | 1, 0, 0 << 1, 10, 0 << 1, 10}, 9},
+        {"tls-destroy-in-end", {2, 0, 0, 12 << 1 | 1, 1, 2 << 1, 0, 0 << 1 | 1, 3}, 9},
+        /* echo and end on end, unshift, high-water marks */
+        {"link-echo", {1, 0, 3, 11 << 1 | 1, 3, 0 << 1, 20, 8 << 1, 4, 9 << 1 | 1, 0, 2 << 1, 0}, 13},
+        /* the handshake held until a timeout */
+        {"tls-held-timeout", {2, 0, 0, 19 << 1, 0, 22 << 1, 200, 20 << 1, 0}, 9},
+    };
+    for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++)
+        write_file("stream", progs[i].name, 0, 0, 0, progs[i].bytes, progs[i].len, 0);
 }
 
 int main(int argc, char **argv)
@@ -186,6 +223,8 @@ int main(int argc, char **argv)
          FZ_ACT_ECHO, FZ_CLI_ALPN | FZ_CLI_OCSP | FZ_CLI_CERT | FZ_CLI_PHA,
          FZ_ACT_HELLO | FZ_ACT_END, 1},
     };
+    write_certs();
+    write_streams();
     for (size_t i = 0; i < sizeof(recs) / sizeof(recs[0]); i++) {
         const rec *r = &recs[i];
         uint8_t sess[4096];
