@@ -104,7 +104,8 @@ static void ev_data(dx_stream *s, const uint8_t *p, size_t n, void *u)
         ; /* the count includes unshifted bytes */
     else if (e->received > e->peer->offered)
         breach("more bytes than were written");
-    if (e->echo && !e->gone)
+    /* both ends echoing would play ping-pong for ever: up to a bound */
+    if (e->echo && !e->gone && e->sent < 262144)
         do_write(e, n, 0);
     maybe_destroy(e, 'd');
 }
@@ -247,25 +248,35 @@ static const int codes[] = {DX_EIO, DX_EPIPE, DX_ECONNRESET, DX_ETIMEDOUT, DX_EN
 /* Writes n bytes of e's stream, in one write or as three buffers. */
 static void do_write(end *e, size_t n, int vec)
 {
-    static uint8_t buf[70000];
-    if (n > sizeof(buf))
-        n = sizeof(buf);
+    /* its own buffer: callbacks of this write may write too */
+    if (n > 70000)
+        n = 70000;
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf)
+        abort();
+    /* A write delivers before it returns, and callbacks it causes may
+     * write on this end too: the bytes' place in the stream is taken
+     * first. */
+    uint64_t start = e->sent;
+    e->sent += n;
+    if (e->offered < e->sent)
+        e->offered = e->sent;
     for (size_t i = 0; i < n; i++)
-        buf[i] = byte_at(e->sent + i);
+        buf[i] = byte_at(start + i);
     int rc;
-    /* a write delivers before it returns: count the bytes first */
-    if (e->offered < e->sent + n)
-        e->offered = e->sent + n;
     if (vec) {
         dx_iov iov[3] = {{buf, n / 3}, {buf + n / 3, n / 3}, {buf + 2 * (n / 3), n - 2 * (n / 3)}};
         rc = dx_stream_writev(e->s, iov, 3);
     } else {
         rc = dx_stream_write(e->s, buf, n);
     }
-    if (rc == 0 || rc == DX_FULL)
-        e->sent += n;
-    else
+    if (rc == DX_ENOBUFS) {
+        /* refused before anything was delivered: the place is free again */
+        e->sent = start;
+    } else if (rc != 0 && rc != DX_FULL) {
         g.faulted = 1;
+    }
+    free(buf);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -317,8 +328,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 13: g.faulted = 1; dx_stream_abort(e->s); break;
         case 14:
             g.faulted = 1;
-            dx_stream_destroy_with_error(e->s, dx_error_new(codes[arg % 5], NULL, "fuzz", "fuzz"));
             e->gone = 1;
+            dx_stream_destroy_with_error(e->s, dx_error_new(codes[arg % 5], NULL, "fuzz", "fuzz"));
             break;
         case 15: (void)dx_stream_write_buffered(e->s); (void)dx_stream_read_buffered(e->s);
                  (void)dx_stream_state(e->s); (void)dx_stream_error(e->s); break;
@@ -358,11 +369,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         end *e = k ? &g.y : &g.x;
         if (g.under[k] && !(g.mode == M_PAIR && e->gone))
             (void)dx_pair_release(g.under[k]);
-        if (!e->gone) {
-            while (e->corks-- > 0)
-                dx_stream_uncork(e->s);
-            dx_stream_resume(e->s);
+        /* a callback may destroy the stream at any of these calls */
+        while (!e->gone && e->corks > 0) {
+            e->corks--;
+            dx_stream_uncork(e->s);
         }
+        if (!e->gone)
+            dx_stream_resume(e->s);
     }
     if (!g.faulted && !g.x.mixed && !g.y.mixed && !g.x.gone && !g.y.gone &&
         !g.x.errors && !g.y.errors && !g.x.closes && !g.y.closes &&
