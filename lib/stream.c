@@ -393,6 +393,15 @@ int dx_stream_push(dx_stream *s, const void *data, size_t len)
     }
     dispatch(s);
     int r = want_read(s);
+    if (!r && s->reading) {
+        /* The implementation stops until read_start: read_stop now, also
+         * when this push comes from inside a callback of the stream,
+         * whose dispatch may empty the buffer before it looks at the
+         * appetite again and would then see no change to tell. */
+        s->reading = 0;
+        if (s->ops->read_stop)
+            s->ops->read_stop(s);
+    }
     dx_stream_unref(s);
     return r;
 }

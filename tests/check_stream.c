@@ -789,6 +789,78 @@ START_TEST(end_during_own_write_shuts_down_when_it_returns)
 }
 END_TEST
 
+/* An implementation that pushes from inside its consumer's on_data (a
+ * filter whose answer comes back synchronously, as a TLS filter's records
+ * do through a memory pair and a link) fills the read buffer while the
+ * stream is still delivering; dx_stream_push() then says stop (0). The
+ * buffer empties in the same delivery, so the appetite is back before the
+ * core looks at it again: read_stop and then read_start must still come,
+ * or the implementation waits for ever with bytes that were never pushed. */
+typedef struct refill {
+    unsigned starts, stops;
+    bool waiting;   /* push said stop: nothing more until read_start */
+    size_t left;    /* bytes still to push */
+    size_t delivered;
+} refill;
+
+static void refill_push(dx_stream *s, refill *x)
+{
+    static const uint8_t chunk[1000];
+    while (x->left && !x->waiting) {
+        x->left -= sizeof(chunk);
+        if (dx_stream_push(s, chunk, sizeof(chunk)) == 0)
+            x->waiting = true;
+    }
+}
+
+static void refill_start(dx_stream *s)
+{
+    refill *x = *(refill **)dx_stream_impl(s);
+    x->starts++;
+    x->waiting = false;
+    refill_push(s, x);
+}
+
+static void refill_stop(dx_stream *s)
+{
+    refill *x = *(refill **)dx_stream_impl(s);
+    x->stops++;
+}
+
+static void refill_close(dx_stream *s) { (void)s; }
+
+static const dx_stream_ops refill_ops = {
+    .name = "refill", .read_start = refill_start, .read_stop = refill_stop,
+    .close = refill_close};
+
+static void refill_data(dx_stream *s, const uint8_t *p, size_t n, void *u)
+{
+    (void)p;
+    refill *x = u;
+    x->delivered += n;
+    /* the implementation goes on pushing from inside the delivery */
+    refill_push(s, x);
+}
+
+START_TEST(push_refused_inside_a_delivery_is_resumed)
+{
+    refill x = {.left = 20000};
+    dx_stream *s;
+    ck_assert_int_eq(dx_stream_new(&refill_ops, sizeof(refill *), &s), 0);
+    *(refill **)dx_stream_impl(s) = &x;
+    ck_assert_int_eq(dx_stream_set_high_water(s, 4096, 4096), 0);
+    dx_stream_events ev = {.on_data = refill_data};
+    ck_assert_int_eq(dx_stream_set_events(s, &ev, &x), 0);
+    ck_assert_uint_eq(x.left, 0);
+    ck_assert_uint_eq(x.delivered, 20000);
+    ck_assert(!x.waiting || x.starts > 1);
+    ck_assert_uint_eq(x.starts, x.stops + 1); /* they alternate */
+    ck_assert_uint_gt(x.stops, 0);
+    dx_stream_destroy(s);
+    assert_no_leak();
+}
+END_TEST
+
 Suite *stream_suite(void)
 {
     Suite *s = suite_create("stream");
@@ -817,6 +889,7 @@ Suite *stream_suite(void)
     tcase_add_test(core, error_before_attach_is_replayed);
     tcase_add_test(core, destroy_with_error_reports_it);
     tcase_add_test(core, end_during_own_write_shuts_down_when_it_returns);
+    tcase_add_test(core, push_refused_inside_a_delivery_is_resumed);
     suite_add_tcase(s, core);
     return s;
 }
