@@ -6,6 +6,8 @@
 #                        merge what they found into tests/fuzz/corpus/
 #                        (FUZZ_MERGE=no keeps the tree as it is)
 #   make fuzz-build      only build them (tests/fuzz/fuzz-<target>)
+#   make fuzz-merge      only merge (what earlier runs left in
+#                        tests/fuzz/work/ and the corpus itself)
 #   make fuzz-coverage   build the replay drivers with clang's source-based
 #                        coverage, replay every corpus, and report the line
 #                        coverage of each source file of lib/ and filters/
@@ -95,6 +97,38 @@ build_fuzz() {
     done
 }
 
+# merge <target>: the corpus in the tree becomes its named files (seeds and
+# reproducers of fixed bugs, kept as they are) and the fewest of the
+# fuzzers' finds (named by their SHA-1) that reach every edge the corpus
+# and the work directory reach (edges only, not hit counts: a small corpus).
+merge() {
+    t=$1
+    corpus=$src/tests/fuzz/corpus/$t
+    work=$out/work/$t
+    tmp=$out/merge/$t
+    rm -rf "$tmp"
+    mkdir -p "$tmp" "$work"
+    for f in "$corpus"/*; do
+        [ -f "$f" ] || continue
+        if ! basename "$f" | grep -Eq '^[0-9a-f]{40}$'; then cp "$f" "$tmp/"; fi
+    done
+    "$out/fuzz-$t" -merge=1 -use_counters=0 -max_len="$(max_len "$t")" "$tmp" "$corpus" "$work" \
+        >"$out/merge-$t.log" 2>&1
+    find "$corpus" -type f -regextype posix-extended -regex '.*/[0-9a-f]{40}' -delete
+    for f in "$tmp"/*; do
+        if basename "$f" | grep -Eq '^[0-9a-f]{40}$'; then cp "$f" "$corpus/"; fi
+    done
+    rm -rf "$tmp"
+}
+
+merge_all() {
+    build_fuzz
+    for t in $FUZZ_TARGETS; do
+        merge "$t"
+        echo "$t: $(find "$src/tests/fuzz/corpus/$t" -type f | wc -l) corpus files"
+    done
+}
+
 run_fuzz() {
     build_fuzz
     summary=$out/fuzz-summary.txt
@@ -119,10 +153,7 @@ run_fuzz() {
             status=1
             continue
         fi
-        if [ "$FUZZ_MERGE" = yes ]; then
-            "$out/fuzz-$t" -merge=1 -max_len="$(max_len "$t")" "$corpus" "$work" \
-                >"$out/merge-$t.log" 2>&1
-        fi
+        [ "$FUZZ_MERGE" = yes ] && merge "$t"
         files=$(find "$corpus" -type f | wc -l)
         printf '%-8s %6s s %10s executions %8s/s  %5s edges  %4s corpus files\n' \
             "$t" "$FUZZ_SECONDS" "$execs" "$((execs / FUZZ_SECONDS))" "$cov" "$files" |
@@ -179,7 +210,7 @@ coverage() {
                 -show-region-summary=false -show-branch-summary=false $files | tail -n 1)
             echo "$t: $line"
         done
-    } | sed "s|$src/||g" >"$report"
+    } | sed "s|$(printf '%s/' "$src" | sed 's/[].[*^$|\\/]/\\&/g')||g" >"$report"
     cat "$report"
     # shellcheck disable=SC2086
     "$LLVM_COV" show "$first" $objects -instr-profile="$out/profiles/all.profdata" \
@@ -189,10 +220,11 @@ coverage() {
 
 case $mode in
     build) build_fuzz ;;
+    merge) merge_all ;;
     run) run_fuzz ;;
     coverage) coverage ;;
     *)
-        echo "usage: fuzz.sh build|run|coverage" >&2
+        echo "usage: fuzz.sh build|run|merge|coverage" >&2
         exit 2
         ;;
 esac
