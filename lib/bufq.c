@@ -24,9 +24,18 @@ int dx_iov_total(const dx_iov *iov, size_t n, size_t *total)
     return 0;
 }
 
-static dx_chunk *chunk_new(size_t need)
+/* The first bytes of an empty queue, when they are few, go into a small
+ * chunk: most queues hold one short record or write at a time and empty
+ * at once, and a block this size comes from the allocator's fastest path
+ * (glibc's thread cache ends at 1032 bytes) where a record-sized one does
+ * not. What follows, if it does not fit, starts a record-sized chunk. */
+#define SMALL_CHUNK ((size_t)1024 - sizeof(dx_chunk))
+
+static dx_chunk *chunk_new(size_t need, bool first)
 {
-    size_t cap = need < DX_BUFQ_CHUNK ? DX_BUFQ_CHUNK : need;
+    size_t cap = first && need <= SMALL_CHUNK ? SMALL_CHUNK
+                 : need < DX_BUFQ_CHUNK      ? DX_BUFQ_CHUNK
+                                             : need;
     if (cap > (size_t)-1 - sizeof(dx_chunk))
         return NULL;
     dx_chunk *c = dx_malloc(sizeof(dx_chunk) + cap);
@@ -73,9 +82,11 @@ int dx_bufq_appendv(dx_bufq *q, const dx_iov *iov, size_t n, size_t skip,
         return 0;
     dx_chunk *t = q->tail;
     size_t room = t ? t->cap - t->end : 0;
+    if (want > room && t && t->cap < DX_BUFQ_CHUNK)
+        room = 0; /* a small chunk is not split across: the bytes go whole */
     dx_chunk *extra = NULL;
     if (want > room) {
-        extra = chunk_new(want - room);
+        extra = chunk_new(want - room, !t);
         if (!extra)
             return DX_ENOMEM;
     }
@@ -113,7 +124,7 @@ int dx_bufq_prependv(dx_bufq *q, const dx_iov *iov, size_t n, size_t skip)
     size_t want = total - skip;
     if (want == 0)
         return 0;
-    dx_chunk *c = chunk_new(want);
+    dx_chunk *c = chunk_new(want, false);
     if (!c)
         return DX_ENOMEM;
     size_t idx = 0;

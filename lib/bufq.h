@@ -1,7 +1,9 @@
 /*
  * Internal: a queue of bytes kept in a list of chunks. Small appends are
  * coalesced into the last chunk; chunks are freed as soon as they are
- * consumed, so an idle queue holds no memory.
+ * consumed, so an idle queue holds no memory. A few bytes put into an
+ * empty queue take a small chunk (1 KiB), anything more a chunk of at
+ * least DX_BUFQ_CHUNK.
  */
 #ifndef DX_LIB_BUFQ_H
 #define DX_LIB_BUFQ_H
@@ -11,7 +13,7 @@
 
 #include <duplex/common.h>
 
-/* Smallest chunk allocated: one full TLS record. */
+/* Smallest chunk allocated past the first small one: one full TLS record. */
 #define DX_BUFQ_CHUNK ((size_t)16384)
 
 typedef struct dx_chunk {
