@@ -831,6 +831,7 @@ START_TEST(session_event_resumes_next_connection)
 }
 END_TEST
 
+
 /* E-01, SV-02, 3.15: both sides log the same TLS 1.3 secrets in NSS key
  * log format. */
 START_TEST(keylog_lines_match_on_both_sides)
@@ -914,6 +915,51 @@ START_TEST(destroy_inside_data_is_safe)
     ck_assert_ptr_null(p.s.t);
     ck_assert_uint_eq(p.s.rec.closes, 1);
     ck_assert_uint_eq(p.c.rec.closes, 1);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+static void answer_in_data(h_rec *r, char ev)
+{
+    if (ev != H_EV_DATA)
+        return;
+    tside *sd = r->ctx;
+    dx_stream *up = dx_tls_upper(sd->t);
+    ck_assert_int_eq(dx_stream_write(up, "pong", 4), 0);
+    /* encrypted at once: nothing waits in the upper stream's buffer */
+    ck_assert_uint_eq(dx_stream_write_buffered(up), 0);
+}
+
+/* An answer written from on_data (a request/response server) is encrypted
+ * during the write call, and small records take small buffers: the
+ * exchange peaks far below one record-sized buffer. _i: bit 0 version,
+ * bit 1 SecurePair shape (lowers linked) instead of a memory pair. */
+START_TEST(answer_from_data_goes_out_at_once)
+{
+    const char *ver = versions[_i & 1];
+    dx_tls_ctx *cctx = client_ctx(ver), *sctx = server_ctx(CERT_EC, ver);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, (_i & 2) != 0);
+    ck_assert_int_eq(dx_tls_set_servername(p.c.t, "localhost"), 0);
+    tp_start(&p);
+    tp_run(&p, both_secure, 10000);
+    ck_assert_uint_eq(p.c.secure, 1);
+    /* TLS 1.3 tickets first, so that only the exchange is measured */
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "ping", 4), 0);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "pong", 4), 0);
+    p.s.rec.on_event = answer_in_data;
+    p.s.rec.ctx = &p.s;
+    size_t live = h_alloc_live();
+    h_alloc_reset_peak();
+    for (uint64_t k = 1; k <= 10; k++) {
+        ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "ping", 4), 0);
+        ck_assert_uint_eq(p.c.rec.received, 4 * (k + 1)); /* back before the write returned */
+    }
+    ck_assert_uint_lt(h_alloc_peak() - live, 8192);
+    ck_assert_uint_eq(p.s.rec.received, 44);
+    p.s.rec.on_event = NULL;
     tp_close(&p);
     dx_tls_ctx_unref(cctx);
     dx_tls_ctx_unref(sctx);
@@ -2876,6 +2922,7 @@ Suite *tls_filter_suite(void)
     tcase_add_test(tc, trace_reports_handshake_messages);
     tcase_add_loop_test(tc, destroy_inside_secure_is_safe, 0, 2);
     tcase_add_test(tc, destroy_inside_data_is_safe);
+    tcase_add_loop_test(tc, answer_from_data_goes_out_at_once, 0, 4);
     suite_add_tcase(s, tc);
     tc = tcase_create("write");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);

@@ -12,7 +12,13 @@
  * for one connection: a write to either stream that arrives while it runs
  * (a peer answering synchronously through a memory pair, say) is refused
  * for the moment (taken = 0) and offered again by the core once dx_tls_run() is
- * over. User callbacks never run inside an OpenSSL call: what OpenSSL
+ * over. Two such writes are taken at once instead (take()): cleartext the
+ * upper consumer writes from its on_data, which step_read calls between
+ * two OpenSSL calls, is encrypted there and then; and TLS bytes that come
+ * to the lower stream while the run pushes its records out (the peer's
+ * answer) are copied into f->inq, up to IN_MARK, for another turn of the
+ * same run. Either saves a copy into a stream buffer and a second run.
+ * User callbacks never run inside an OpenSSL call: what OpenSSL
  * reports from inside (keylog lines, sessions, trace) is queued and
  * emitted by dx_tls_run() between calls.
  *
@@ -51,6 +57,8 @@
 /* KeyUpdates a peer may send in a row with no data between, either way
  * (OpenSSL's own bound, which its 3.0 series does not enforce). */
 #define MAX_KEY_UPDATES 32u
+/* Most TLS bytes taken into f->inq while a run flushes (see take()). */
+#define IN_MARK ((size_t)2 * 16384)
 
 
 static void tls_ref(dx_tls *f) { f->refs++; }
@@ -1021,7 +1029,7 @@ static void handshake_done(dx_tls *f)
 /* Drives the handshake one step. */
 static void step_handshake(dx_tls *f)
 {
-    ERR_clear_error();
+    dx_tls_clear_errors();
     int r = SSL_do_handshake(f->ssl);
     if (r == 1) {
         handshake_done(f);
@@ -1102,7 +1110,7 @@ static void step_write(dx_tls *f)
         size_t n = next_clear(f, stage, max, &p, &gathered);
         if (!n)
             return;
-        ERR_clear_error();
+        dx_tls_clear_errors();
         int r = SSL_write(f->ssl, p, (int)n);
         if (r > 0) {
             f->retry_len = 0;
@@ -1137,12 +1145,23 @@ static void truncated(dx_tls *f)
                                                      "(truncation)")));
 }
 
+/* Whether SSL_read() could make progress: bytes to read (prefix bytes,
+ * bytes offered to the lower write not yet taken, bytes held inside
+ * OpenSSL), the transport's end to tell, or a handshake under way.
+ * Without any of these it could only answer SSL_ERROR_WANT_READ, which
+ * costs about as much as reading a small record. */
+static bool may_read(const dx_tls *f)
+{
+    return f->inq.bytes || (f->in.iov && f->in.idx < f->in.n) || f->in_eof ||
+           SSL_has_pending(f->ssl) || SSL_in_init(f->ssl);
+}
+
 /* Decrypts and delivers cleartext while the upper consumer wants it. */
 static void step_read(dx_tls *f)
 {
     uint8_t buf[RECORD_MAX];
-    while (!f->read_done && !f->failed && !f->dead && upper_wants(f)) {
-        ERR_clear_error();
+    while (!f->read_done && !f->failed && !f->dead && upper_wants(f) && may_read(f)) {
+        dx_tls_clear_errors();
         int r = SSL_read(f->ssl, buf, sizeof(buf));
         if (f->key_updates_in > MAX_KEY_UPDATES) {
             /* a flood of KeyUpdates with no data between them */
@@ -1155,7 +1174,9 @@ static void step_read(dx_tls *f)
             f->key_updates_in = 0;
             f->stats.clear_in += (uint64_t)r;
             dx_tls_activity(f);
+            f->delivering = true;
             dx_stream_push(f->upper, buf, (size_t)r);
+            f->delivering = false;
             continue;
         }
         int e = SSL_get_error(f->ssl, r);
@@ -1209,6 +1230,11 @@ static void step(dx_tls *f)
     if (!f->started || f->failed || f->dead)
         return;
     if (!f->hs_done) {
+        /* An upper stream closed before the handshake completed was
+         * aborted: the handshake goes no further, even on bytes already
+         * taken into f->inq. */
+        if (dx_stream_state(f->upper) & DX_STREAM_CLOSED)
+            return;
         step_handshake(f);
         if (f->hs_done)
             f->again = true; /* the secure event goes before any data */
@@ -1435,6 +1461,38 @@ static void take(dx_tls *f, offered *o, bool *blocked, bool ready, const dx_iov 
                  size_t n, size_t *taken)
 {
     *blocked = true;
+    if (o == &f->clear && f->delivering && ready && !f->clear.iov && !f->dead) {
+        /* The consumer answers from its on_data, which step_read calls
+         * outside any OpenSSL call: the answer is encrypted now, and goes
+         * below with what this run flushes. No copy into the upper
+         * stream's buffer, no second run. */
+        *blocked = false;
+        *o = (offered){.iov = iov, .n = n};
+        step_write(f);
+        bool all = o->idx == n;
+        *taken = o->used;
+        *o = (offered){0};
+        if (!all)
+            *blocked = true; /* the run offers the rest again when it ends */
+        return;
+    }
+    if (o == &f->in && f->flushing && ready && f->inq.bytes < IN_MARK &&
+        !(f->in.iov && f->in.idx < f->in.n) && !f->dead) {
+        /* Records the peer sent back while this run pushes ours (a peer in
+         * the same process answers at once): kept in f->inq, behind
+         * nothing still unread, and read by another turn of this run's
+         * loop, instead of a second run the core would start once this
+         * one is over. */
+        size_t total = 0;
+        for (size_t i = 0; i < n; i++)
+            total += iov[i].len;
+        if (dx_bufq_appendv(&f->inq, iov, n, 0, total) == 0) {
+            *blocked = false;
+            *taken = total;
+            f->again = true;
+            return;
+        }
+    }
     if (f->running || !ready)
         return;
     *blocked = false;
@@ -1539,6 +1597,10 @@ static void upper_close(dx_stream *s)
     if (!f)
         return; /* a constructor that failed half-way */
     forget_offers(f);
+    /* Nothing more is read for a closed upper stream: TLS bytes taken
+     * while a run flushed go too, also from under an OpenSSL call that
+     * called back into the application (bio_read finds nothing more). */
+    dx_bufq_clear(&f->inq);
     tls_ref(f);
     if (f->deadline_hook) {
         /* The last word to the adapter's timer, before any callback of the

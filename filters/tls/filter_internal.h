@@ -6,6 +6,7 @@
 #ifndef DX_TLS_FILTER_INTERNAL_H
 #define DX_TLS_FILTER_INTERNAL_H
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include <duplex/link.h>
@@ -144,6 +145,7 @@ struct dx_tls {
     bool got_input; /* bytes went to OpenSSL: the idle timer starts over */
     const dx_error *own_err; /* during dx_tls_fail(): the error being reported */
     bool running, again, in_step, flushing;
+    bool delivering;      /* step_read is handing cleartext to the consumer */
     bool in_eof;          /* the transport ended (lower stream's end) */
     bool read_done;       /* upper end pushed */
     bool clean_end;       /* close_notify received */
@@ -302,6 +304,16 @@ void dx_tls_ocsp_release(dx_tls *f);
         if ((t)->started || (t)->dead)                                         \
             return DX_ESTATE;                                                  \
     } while (0)
+
+/* Empties OpenSSL's error queue before an SSL call whose failure
+ * SSL_get_error() will read (it needs the queue empty). The queue almost
+ * always is already, and looking costs a tenth of clearing: this runs
+ * before every SSL_read() and SSL_write(). */
+static inline void dx_tls_clear_errors(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
 
 static inline dx_error *dx_tls_or_oom(dx_error *e)
 {
