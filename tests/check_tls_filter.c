@@ -820,6 +820,9 @@ START_TEST(session_event_resumes_next_connection)
     tp_open(&p, H_MEM, NULL, cctx, sctx, false);
     ck_assert_int_eq(dx_tls_set_servername(p.c.t, "localhost"), 0);
     ck_assert_int_eq(dx_tls_set_session(p.c.t, sess, len), 0);
+    /* The client context keeps a copy of the bytes it decoded, until it
+     * goes (see the next test). */
+    p.live0 += len;
     tp_start(&p);
     ck_assert_uint_eq(p.c.secure, 1);
     ck_assert(dx_tls_session_reused(p.c.t));
@@ -831,6 +834,50 @@ START_TEST(session_event_resumes_next_connection)
 }
 END_TEST
 
+/* The session a context decoded from bytes serves the next connections
+ * given the same bytes (each its own copy): they all resume, also after
+ * one of them was torn down without close_notify, which marks its own
+ * copy as not resumable; other bytes take the place of the first; the
+ * copy of the bytes goes with the context. */
+START_TEST(session_bytes_resume_many_connections)
+{
+    const char *ver = versions[_i];
+    size_t live_before = h_alloc_live();
+    dx_tls_ctx *cctx = client_ctx(ver), *sctx = server_ctx(CERT_EC, ver);
+    uint8_t sess[2][8192];
+    size_t len[2];
+    for (int k = 0; k < 2; k++) {
+        tpair p;
+        tp_connect(&p, H_MEM, NULL, cctx, sctx);
+        ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "x", 1), 0);
+        ck_assert_uint_ge(p.c.sessions, 1);
+        len[k] = p.c.session_len;
+        memcpy(sess[k], p.c.session, len[k]);
+        tp_close(&p);
+    }
+    size_t live_ctx = h_alloc_live();
+    for (int round = 0; round < 6; round++) {
+        int k = round < 3 ? 0 : 1; /* three from each */
+        tpair p;
+        tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+        ck_assert_int_eq(dx_tls_set_session(p.c.t, sess[k], len[k]), 0);
+        tp_start(&p);
+        tp_run(&p, both_secure, 10000);
+        ck_assert_uint_eq(p.c.secure, 1);
+        ck_assert_msg(dx_tls_session_reused(p.c.t), "round %d did not resume", round);
+        /* destroyed as is: no close_notify either way */
+        dx_tls_destroy(p.c.t);
+        dx_tls_destroy(p.s.t);
+        h_rec_free(&p.c.rec);
+        h_rec_free(&p.s.rec);
+        /* the context holds the bytes it decoded last, nothing more */
+        ck_assert_uint_eq(h_alloc_live(), live_ctx + len[k]);
+    }
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+    ck_assert_uint_eq(h_alloc_live(), live_before);
+}
+END_TEST
 
 /* E-01, SV-02, 3.15: both sides log the same TLS 1.3 secrets in NSS key
  * log format. */
@@ -2918,6 +2965,7 @@ Suite *tls_filter_suite(void)
     tc = tcase_create("events");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
     tcase_add_loop_test(tc, session_event_resumes_next_connection, 0, 2);
+    tcase_add_loop_test(tc, session_bytes_resume_many_connections, 0, 2);
     tcase_add_test(tc, keylog_lines_match_on_both_sides);
     tcase_add_test(tc, trace_reports_handshake_messages);
     tcase_add_loop_test(tc, destroy_inside_secure_is_safe, 0, 2);

@@ -5,6 +5,8 @@
  */
 #include "config.h"
 
+#include <pthread.h>
+
 #include <duplex/tls.h>
 
 #include <limits.h>
@@ -468,6 +470,15 @@ struct dx_tls_ctx {
     uint8_t auth_sid[2][SSL_MAX_SID_CTX_LENGTH];
     uint8_t sid[SSL_MAX_SID_CTX_LENGTH];
     size_t sid_len;
+    /* The client session last made from bytes (dx_tls_set_session()):
+     * the bytes and the session, which no connection holds (each gets a
+     * copy of it). Decoding a session, its certificate above all, costs a
+     * third of the resumed handshake it is for, and clients resume many
+     * connections from the same bytes. */
+    pthread_mutex_t sess_lock;
+    uint8_t *sess_der;
+    size_t sess_len;
+    SSL_SESSION *sess;
 };
 
 SSL_CTX *dx_tls_ctx_ssl(const dx_tls_ctx *ctx) { return ctx->ssl; }
@@ -1096,6 +1107,11 @@ int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out, dx_error **err)
         ERR_clear_error();
         return DX_ENOMEM;
     }
+    if (pthread_mutex_init(&ctx->sess_lock, NULL) != 0) {
+        SSL_CTX_free(ssl);
+        dx_free(ctx);
+        return DX_ENOMEM;
+    }
     ctx->ssl = ssl;
     atomic_init(&ctx->refs, 1);
     ctx->honor_cipher_order = cfg->honor_cipher_order;
@@ -1118,12 +1134,51 @@ void dx_tls_ctx_unref(dx_tls_ctx *ctx)
 {
     if (!ctx || atomic_fetch_sub(&ctx->refs, 1) != 1)
         return;
+    SSL_SESSION_free(ctx->sess);
+    dx_free(ctx->sess_der);
+    pthread_mutex_destroy(&ctx->sess_lock);
     SSL_CTX_free(ctx->ssl);
     dx_free(ctx);
     dx_live_dec();
 }
 
 void *dx_tls_ctx_openssl(const dx_tls_ctx *ctx) { return ctx ? ctx->ssl : NULL; }
+
+int dx_tls_ctx_session(dx_tls_ctx *ctx, const void *der, size_t len, SSL_SESSION **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&ctx->sess_lock);
+    if (!ctx->sess || ctx->sess_len != len || memcmp(ctx->sess_der, der, len) != 0) {
+        const unsigned char *p = der;
+        SSL_SESSION *s = d2i_SSL_SESSION(NULL, &p, (long)len);
+        uint8_t *keep = s ? dx_malloc(len) : NULL;
+        if (!keep) {
+            /* Not a session, or no memory to read it; or no room to keep
+             * it: this connection has it all the same. */
+            pthread_mutex_unlock(&ctx->sess_lock);
+            bool oom = false;
+            unsigned long e;
+            while ((e = ERR_get_error()) != 0)
+                if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
+                    oom = true;
+            *out = s;
+            return s ? 0 : oom ? DX_ENOMEM : DX_EINVAL;
+        }
+        memcpy(keep, der, len);
+        SSL_SESSION_free(ctx->sess);
+        dx_free(ctx->sess_der);
+        ctx->sess = s;
+        ctx->sess_der = keep;
+        ctx->sess_len = len;
+    }
+    *out = SSL_SESSION_dup(ctx->sess);
+    pthread_mutex_unlock(&ctx->sess_lock);
+    if (!*out) {
+        ERR_clear_error();
+        return DX_ENOMEM;
+    }
+    return 0;
+}
 
 bool dx_tls_ctx_client_verify(const dx_tls_ctx *ctx, bool *request, bool *reject)
 {

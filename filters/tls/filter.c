@@ -2073,9 +2073,11 @@ int dx_tls_set_session(dx_tls *t, const void *session, size_t len)
     BEFORE_START(t);
     if (t->role != DX_TLS_CLIENT || !session || !len || len > 0x7fffffff)
         return DX_EINVAL;
-    const unsigned char *p = session;
-    SSL_SESSION *s = d2i_SSL_SESSION(NULL, &p, (long)len);
-    int ok = s && SSL_set_session(t->ssl, s);
+    SSL_SESSION *s;
+    int rc = dx_tls_ctx_session(t->ctx, session, len, &s);
+    if (rc != 0)
+        return rc;
+    int ok = SSL_set_session(t->ssl, s);
     SSL_SESSION_free(s);
     /* bytes that are no session, or no memory to read them */
     bool oom = drain_openssl_errors();

@@ -9,6 +9,11 @@
 
 /* The context's SSL_CTX (shared; never modified after the build). */
 SSL_CTX *dx_tls_ctx_ssl(const dx_tls_ctx *ctx);
+/* A client session made from its bytes, for one connection: a copy of the
+ * one the context made from the same bytes last time, else decoded anew
+ * (and kept for next time). Thread-safe. Returns 0 with *out (the caller
+ * owns it), DX_EINVAL (not a session), DX_ENOMEM. */
+int dx_tls_ctx_session(dx_tls_ctx *ctx, const void *der, size_t len, SSL_SESSION **out);
 
 /* The client verification a context sets (dx_tls_config_set_request_cert):
  * false when it sets none. */

@@ -387,8 +387,11 @@ DX_EXTERN int dx_tls_set_allow_truncation(dx_tls *t, bool allow);
  * (SSL_MODE_RELEASE_BUFFERS): less memory per idle connection, some CPU
  * per record. Default false. */
 DX_EXTERN int dx_tls_set_release_buffers(dx_tls *t, bool release);
-/* Client: a session from on_session to resume. Returns 0, DX_EINVAL
- * (a server, bytes that are not a session), DX_ESTATE, DX_ENOMEM. */
+/* Client: a session from on_session to resume. The context keeps the
+ * session it decoded last (with a copy of the bytes, until the context
+ * goes): connections resumed from the same bytes skip decoding them, each
+ * with a copy of its own. Returns 0, DX_EINVAL (a server, bytes that are
+ * not a session), DX_ESTATE, DX_ENOMEM. */
 DX_EXTERN int dx_tls_set_session(dx_tls *t, const void *session, size_t len);
 /* Client: the smallest DH group size accepted from the server (Node's
  * minDHSize, default 1024); a smaller one fails with
