@@ -720,15 +720,18 @@ static int read_flags(dx_tls_cert *c)
 }
 
 /* Every field, in turn; 0 or DX_ENOMEM. */
-static int read_all(dx_tls_cert *c)
+static int read_all(dx_tls_cert *c, bool names_only)
 {
     static int (*const readers[])(dx_tls_cert *) = {
         read_der,      read_names,         read_validity, read_serial,
         read_fingerprints, read_ext_key_usage, read_altnames, read_info_access,
         read_key,      read_flags,
     };
-    for (size_t i = 0; i < sizeof(readers) / sizeof(readers[0]); i++) {
-        int rc = readers[i](c);
+    static int (*const name_readers[])(dx_tls_cert *) = {read_names, read_altnames};
+    size_t n = names_only ? sizeof(name_readers) / sizeof(name_readers[0])
+                          : sizeof(readers) / sizeof(readers[0]);
+    for (size_t i = 0; i < n; i++) {
+        int rc = (names_only ? name_readers : readers)[i](c);
         if (rc)
             return rc;
     }
@@ -737,7 +740,7 @@ static int read_all(dx_tls_cert *c)
 
 /* ---- making and freeing ---- */
 
-int dx_tls_cert_wrap(X509 *x, dx_tls_cert **out)
+static int wrap(X509 *x, bool names_only, dx_tls_cert **out)
 {
     if (!out)
         return DX_EINVAL;
@@ -754,7 +757,7 @@ int dx_tls_cert_wrap(X509 *x, dx_tls_cert **out)
     c->x = x;
     dx_live_inc();
     ERR_set_mark();
-    int rc = read_all(c);
+    int rc = read_all(c, names_only);
     ERR_pop_to_mark();
     if (rc) {
         dx_tls_cert_free(c);
@@ -763,6 +766,10 @@ int dx_tls_cert_wrap(X509 *x, dx_tls_cert **out)
     *out = c;
     return 0;
 }
+
+int dx_tls_cert_wrap(X509 *x, dx_tls_cert **out) { return wrap(x, false, out); }
+
+int dx_tls_cert_wrap_names(X509 *x, dx_tls_cert **out) { return wrap(x, true, out); }
 
 X509 *dx_tls_cert_x509_internal(const dx_tls_cert *c) { return c ? c->x : NULL; }
 

@@ -535,7 +535,8 @@ static const char *identity_name(const dx_tls *f)
 static dx_error *check_identity(dx_tls *f, X509 *leaf)
 {
     dx_tls_cert *cert = NULL;
-    int rc = dx_tls_cert_wrap(leaf, &cert);
+    /* The default check reads only the names; a callback gets it all. */
+    int rc = f->identity_cb ? dx_tls_cert_wrap(leaf, &cert) : dx_tls_cert_wrap_names(leaf, &cert);
     if (rc != 0)
         return dx_tls_or_oom(dx_error_new(rc, NULL, "tls", "cannot read the certificate"));
     dx_error *err = NULL;
