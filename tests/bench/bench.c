@@ -118,6 +118,8 @@ static struct {
     const char *node_bin;
     const char *out_dir;
     const char *only;          /* comma-separated metric groups, or NULL */
+    const char *profile;       /* --profile METRIC: one measurement, one side */
+    int profile_impl;
 } opt;
 
 static void set_mode(const char *mode)
@@ -579,6 +581,10 @@ enum { IMPL_DX, IMPL_RAW, IMPL_NODE, NIMPL };
 
 static double node_measure(const char *fmt, ...) DX_PRINTF(1, 2);
 
+/* Operations (or bytes) done by the last measurement: --profile prints it,
+ * so that a profiler's counts can be divided by it. */
+static double last_ops;
+
 /* Sessions to resume with, made once from a full handshake. */
 static uint8_t dx_session[4096];
 static size_t dx_session_len;
@@ -651,6 +657,7 @@ static double m_handshakes(int impl, const void *argp, double secs)
             n++;
         } while ((t = now_s()) - t0 < secs);
     }
+    last_ops = (double)n;
     return (double)n / (t - t0);
 }
 
@@ -699,6 +706,7 @@ static double m_bulk(int impl, const void *argp, double secs)
         } while ((t = now_s()) - t0 < secs);
         rp_close(&p);
     }
+    last_ops = (double)bytes;
     return (double)bytes / (t - t0);
 }
 
@@ -748,6 +756,7 @@ static double m_pingpong(int impl, const void *argp, double secs)
         } while ((t = now_s()) - t0 < secs);
         rp_close(&p);
     }
+    last_ops = (double)n;
     return (double)n / (t - t0);
 }
 
@@ -1322,12 +1331,53 @@ static FILE *out_file(const char *name)
 
 /* ---- main ---------------------------------------------------------------------------- */
 
+static void usage(void);
+
+static int profile_one(void)
+{
+    static const struct {
+        const char *name;
+        measure_fn fn;
+        hs_arg hs;
+        bulk_arg bulk;
+    } table[] = {
+        {"hs-ec", m_handshakes, {.key = KEY_EC}, {0, 0}},
+        {"hs-rsa", m_handshakes, {.key = KEY_RSA}, {0, 0}},
+        {"resume", m_handshakes, {.key = KEY_EC, .resume = true}, {0, 0}},
+        {"bulk-aes128", m_bulk, {0, false}, {SUITE_AES128, 16384}},
+        {"bulk-aes256", m_bulk, {0, false}, {SUITE_AES256, 16384}},
+        {"bulk-chacha", m_bulk, {0, false}, {SUITE_CHACHA, 16384}},
+        {"ping", m_pingpong, {0, false}, {0, 0}},
+    };
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        if (strcmp(opt.profile, table[i].name) != 0)
+            continue;
+        make_pki();
+        make_sessions();
+        const void *arg = table[i].fn == m_bulk ? (const void *)&table[i].bulk
+                                                : (const void *)&table[i].hs;
+        double rate = table[i].fn(opt.profile_impl, arg, opt.secs);
+        printf("%s %s: %.0f operations, %.1f per second\n", opt.profile,
+               opt.profile_impl == IMPL_DX ? "libduplex" : "raw OpenSSL", last_ops, rate);
+        SSL_SESSION_free(raw_session);
+        free_contexts();
+        free_pki();
+        return 0;
+    }
+    usage();
+    return 2;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
             "usage: dxbench [--quick | --smoke] [--rounds N] [--secs S] [--node SCRIPT]\n"
             "               [--out DIR] [--only GROUPS]\n"
-            "GROUPS: comma-separated among hs,resume,bulk,ping,mem,conns,sweep\n");
+            "       dxbench --profile METRIC dx|raw [--secs S]\n"
+            "GROUPS: comma-separated among hs,resume,bulk,ping,mem,conns,sweep\n"
+            "METRIC: hs-ec, hs-rsa, resume, bulk-aes128, bulk-aes256, bulk-chacha, ping;\n"
+            "        runs that measurement once on one side (for a profiler) and prints\n"
+            "        the operations done\n");
     exit(2);
 }
 
@@ -1357,6 +1407,10 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--only") == 0 && v) {
             opt.only = v;
             i++;
+        } else if (strcmp(a, "--profile") == 0 && v && i + 2 < argc) {
+            opt.profile = v;
+            opt.profile_impl = strcmp(argv[i + 2], "raw") == 0 ? IMPL_RAW : IMPL_DX;
+            i += 2;
         } else {
             usage();
         }
@@ -1364,12 +1418,15 @@ int main(int argc, char **argv)
     if (opt.rounds < 1 || opt.rounds > MAX_ROUNDS || !(opt.secs > 0))
         usage();
     signal(SIGPIPE, SIG_IGN);
+    if (opt.profile)
+        return profile_one();
 
     printf("dxbench (%s mode): %d rounds, %.3f s per side per round; libduplex %s, %s\n",
            opt.mode, opt.rounds, opt.secs, dx_version_string(), OpenSSL_version(OPENSSL_VERSION));
     printf("libduplex: client and server dx_tls joined by a dx_link on their lower streams; "
            "raw OpenSSL: two SSL objects on a BIO pair\n");
     fflush(stdout);
+
 
     mem_report mem;
     memset(&mem, 0, sizeof(mem));
