@@ -904,6 +904,48 @@ START_TEST(keylog_lines_match_on_both_sides)
 }
 END_TEST
 
+/* Key log lines cost OpenSSL hex formatting of every secret, logged or
+ * not: a context installs its key log callback only once a connection on
+ * it asks for lines, at its start or by setting on_keylog later, in time
+ * for the lines of a handshake under way. */
+START_TEST(keylog_callback_only_when_asked)
+{
+    dx_tls_ctx *cctx = client_ctx("TLSv1.3"), *sctx = server_ctx(CERT_EC, "TLSv1.3");
+    SSL_CTX *cssl = dx_tls_ctx_openssl(cctx), *sssl = dx_tls_ctx_openssl(sctx);
+    dx_tls_events quiet = tls_events;
+    quiet.on_keylog = NULL;
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_events(p.c.t, &quiet, &p.c), 0);
+    ck_assert_int_eq(dx_tls_set_events(p.s.t, &quiet, &p.s), 0);
+    tp_start(&p);
+    tp_run(&p, both_secure, 10000);
+    ck_assert_uint_eq(p.c.secure, 1);
+    ck_assert_ptr_null(SSL_CTX_get_keylog_callback(cssl));
+    ck_assert_ptr_null(SSL_CTX_get_keylog_callback(sssl));
+    tp_close(&p);
+
+    /* The client asks once started, before the server's answer came. */
+    tp_open(&p, H_MEM, NULL, cctx, sctx, false);
+    ck_assert_int_eq(dx_tls_set_events(p.c.t, &quiet, &p.c), 0);
+    ck_assert_int_eq(dx_tls_set_events(p.s.t, &quiet, &p.s), 0);
+    ck_assert_int_eq(dx_pair_hold(p.ch.a), 0);
+    tp_start(&p);
+    ck_assert_uint_eq(p.c.secure, 0);
+    ck_assert_int_eq(dx_tls_set_events(p.c.t, &tls_events, &p.c), 0);
+    ck_assert_ptr_nonnull(SSL_CTX_get_keylog_callback(cssl));
+    ck_assert_ptr_null(SSL_CTX_get_keylog_callback(sssl));
+    ck_assert_int_eq(dx_pair_release(p.ch.a), 0);
+    tp_run(&p, both_secure, 10000);
+    ck_assert_uint_eq(p.c.secure, 1);
+    ck_assert_uint_eq(p.c.keylogs, 5);
+    ck_assert_uint_eq(p.s.keylogs, 0);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 /* S-03, M-05: the protocol trace goes to on_trace, not to stderr. */
 START_TEST(trace_reports_handshake_messages)
 {
@@ -2967,6 +3009,7 @@ Suite *tls_filter_suite(void)
     tcase_add_loop_test(tc, session_event_resumes_next_connection, 0, 2);
     tcase_add_loop_test(tc, session_bytes_resume_many_connections, 0, 2);
     tcase_add_test(tc, keylog_lines_match_on_both_sides);
+    tcase_add_test(tc, keylog_callback_only_when_asked);
     tcase_add_test(tc, trace_reports_handshake_messages);
     tcase_add_loop_test(tc, destroy_inside_secure_is_safe, 0, 2);
     tcase_add_test(tc, destroy_inside_data_is_safe);

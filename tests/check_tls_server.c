@@ -629,6 +629,58 @@ END_TEST
 
 /* ---- server events ---------------------------------------------------------- */
 
+/* A server has its contexts (the default and those for SNI) format key log
+ * lines only while it has on_keylog: the relay every accepted connection
+ * carries does not ask by itself. */
+START_TEST(server_keylog_only_when_asked)
+{
+    dx_tls_ctx *dflt = ctx_for(C_DEFAULT, "TLSv1.3"), *actx = ctx_for(C_A, "TLSv1.3");
+    dx_tls_ctx *cctx = ctx_for(-1, "TLSv1.3");
+    SSL_CTX *dssl = dx_tls_ctx_openssl(dflt), *assl = dx_tls_ctx_openssl(actx);
+    dx_tls_server *srv;
+    ck_assert_int_eq(dx_tls_server_new(dflt, &srv), 0);
+    ck_assert_int_eq(dx_tls_server_add_context(srv, "a.example.com", actx), 0);
+    srv_log l = {0};
+    dx_tls_server_events quiet = srv_events;
+    quiet.on_keylog = NULL;
+    ck_assert_int_eq(dx_tls_server_set_events(srv, &quiet, &l), 0);
+    conn k;
+    connect_to(&k, srv, cctx, "a.example.com", NULL);
+    ck_assert_uint_eq(l.secure, 1);
+    ck_assert_ptr_null(SSL_CTX_get_keylog_callback(dssl));
+    ck_assert_ptr_null(SSL_CTX_get_keylog_callback(assl));
+    conn_close(&k);
+    ck_assert_int_eq(dx_tls_server_set_events(srv, &srv_events, &l), 0);
+    ck_assert_ptr_nonnull(SSL_CTX_get_keylog_callback(dssl));
+    ck_assert_ptr_nonnull(SSL_CTX_get_keylog_callback(assl));
+    connect_to(&k, srv, cctx, "a.example.com", NULL);
+    ck_assert_uint_eq(l.secure, 2);
+    ck_assert_uint_eq(l.keylogs, 5);
+    ck_assert_str_eq(served_cn(&k), "a");
+    conn_close(&k);
+    /* a context chosen later by the application's SNI callback */
+    dx_tls_ctx *nctx = ctx_for(C_NEW, "TLSv1.3");
+    SSL_CTX *nssl = dx_tls_ctx_openssl(nctx);
+    l.sni_mode = 1;
+    l.sni_ctx = nctx;
+    dx_tls_server_events with_sni = srv_events;
+    with_sni.on_sni = ev_sni;
+    ck_assert_int_eq(dx_tls_server_set_events(srv, &with_sni, &l), 0);
+    ck_assert_ptr_null(SSL_CTX_get_keylog_callback(nssl));
+    connect_to(&k, srv, cctx, "default.test", NULL);
+    ck_assert_uint_eq(l.secure, 3);
+    ck_assert_str_eq(served_cn(&k), "new");
+    ck_assert_ptr_nonnull(SSL_CTX_get_keylog_callback(nssl));
+    ck_assert_uint_eq(l.keylogs, 10);
+    conn_close(&k);
+    dx_tls_server_free(srv);
+    dx_tls_ctx_unref(dflt);
+    dx_tls_ctx_unref(actx);
+    dx_tls_ctx_unref(nctx);
+    dx_tls_ctx_unref(cctx);
+}
+END_TEST
+
 /* SV-02, SV-06, SV-07, SV-11: events and the count of open connections;
  * junk instead of a ClientHello is a client error. */
 START_TEST(server_events_and_connection_count)
@@ -1832,6 +1884,7 @@ Suite *tls_server_suite(void)
     tc = tcase_create("events");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);
     tcase_add_test(tc, server_events_and_connection_count);
+    tcase_add_test(tc, server_keylog_only_when_asked);
     suite_add_tcase(s, tc);
     tc = tcase_create("tickets");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);

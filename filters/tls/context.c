@@ -475,7 +475,8 @@ struct dx_tls_ctx {
      * copy of it). Decoding a session, its certificate above all, costs a
      * third of the resumed handshake it is for, and clients resume many
      * connections from the same bytes. */
-    pthread_mutex_t sess_lock;
+    pthread_mutex_t sess_lock; /* the session below, and the key log switch */
+    atomic_bool keylog;        /* the key log callback is installed */
     uint8_t *sess_der;
     size_t sess_len;
     SSL_SESSION *sess;
@@ -1114,6 +1115,7 @@ int dx_tls_ctx_new(const dx_tls_config *cfg, dx_tls_ctx **out, dx_error **err)
     }
     ctx->ssl = ssl;
     atomic_init(&ctx->refs, 1);
+    atomic_init(&ctx->keylog, false);
     ctx->honor_cipher_order = cfg->honor_cipher_order;
     ctx->verify_set = cfg->verify_set;
     ctx->request_cert = cfg->request_cert;
@@ -1143,6 +1145,23 @@ void dx_tls_ctx_unref(dx_tls_ctx *ctx)
 }
 
 void *dx_tls_ctx_openssl(const dx_tls_ctx *ctx) { return ctx ? ctx->ssl : NULL; }
+
+void dx_tls_ctx_want_keylog(dx_tls_ctx *ctx)
+{
+    if (!ctx || atomic_load(&ctx->keylog))
+        return;
+    /* The one change made to the SSL_CTX after it was built: a pointer
+     * OpenSSL reads when it has a secret to log, set once, from NULL to
+     * the library's callback, which lets through only lines a connection
+     * asked for. A handshake on another thread that reads it meanwhile
+     * logs or not; neither reaches a connection that did not ask. */
+    pthread_mutex_lock(&ctx->sess_lock);
+    if (!atomic_load(&ctx->keylog)) {
+        dx_tls_keylog_install(ctx->ssl);
+        atomic_store(&ctx->keylog, true);
+    }
+    pthread_mutex_unlock(&ctx->sess_lock);
+}
 
 int dx_tls_ctx_session(dx_tls_ctx *ctx, const void *der, size_t len, SSL_SESSION **out)
 {

@@ -465,6 +465,14 @@ static void keylog_cb(const SSL *ssl, const char *line)
         dx_tls_queue_event(f, EV_KEYLOG, line, strlen(line));
 }
 
+void dx_tls_keylog_install(SSL_CTX *ssl) { SSL_CTX_set_keylog_callback(ssl, keylog_cb); }
+
+/* Whether the connection wants key log lines (tls_internal.h). */
+static bool wants_keylog(const dx_tls *f)
+{
+    return f->ev.on_keylog && (!f->server || dx_tls_server_keylog_wanted(f->server, f->ev.on_keylog));
+}
+
 static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     dx_tls *f = of_ssl(ssl);
@@ -799,6 +807,8 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
         return SSL_CLIENT_HELLO_RETRY;
     case SNI_DONE:
         if (f->sni_ctx) {
+            if (wants_keylog(f))
+                dx_tls_ctx_want_keylog(f->sni_ctx);
             if (!SSL_set_SSL_CTX(ssl, dx_tls_ctx_ssl(f->sni_ctx))) {
                 *al = SSL_AD_INTERNAL_ERROR;
                 return SSL_CLIENT_HELLO_ERROR;
@@ -888,7 +898,6 @@ int dx_tls_ctx_prepare(SSL_CTX *ssl)
     SSL_CTX_set_cert_cb(ssl, dx_tls_ocsp_cert_cb, NULL);
     SSL_CTX_set_tlsext_status_cb(ssl, dx_tls_ocsp_status_cb);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ssl, dx_tls_ticket_cb);
-    SSL_CTX_set_keylog_callback(ssl, keylog_cb);
     SSL_CTX_sess_set_new_cb(ssl, new_session_cb);
     /* Sessions are kept by servers (dx_tls_server) and by applications
      * (on_session), not by contexts, which connections of unrelated
@@ -1791,6 +1800,10 @@ int dx_tls_set_events(dx_tls *t, const dx_tls_events *ev, void *user)
     else
         memset(&t->ev, 0, sizeof(t->ev));
     t->user = user;
+    if (t->started && wants_keylog(t)) {
+        dx_tls_ctx_want_keylog(t->ctx);
+        dx_tls_ctx_want_keylog(t->sni_ctx);
+    }
     return 0;
 }
 
@@ -1851,6 +1864,8 @@ int dx_tls_start(dx_tls *t)
     }
     if (t->release_buffers)
         SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+    if (wants_keylog(t))
+        dx_tls_ctx_want_keylog(t->ctx);
     if (t->hs_timeout)
         t->hs_deadline = dx_tls_now(t) + t->hs_timeout;
     dx_tls_activity(t);

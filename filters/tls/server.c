@@ -138,6 +138,11 @@ int dx_tls_server_set_events(dx_tls_server *srv, const dx_tls_server_events *ev,
     else
         memset(&srv->ev, 0, sizeof(srv->ev));
     srv->user = user;
+    if (srv->ev.on_keylog) {
+        dx_tls_ctx_want_keylog(srv->ctx);
+        for (ctx_entry *e = srv->contexts; e; e = e->next)
+            dx_tls_ctx_want_keylog(e->ctx);
+    }
     return 0;
 }
 
@@ -148,6 +153,8 @@ int dx_tls_server_set_context(dx_tls_server *srv, dx_tls_ctx *ctx)
     dx_tls_ctx_ref(ctx);
     dx_tls_ctx_unref(srv->ctx);
     srv->ctx = ctx;
+    if (srv->ev.on_keylog)
+        dx_tls_ctx_want_keylog(ctx);
     return 0;
 }
 
@@ -163,6 +170,8 @@ int dx_tls_server_add_context(dx_tls_server *srv, const char *hostname, dx_tls_c
     e->ctx = dx_tls_ctx_ref(ctx);
     e->next = srv->contexts;
     srv->contexts = e;
+    if (srv->ev.on_keylog)
+        dx_tls_ctx_want_keylog(ctx);
     return 0;
 }
 
@@ -455,6 +464,12 @@ static void on_keylog(dx_tls *t, const char *line, void *u)
     dx_tls_server *srv = u;
     if (srv->ev.on_keylog)
         srv->ev.on_keylog(srv, t, line, srv->user);
+}
+
+bool dx_tls_server_keylog_wanted(const dx_tls_server *srv,
+                                 void (*cb)(dx_tls *t, const char *line, void *user))
+{
+    return cb != on_keylog || srv->ev.on_keylog;
 }
 
 static void on_handshake_error(dx_tls *t, const dx_error *err, void *u)

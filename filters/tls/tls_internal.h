@@ -7,8 +7,21 @@
 #include <duplex/tls.h>
 #include <duplex/tls_filter.h>
 
-/* The context's SSL_CTX (shared; never modified after the build). */
+/* The context's SSL_CTX (shared; never modified after the build, but
+ * for the key log switch below). */
 SSL_CTX *dx_tls_ctx_ssl(const dx_tls_ctx *ctx);
+/*
+ * Key log lines. OpenSSL formats each secret in hex for the key log
+ * callback of a context as soon as one is installed, a tenth of a resumed
+ * handshake's work, whether or not anyone reads the line. So a context
+ * installs it only once one of its connections asks for lines: at the
+ * connection's start, when its events change, when SNI moves it to the
+ * context, when a server's events ask for them. Once on it stays on.
+ */
+void dx_tls_ctx_want_keylog(dx_tls_ctx *ctx);
+/* filter.c: installs the library's key log callback on ssl. */
+void dx_tls_keylog_install(SSL_CTX *ssl);
+
 /* A client session made from its bytes, for one connection: a copy of the
  * one the context made from the same bytes last time, else decoded anew
  * (and kept for next time). Thread-safe. Returns 0 with *out (the caller
@@ -58,6 +71,10 @@ dx_tls *dx_tls_of_ssl(const SSL *ssl);
 
 /* The server a connection was accepted by (set by the server), or NULL. */
 typedef struct dx_tls_server dx_tls_server;
+/* Whether a connection of srv whose on_keylog is cb wants key log lines
+ * (the server's own relay wants them when the server has on_keylog). */
+bool dx_tls_server_keylog_wanted(const dx_tls_server *srv,
+                                 void (*cb)(dx_tls *t, const char *line, void *user));
 void dx_tls_set_server(dx_tls *t, dx_tls_server *srv);
 dx_tls_server *dx_tls_get_server(const dx_tls *t);
 /* Server: whether the client's hello offered a session to resume (a

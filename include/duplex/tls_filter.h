@@ -115,7 +115,10 @@ typedef struct dx_tls_events {
      * before on_secure. The bytes are valid during the call. */
     void (*on_session)(dx_tls *t, const uint8_t *session, size_t len,
                        void *user);
-    /* A line of NSS key log format (SSLKEYLOGFILE), without newline. */
+    /* A line of NSS key log format (SSLKEYLOGFILE), without newline.
+     * OpenSSL formats these lines only for contexts where a connection
+     * asked for them (this set, at the start or later; or a server's
+     * on_keylog): until then they cost nothing. */
     void (*on_keylog)(dx_tls *t, const char *line, void *user);
     /* Protocol trace text (dx_tls_set_trace), one or more lines. */
     void (*on_trace)(dx_tls *t, const char *text, void *user);
