@@ -336,6 +336,11 @@ static void dispatch(dx_stream *s)
         s->redo = 1;
         return;
     }
+    /* Nothing due and the consumer's appetite unchanged, the common case
+     * after a write or a direct push: no pass. */
+    if (s->attached && !s->rq.head && !s->errored && !s->closed && !s->read_ended &&
+        !s->need_drain && !s->shutdown_done && (bool)s->reading == want_read(s))
+        return;
     dx_stream_ref(s);
     s->in_dispatch = 1;
     do {

@@ -410,10 +410,12 @@ static int bio_write(BIO *b, const char *in, int inl)
 static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
     (void)num, (void)ptr;
+    if (cmd == BIO_CTRL_FLUSH)
+        return 1;
+    if (cmd != BIO_CTRL_PENDING && cmd != BIO_CTRL_WPENDING && cmd != BIO_CTRL_EOF)
+        return 0; /* asked a dozen times per record: answered first */
     dx_tls *f = BIO_get_data(b);
     switch (cmd) {
-    case BIO_CTRL_FLUSH:
-        return 1;
     case BIO_CTRL_PENDING:
         return f ? (long)f->inq.bytes : 0;
     case BIO_CTRL_WPENDING:
