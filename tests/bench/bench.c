@@ -583,7 +583,7 @@ static double node_measure(const char *fmt, ...) DX_PRINTF(1, 2);
 
 /* Operations (or bytes) done by the last measurement: --profile prints it,
  * so that a profiler's counts can be divided by it. */
-static double last_ops;
+static double last_ops, last_secs;
 
 /* Sessions to resume with, made once from a full handshake. */
 static uint8_t dx_session[4096];
@@ -658,6 +658,7 @@ static double m_handshakes(int impl, const void *argp, double secs)
         } while ((t = now_s()) - t0 < secs);
     }
     last_ops = (double)n;
+    last_secs = t - t0;
     return (double)n / (t - t0);
 }
 
@@ -707,6 +708,7 @@ static double m_bulk(int impl, const void *argp, double secs)
         rp_close(&p);
     }
     last_ops = (double)bytes;
+    last_secs = t - t0;
     return (double)bytes / (t - t0);
 }
 
@@ -757,6 +759,7 @@ static double m_pingpong(int impl, const void *argp, double secs)
         rp_close(&p);
     }
     last_ops = (double)n;
+    last_secs = t - t0;
     return (double)n / (t - t0);
 }
 
@@ -767,31 +770,56 @@ typedef double (*measure_fn)(int impl, const void *arg, double secs);
 typedef struct rounds_out {
     double med[NIMPL];   /* median rate of each implementation */
     double ratio[NIMPL]; /* median of libduplex / that one, within a round */
+    double lo[NIMPL], hi[NIMPL]; /* the smallest and largest of those ratios */
 } rounds_out;
 
-/* Runs fn for each implementation in use, the order alternating from round
- * to round, and takes the medians. A first, unrecorded pass warms up. */
+/* Slices of a round: each side runs this long, then the others, in turn. */
+#define SLICE_SECS 0.025
+
+/*
+ * Runs fn for each implementation in use and takes the medians. A round
+ * gives each side secs of work, cut in slices of SLICE_SECS that take
+ * turns (the order alternating from slice to slice), so that what else the
+ * machine does falls on every side alike; its rate per side is the work
+ * of all its slices over their time. A first, unrecorded pass warms up.
+ */
 static rounds_out run_rounds(measure_fn fn, const void *arg, bool with_node, double secs)
 {
     int nimpl = with_node ? 3 : 2;
     double rate[NIMPL][MAX_ROUNDS], ratio[NIMPL][MAX_ROUNDS];
     for (int i = 0; i < nimpl; i++)
         fn(i, arg, secs / 4);
+    int slices = secs > SLICE_SECS ? (int)(secs / SLICE_SECS + 0.5) : 1;
     for (int r = 0; r < opt.rounds; r++) {
-        double got[NIMPL];
-        for (int j = 0; j < nimpl; j++) {
-            int i = r % 2 ? nimpl - 1 - j : j;
-            got[i] = fn(i, arg, secs);
+        double ops[NIMPL] = {0}, took[NIMPL] = {0};
+        for (int k = 0; k < slices; k++) {
+            for (int j = 0; j < nimpl; j++) {
+                int i = (r + k) % 2 ? nimpl - 1 - j : j;
+                double got = fn(i, arg, secs / slices);
+                if (i == IMPL_NODE) { /* the script times itself */
+                    ops[i] += got * secs / slices;
+                    took[i] += secs / slices;
+                } else {
+                    ops[i] += last_ops;
+                    took[i] += last_secs;
+                }
+            }
         }
-        for (int i = 0; i < nimpl; i++) {
-            rate[i][r] = got[i];
-            ratio[i][r] = got[IMPL_DX] / got[i];
-        }
+        for (int i = 0; i < nimpl; i++)
+            rate[i][r] = ops[i] / took[i];
+        for (int i = 0; i < nimpl; i++)
+            ratio[i][r] = rate[IMPL_DX][r] / rate[i][r];
     }
-    rounds_out o = {{0}, {0}};
+    rounds_out o;
+    memset(&o, 0, sizeof(o));
     for (int i = 0; i < nimpl; i++) {
         o.med[i] = median(rate[i], opt.rounds);
         o.ratio[i] = median(ratio[i], opt.rounds);
+        o.lo[i] = o.hi[i] = ratio[i][0];
+        for (int r = 1; r < opt.rounds; r++) {
+            o.lo[i] = ratio[i][r] < o.lo[i] ? ratio[i][r] : o.lo[i];
+            o.hi[i] = ratio[i][r] > o.hi[i] ? ratio[i][r] : o.hi[i];
+        }
     }
     return o;
 }
