@@ -180,6 +180,7 @@ typedef struct result {
     const char *unit;
     const char *base_name; /* what the ratio is against */
     double dx, base, ratio;
+    double lo, hi; /* the spread of the ratios over the rounds (0: none) */
     target_kind kind;
     double target;
 } result;
@@ -202,8 +203,8 @@ static bool passes(const result *r)
 
 static void print_header(void)
 {
-    printf("%-46s %13s %13s %-12s %8s %11s  %s\n", "metric", "libduplex", "baseline", "(baseline)",
-           "ratio", "target", "verdict");
+    printf("%-46s %12s %12s %-12s %8s %11s  %-7s %s\n", "metric", "libduplex", "baseline",
+           "(baseline)", "ratio", "target", "verdict", "rounds");
 }
 
 static void print_result(const result *r)
@@ -219,8 +220,11 @@ static void print_result(const result *r)
         snprintf(ratio, sizeof(ratio), "%+.0f B", r->dx - r->base);
     else
         snprintf(ratio, sizeof(ratio), "%.3fx", r->ratio);
-    printf("%-46s %13.1f %13.1f %-12s %8s %11s  %s\n", r->name, r->dx, r->base, r->base_name,
-           ratio, target, verdict);
+    char spread[32] = "";
+    if (r->lo > 0)
+        snprintf(spread, sizeof(spread), "%.3f..%.3f", r->lo, r->hi);
+    printf("%-46s %12.1f %12.1f %-12s %8s %11s  %-7s %s\n", r->name, r->dx, r->base,
+           r->base_name, ratio, target, verdict, spread);
     fflush(stdout);
 }
 
@@ -1479,11 +1483,13 @@ int main(int argc, char **argv)
             snprintf(name, sizeof(name), "full handshakes/s %s", label[k]);
             result *r = add_result(name, "/s", "raw OpenSSL", T_RATIO_MIN, 0.97);
             r->dx = o.med[IMPL_DX], r->base = o.med[IMPL_RAW], r->ratio = o.ratio[IMPL_RAW];
+            r->lo = o.lo[IMPL_RAW], r->hi = o.hi[IMPL_RAW];
             print_result(r);
             if (with_node) {
                 snprintf(name, sizeof(name), "full handshakes/s %s vs Node", label[k]);
                 r = add_result(name, "/s", "Node", T_RATIO_MIN, 1.4);
                 r->dx = o.med[IMPL_DX], r->base = o.med[IMPL_NODE], r->ratio = o.ratio[IMPL_NODE];
+                r->lo = o.lo[IMPL_NODE], r->hi = o.hi[IMPL_NODE];
                 print_result(r);
             }
         }
@@ -1494,11 +1500,13 @@ int main(int argc, char **argv)
         result *r = add_result("resumed handshakes/s (tickets)", "/s", "raw OpenSSL",
                                T_RATIO_MIN, 0.95);
         r->dx = o.med[IMPL_DX], r->base = o.med[IMPL_RAW], r->ratio = o.ratio[IMPL_RAW];
+        r->lo = o.lo[IMPL_RAW], r->hi = o.hi[IMPL_RAW];
         print_result(r);
         if (with_node) {
             r = add_result("resumed handshakes/s (tickets) vs Node", "/s", "Node", T_RATIO_MIN,
                            2.5);
             r->dx = o.med[IMPL_DX], r->base = o.med[IMPL_NODE], r->ratio = o.ratio[IMPL_NODE];
+            r->lo = o.lo[IMPL_NODE], r->hi = o.hi[IMPL_NODE];
             print_result(r);
         }
     }
@@ -1511,6 +1519,7 @@ int main(int argc, char **argv)
             result *r = add_result(name, "MB/s", "raw OpenSSL", T_RATIO_MIN, 0.95);
             r->dx = o.med[IMPL_DX] / 1e6, r->base = o.med[IMPL_RAW] / 1e6;
             r->ratio = o.ratio[IMPL_RAW];
+            r->lo = o.lo[IMPL_RAW], r->hi = o.hi[IMPL_RAW];
             print_result(r);
             if (with_node) {
                 snprintf(name, sizeof(name), "bulk MB/s 16 KiB writes %s vs Node",
@@ -1518,6 +1527,7 @@ int main(int argc, char **argv)
                 r = add_result(name, "MB/s", "Node", T_RATIO_MIN, 2.5);
                 r->dx = o.med[IMPL_DX] / 1e6, r->base = o.med[IMPL_NODE] / 1e6;
                 r->ratio = o.ratio[IMPL_NODE];
+                r->lo = o.lo[IMPL_NODE], r->hi = o.hi[IMPL_NODE];
                 print_result(r);
             }
         }
@@ -1527,11 +1537,13 @@ int main(int argc, char **argv)
         result *r = add_result("64-byte ping-pong round trips/s", "/s", "raw OpenSSL",
                                T_RATIO_MIN, 0.85);
         r->dx = o.med[IMPL_DX], r->base = o.med[IMPL_RAW], r->ratio = o.ratio[IMPL_RAW];
+        r->lo = o.lo[IMPL_RAW], r->hi = o.hi[IMPL_RAW];
         print_result(r);
         if (with_node) {
             r = add_result("64-byte ping-pong round trips/s vs Node", "/s", "Node", T_RATIO_MIN,
                            5.0);
             r->dx = o.med[IMPL_DX], r->base = o.med[IMPL_NODE], r->ratio = o.ratio[IMPL_NODE];
+            r->lo = o.lo[IMPL_NODE], r->hi = o.hi[IMPL_NODE];
             print_result(r);
         }
     }
