@@ -1008,7 +1008,7 @@ static double pool_churn(pool *p, double secs)
 }
 
 /* rate[impl][level] medians; scale[impl]: median of rate(largest) / rate(smallest). */
-static double conn_rate[2][MAX_LEVELS], conn_scale[2];
+static double conn_rate[2][MAX_LEVELS], conn_scale[2], conn_lo[2], conn_hi[2];
 
 static void run_conns(void)
 {
@@ -1038,6 +1038,11 @@ static void run_conns(void)
         for (int l = 0; l < opt.nlevels; l++)
             conn_rate[i][l] = median(rate[i][l], opt.rounds);
         conn_scale[i] = median(scale[i], opt.rounds);
+        conn_lo[i] = conn_hi[i] = scale[i][0];
+        for (int r = 1; r < opt.rounds; r++) {
+            conn_lo[i] = scale[i][r] < conn_lo[i] ? scale[i][r] : conn_lo[i];
+            conn_hi[i] = scale[i][r] > conn_hi[i] ? scale[i][r] : conn_hi[i];
+        }
     }
 }
 
@@ -1565,7 +1570,7 @@ int main(int argc, char **argv)
         size_t maxn = opt.levels[opt.nlevels - 1];
         char name[96];
         if (did_mem) {
-            snprintf(name, sizeof(name), "heap per idle server conn at %zu, released (B)", maxn);
+            snprintf(name, sizeof(name), "idle server heap at %zu conns, released (B)", maxn);
             result *r = add_result(name, "B", "raw OpenSSL", T_DIFF_MAX, 2048);
             r->dx = mem.level[IMPL_DX][opt.nlevels - 1];
             r->base = mem.level[IMPL_RAW][opt.nlevels - 1];
@@ -1577,11 +1582,13 @@ int main(int argc, char **argv)
         result *r = add_result(name, "", "libduplex", T_RATIO_MIN, 0.90);
         r->dx = conn_rate[IMPL_DX][opt.nlevels - 1], r->base = conn_rate[IMPL_DX][0];
         r->ratio = conn_scale[IMPL_DX];
+        r->lo = conn_lo[IMPL_DX], r->hi = conn_hi[IMPL_DX];
         print_result(r);
         snprintf(name, sizeof(name), "raw OpenSSL, the same (reference)");
         r = add_result(name, "", "raw OpenSSL", T_INFO, 0);
         r->dx = conn_rate[IMPL_RAW][opt.nlevels - 1], r->base = conn_rate[IMPL_RAW][0];
         r->ratio = conn_scale[IMPL_RAW];
+        r->lo = conn_lo[IMPL_RAW], r->hi = conn_hi[IMPL_RAW];
         print_result(r);
         FILE *f = out_file("connections.dat");
         if (f) {

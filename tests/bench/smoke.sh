@@ -30,7 +30,7 @@ check "bulk MB/s 16 KiB writes ChaCha20-Poly1305"
 check "64-byte ping-pong round trips/s"
 check "idle server connection heap, released (B)"
 check "idle server connection heap, kept (B)"
-check "heap per idle server conn at [0-9]*, released (B)"
+check "idle server heap at [0-9]* conns, released (B)"
 check "handshakes/s with [0-9]* open / with [0-9]* open"
 check "summary:"
 if [ -n "$node_args" ]; then
