@@ -3,7 +3,7 @@
 # Usage: charts.sh BENCH_OUT_DIR DEST_DIR
 # Copies the data and the report to DEST_DIR, then draws there, with
 # gnuplot, throughput.svg (MB/s against write size for libduplex, raw
-# OpenSSL and Node) and connections.svg (handshake rate and heap per idle
+# OpenSSL and Node, and libduplex corked) and connections.svg (handshake rate and heap per idle
 # server connection against the number of open connections).
 set -eu
 src=${1:?usage: charts.sh BENCH_OUT_DIR DEST_DIR}
@@ -37,7 +37,8 @@ set output "throughput.svg"
 set title "Throughput against write size, client and server in one process"
 plot "throughput.dat" using 1:2 with linespoints lw 2 pt 7 title "libduplex", \
      "throughput.dat" using 1:3 with linespoints lw 2 pt 5 title "raw OpenSSL", \
-     "throughput.dat" using 1:4 with linespoints lw 2 pt 9 title "Node.js TLSSocket"
+     "throughput.dat" using 1:4 with linespoints lw 2 pt 9 title "Node.js TLSSocket", \
+     "throughput.dat" using 1:5 with linespoints lw 2 dt 2 pt 6 title "libduplex, corked per 16 KiB"
 PLOT
 
 "$gnuplot" <<'PLOT'
