@@ -112,6 +112,21 @@ int dx_bufq_appendv(dx_bufq *q, const dx_iov *iov, size_t n, size_t skip,
 
 int dx_bufq_append(dx_bufq *q, const void *data, size_t len)
 {
+    /* One buffer into the room of the last chunk, or into an empty queue:
+     * the common cases, without the gathering of appendv. */
+    dx_chunk *t = q->tail;
+    if (len && data && (t ? t->cap - t->end >= len : true)) {
+        if (!t) {
+            t = chunk_new(len, true);
+            if (!t)
+                return DX_ENOMEM;
+            q->head = q->tail = t;
+        }
+        memcpy(t->data + t->end, data, len);
+        t->end += len;
+        q->bytes += len;
+        return 0;
+    }
     dx_iov v = {data, len};
     return dx_bufq_appendv(q, &v, 1, 0, len);
 }
