@@ -24,12 +24,12 @@ cp "$src/throughput.dat" "$src/connections.dat" "$src/report.txt" "$dest/"
 cd "$dest"
 
 "$gnuplot" <<'PLOT'
-set terminal svg size 720,440 dynamic font "sans,12" background rgb "white"
+set terminal svg size 760,500 dynamic font "sans,12" background rgb "white"
 set datafile missing "nan"
-set key top left
+set key below horizontal
 set grid
 set logscale x 2
-set format x "%.0s%cB"
+set xtics ("64" 64, "256" 256, "1 Ki" 1024, "4 Ki" 4096, "16 Ki" 16384, "64 Ki" 65536)
 set xrange [48:88000]
 set xlabel "bytes per write"
 set ylabel "MB/s of cleartext (AES-128-GCM, TLS 1.3)"
@@ -42,10 +42,12 @@ plot "throughput.dat" using 1:2 with linespoints lw 2 pt 7 title "libduplex", \
 PLOT
 
 "$gnuplot" <<'PLOT'
-set terminal svg size 720,440 dynamic font "sans,12" background rgb "white"
-set key bottom left
+set terminal svg size 760,500 dynamic font "sans,12" background rgb "white"
+set key below horizontal
 set grid
 set logscale x 10
+set xrange [6:16000]
+set xtics ("10" 10, "100" 100, "1,000" 1000, "10,000" 10000)
 set xlabel "connections open in the process"
 set ylabel "full handshakes/s (ECDSA P-256)"
 set y2label "heap per idle server connection (KiB)"
