@@ -253,6 +253,13 @@ static void cursor_skip(cursor *c, size_t k)
  * has nothing queued, then copies what the queue bound allows into one
  * uv_write request. Taking less than offered makes the core keep the rest
  * in its write buffer until on_written calls dx_stream_writable().
+ *
+ * A request holds all of the rest, or at least half the queue bound: a
+ * queue with less room than that and more to take takes nothing until
+ * requests complete. Otherwise each completed request would make room for
+ * its own size only, the next request would fill just that, and a writer
+ * faster than the kernel would break down into requests (and system
+ * calls) of a few bytes each, for good.
  */
 static int op_write(dx_stream *s, const dx_iov *iov, size_t n, size_t *taken)
 {
@@ -294,6 +301,8 @@ static int op_write(dx_stream *s, const dx_iov *iov, size_t n, size_t *taken)
     }
     size_t rest = total - done;
     size_t room = u->queue_max > u->inflight ? u->queue_max - u->inflight : 0;
+    if (rest > room && room < u->queue_max / 2)
+        room = 0; /* half the queue at least, or all the rest (above) */
     size_t k = rest < room ? rest : room;
     if (k > BUF_MAX)
         k = BUF_MAX;

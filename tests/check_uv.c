@@ -493,6 +493,44 @@ START_TEST(slow_reader_holds_the_writer_back)
 }
 END_TEST
 
+/* A writer faster than its reader: once libuv's queue is full, it is
+ * refilled only when half of it is free, in requests of that size, not
+ * in the few bytes each completed request leaves room for (which would
+ * cost a request and a system call each: the silly window syndrome). */
+START_TEST(full_queue_is_refilled_in_large_requests)
+{
+    kind k = (kind)_i;
+    loop_open();
+    upair p;
+    upair_open(&p, k);
+    side w, r;
+    const uint64_t total = 16u << 20;
+    side_attach(&w, p.a, 3, total, 4);
+    side_attach(&r, p.b, 4, 0, 3);
+    w.pump.end_after = true;
+    h_alloc_fail_from(-1);
+    pump_run(&w.pump);
+    ck_assert_msg(run_until(rec_ended, &r.rec, 60000), "reader got %llu of %llu",
+                  (unsigned long long)r.rec.received, (unsigned long long)total);
+    ck_assert_uint_eq(r.rec.received, total);
+    ck_assert_uint_gt(w.pump.fulls, 0);
+    /* Requests of a few hundred bytes would take one allocation each (the
+     * request and its copy): over a hundred thousand for these 16 MiB.
+     * Write buffers, reads and requests of kilobytes take far fewer. */
+    long allocs = h_alloc_count();
+    ck_assert_msg(allocs < (long)(total / 1024), "%s: %ld allocations", kind_names[k], allocs);
+    dx_stream_end(p.b);
+    ck_assert(run_until(rec_closed, &w.rec, 5000) && run_until(rec_closed, &r.rec, 5000));
+    h_rec_assert_clean(&w.rec);
+    h_rec_assert_clean(&r.rec);
+    upair_close(&p);
+    loop_close();
+    upair_cleanup(&p);
+    h_rec_free(&w.rec);
+    h_rec_free(&r.rec);
+}
+END_TEST
+
 /* Half-close: one side ends and keeps reading; the other, having seen the
  * end, still writes, then ends; both close without an error. */
 START_TEST(half_close_keeps_the_other_direction)
@@ -1542,6 +1580,7 @@ Suite *uv_suite(void)
     tcase_add_test(tc, stream_takes_the_handle_and_gives_it_back);
     tcase_add_loop_test(tc, transfer_both_ways_byte_exact, 0, K_COUNT);
     tcase_add_loop_test(tc, slow_reader_holds_the_writer_back, 0, 2 * K_COUNT);
+    tcase_add_loop_test(tc, full_queue_is_refilled_in_large_requests, 0, K_COUNT);
     tcase_add_loop_test(tc, half_close_keeps_the_other_direction, 0, K_COUNT);
     tcase_add_loop_test(tc, destroy_inside_callbacks, 0, 5 * K_COUNT);
     tcase_add_test(tc, peer_reset_fails_the_stream_with_the_uv_name);
