@@ -25,12 +25,16 @@
  * destroying an idle established server connection gives back. The speed
  * figures run in the parent with the plain allocators.
  *
+ * The dxtls tool (with --dxtls) is measured against stunnel4 and socat:
+ * the same transfer over TCP on 127.0.0.1 through each (run_tools()).
+ *
  * Usage: dxbench [--quick | --smoke] [--rounds N] [--secs S] [--node SCRIPT]
- *                [--out DIR] [--only LIST]
+ *                [--dxtls PATH] [--tool-bytes N] [--out DIR] [--only LIST]
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -38,10 +42,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
 
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
@@ -62,9 +73,12 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static void tools_reap(void);
+
 static void die(const char *fmt, ...) DX_PRINTF(1, 2);
 static void die(const char *fmt, ...)
 {
+    tools_reap(); /* the processes of the tool comparison, if any */
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "dxbench: ");
@@ -119,6 +133,8 @@ static struct {
     const char *out_dir;
     const char *only;          /* comma-separated metric groups, or NULL */
     const char *profile;       /* --profile METRIC: one measurement, one side */
+    const char *dxtls;         /* --dxtls PATH: the tool, for the comparison with others */
+    uint64_t tool_bytes;       /* bytes of each transfer of that comparison */
     int profile_impl;
 } opt;
 
@@ -134,6 +150,7 @@ static void set_mode(const char *mode)
         opt.secs = 0.004;
         opt.sweep_secs = 0.002;
         opt.mem_conns = 4;
+        opt.tool_bytes = (uint64_t)4 << 20;
         lv = smoke;
         opt.nlevels = 2;
     } else if (strcmp(mode, "quick") == 0) {
@@ -141,6 +158,7 @@ static void set_mode(const char *mode)
         opt.secs = 0.06;
         opt.sweep_secs = 0.03;
         opt.mem_conns = 20;
+        opt.tool_bytes = (uint64_t)128 << 20;
         lv = quick;
         opt.nlevels = 3;
     } else {
@@ -148,6 +166,7 @@ static void set_mode(const char *mode)
         opt.secs = 0.5;
         opt.sweep_secs = 0.2;
         opt.mem_conns = 100;
+        opt.tool_bytes = (uint64_t)1 << 30;
         lv = full;
         opt.nlevels = 4;
     }
@@ -1360,6 +1379,442 @@ static mem_report run_memory(void)
     return rep;
 }
 
+/* ---- the dxtls tool against stunnel and socat ------------------------------------------
+ * What users would otherwise run to put TLS in front of a TCP service. For
+ * each tool the same tool at both ends, all on 127.0.0.1:
+ *
+ *   source --TCP--> tool as TLS client --TLS--> tool as TLS server --TCP--> sink
+ *
+ * The source and the sink are this process (one poll loop, 256 KiB reads
+ * and writes); the tools are started for each transfer, once both listen
+ * (seen in /proc/net/tcp: a probe connection would go through them), and
+ * stopped after it. The rate is the bytes over the time from the source's
+ * connect to the sink's last byte. TLS 1.3, X25519, TLS_AES_128_GCM_SHA256
+ * and the ECDSA P-256 certificate for all: by their own options where they
+ * have one (dxtls, stunnel) and by an OpenSSL configuration file
+ * (OPENSSL_CONF, its system_default section) for all three; the first
+ * transfer of each tool checks in the server's log that this suite was the
+ * one used. Otherwise each tool runs as installed, with its defaults.
+ * Every process started is stopped and waited for, also when something
+ * fails (die()); they are killed with this process if it dies
+ * (PR_SET_PDEATHSIG). */
+
+enum { TOOL_DXTLS, TOOL_STUNNEL, TOOL_SOCAT, NTOOLS };
+static const char *const tool_label[NTOOLS] = {"dxtls", "stunnel4", "socat"};
+
+#define MAX_CHILDREN 4
+
+static struct {
+    char dir[64]; /* certificates, configurations, logs */
+    pid_t pid[MAX_CHILDREN];
+    int npid;
+    double cpu;   /* CPU seconds of the tools reaped last */
+} tl;
+
+/* Stops the tools' processes and waits for them: SIGTERM, then SIGKILL
+ * after 3 s. Adds their CPU time to tl.cpu. */
+static void tools_reap(void)
+{
+    for (int i = 0; i < tl.npid; i++)
+        kill(tl.pid[i], SIGTERM);
+    double until = now_s() + 3;
+    for (int i = 0; i < tl.npid; i++) {
+        for (;;) {
+            int st;
+            struct rusage ru;
+            pid_t r = wait4(tl.pid[i], &st, now_s() < until ? WNOHANG : 0, &ru);
+            if (r == tl.pid[i] || (r < 0 && errno != EINTR)) {
+                if (r == tl.pid[i])
+                    tl.cpu += (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                              (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+                break;
+            }
+            if (r == 0 && now_s() >= until) {
+                kill(tl.pid[i], SIGKILL);
+                continue; /* the blocking wait follows */
+            }
+            if (r == 0)
+                usleep(2000);
+        }
+    }
+    tl.npid = 0;
+}
+
+/* Starts argv[0] (searched in PATH) with stdin and stdout on /dev/null and
+ * stderr into log, OPENSSL_CONF set. */
+static void tool_spawn(char *const argv[], const char *log, const char *conf)
+{
+    if (tl.npid == MAX_CHILDREN)
+        die("too many processes");
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        int null = open("/dev/null", O_RDWR);
+        int err = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (null < 0 || err < 0)
+            _exit(127);
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(err, 2);
+        setenv("OPENSSL_CONF", conf, 1);
+        execvp(argv[0], argv);
+        fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    tl.pid[tl.npid++] = pid;
+}
+
+static bool tool_installed(const char *name)
+{
+    if (strchr(name, '/'))
+        return access(name, X_OK) == 0;
+    const char *path = getenv("PATH");
+    char buf[512];
+    for (const char *p = path ? path : "/usr/bin:/bin"; *p;) {
+        const char *e = strchr(p, ':');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        snprintf(buf, sizeof(buf), "%.*s/%s", (int)len, p, name);
+        if (access(buf, X_OK) == 0)
+            return true;
+        p += len + (e ? 1 : 0);
+    }
+    return false;
+}
+
+/* A TCP port free on 127.0.0.1 at the time of asking. */
+static unsigned free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        die("cannot find a free port: %s", strerror(errno));
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Whether something listens on 127.0.0.1:port. */
+static bool listening(unsigned port)
+{
+    FILE *f = fopen("/proc/net/tcp", "r");
+    if (!f)
+        die("/proc/net/tcp: %s", strerror(errno));
+    char line[256];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f)) {
+        unsigned long addr;
+        unsigned p, st;
+        if (sscanf(line, " %*u: %lx:%x %*x:%*x %x", &addr, &p, &st) == 3 && p == port &&
+            st == 0x0A && (addr == 0x0100007FUL || addr == 0))
+            found = true;
+    }
+    fclose(f);
+    return found;
+}
+
+static void show_log(const char *log)
+{
+    FILE *f = fopen(log, "r");
+    char line[512];
+    while (f && fgets(line, sizeof(line), f))
+        fprintf(stderr, "  %s: %s", log, line);
+    if (f)
+        fclose(f);
+}
+
+/* Waits until both ports listen; dies if a tool exits first. */
+static void tools_wait_listening(unsigned a, unsigned b, const char *log_a, const char *log_b)
+{
+    double until = now_s() + 10;
+    while (!listening(a) || !listening(b)) {
+        for (int i = 0; i < tl.npid; i++) {
+            int st;
+            if (waitpid(tl.pid[i], &st, WNOHANG) == tl.pid[i]) {
+                tl.pid[i] = tl.pid[--tl.npid];
+                show_log(log_a);
+                show_log(log_b);
+                die("a tool exited before it listened");
+            }
+        }
+        if (now_s() > until) {
+            show_log(log_a);
+            show_log(log_b);
+            die("the tools did not listen within 10 s");
+        }
+        usleep(5000);
+    }
+}
+
+static void tools_files(void)
+{
+    snprintf(tl.dir, sizeof(tl.dir), "/tmp/dxbench-tools.XXXXXX");
+    if (!mkdtemp(tl.dir))
+        die("mkdtemp: %s", strerror(errno));
+    write_file(tl.dir, "ca.pem", dx_pki_cert_pem(ca[KEY_EC]));
+    write_file(tl.dir, "cert.pem", dx_pki_cert_pem(leaf[KEY_EC]));
+    write_file(tl.dir, "key.pem", dx_pki_key_pem(leaf[KEY_EC]));
+    write_file(tl.dir, "openssl.cnf",
+               "openssl_conf = openssl_init\n"
+               "[openssl_init]\nssl_conf = ssl_sect\n"
+               "[ssl_sect]\nsystem_default = system_default_sect\n"
+               "[system_default_sect]\nMinProtocol = TLSv1.3\n"
+               "Ciphersuites = TLS_AES_128_GCM_SHA256\nGroups = X25519\n");
+}
+
+static void tools_files_remove(void)
+{
+    static const char *const names[] = {"ca.pem",      "cert.pem",    "key.pem",
+                                        "openssl.cnf", "client.conf", "server.conf",
+                                        "client.log",  "server.log"};
+    char path[256];
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", tl.dir, names[i]);
+        unlink(path);
+    }
+    rmdir(tl.dir);
+}
+
+/* Starts the server and the client of one tool: the client listens on
+ * cport, the server on sport and connects to the sink on kport. */
+static void tools_start(int tool, unsigned cport, unsigned sport, unsigned kport)
+{
+    char conf[128], clog[128], slog[128], ca_f[128], cert_f[128], key_f[128];
+    snprintf(conf, sizeof(conf), "%s/openssl.cnf", tl.dir);
+    snprintf(clog, sizeof(clog), "%s/client.log", tl.dir);
+    snprintf(slog, sizeof(slog), "%s/server.log", tl.dir);
+    snprintf(ca_f, sizeof(ca_f), "%s/ca.pem", tl.dir);
+    snprintf(cert_f, sizeof(cert_f), "%s/cert.pem", tl.dir);
+    snprintf(key_f, sizeof(key_f), "%s/key.pem", tl.dir);
+    char a1[512], a2[512];
+    if (tool == TOOL_DXTLS) {
+        snprintf(a1, sizeof(a1), "tcp:127.0.0.1:%u", kport);
+        snprintf(a2, sizeof(a2), "tcp-listen:127.0.0.1:%u", sport);
+        char *sv[] = {(char *)opt.dxtls, "--server", "--info", "--cert", cert_f, "--key", key_f,
+                      "--min-version", "TLSv1.3", "--ciphersuites", "TLS_AES_128_GCM_SHA256",
+                      "--groups", "X25519", a1, a2, NULL};
+        tool_spawn(sv, slog, conf);
+        char b1[512], b2[512];
+        snprintf(b1, sizeof(b1), "tcp-listen:127.0.0.1:%u", cport);
+        snprintf(b2, sizeof(b2), "tcp:127.0.0.1:%u", sport);
+        char *cv[] = {(char *)opt.dxtls, "--client", "--quiet", "--ca", ca_f, "--servername",
+                      "localhost", "--min-version", "TLSv1.3", "--ciphersuites",
+                      "TLS_AES_128_GCM_SHA256", "--groups", "X25519", b1, b2, NULL};
+        tool_spawn(cv, clog, conf);
+    } else if (tool == TOOL_STUNNEL) {
+        char text[1024], sconf[128], cconf[128];
+        const char *tls = "sslVersionMin = TLSv1.3\nciphersuites = TLS_AES_128_GCM_SHA256\n"
+                          "curves = X25519\n";
+        snprintf(text, sizeof(text),
+                 "foreground = yes\npid =\ndebug = info\n[server]\naccept = 127.0.0.1:%u\n"
+                 "connect = 127.0.0.1:%u\ncert = %s\nkey = %s\n%s",
+                 sport, kport, cert_f, key_f, tls);
+        write_file(tl.dir, "server.conf", text);
+        snprintf(text, sizeof(text),
+                 "foreground = yes\npid =\ndebug = notice\n[client]\nclient = yes\n"
+                 "accept = 127.0.0.1:%u\nconnect = 127.0.0.1:%u\nCAfile = %s\n"
+                 "verifyChain = yes\ncheckHost = localhost\n%s",
+                 cport, sport, ca_f, tls);
+        write_file(tl.dir, "client.conf", text);
+        snprintf(sconf, sizeof(sconf), "%s/server.conf", tl.dir);
+        snprintf(cconf, sizeof(cconf), "%s/client.conf", tl.dir);
+        char *sv[] = {"stunnel4", sconf, NULL};
+        tool_spawn(sv, slog, conf);
+        char *cv[] = {"stunnel4", cconf, NULL};
+        tool_spawn(cv, clog, conf);
+    } else {
+        snprintf(a1, sizeof(a1),
+                 "OPENSSL-LISTEN:%u,bind=127.0.0.1,reuseaddr,cert=%s,key=%s,verify=0", sport,
+                 cert_f, key_f);
+        snprintf(a2, sizeof(a2), "TCP:127.0.0.1:%u", kport);
+        char *sv[] = {"socat", "-d", "-d", a1, a2, NULL};
+        tool_spawn(sv, slog, conf);
+        char b1[512], b2[512];
+        snprintf(b1, sizeof(b1), "TCP-LISTEN:%u,bind=127.0.0.1,reuseaddr", cport);
+        snprintf(b2, sizeof(b2), "OPENSSL:127.0.0.1:%u,cafile=%s,commonname=localhost", sport,
+                 ca_f);
+        char *cv[] = {"socat", b1, b2, NULL};
+        tool_spawn(cv, clog, conf);
+    }
+    tools_wait_listening(cport, sport, clog, slog);
+}
+
+/* Moves total bytes from the source to the sink through the tools
+ * listening on cport; returns bytes per second. */
+static double tools_transfer(unsigned cport, int sink_l, uint64_t total)
+{
+    static uint8_t buf[262144];
+    memset(buf, 'x', sizeof(buf));
+    int src = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cport),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    double t0 = now_s();
+    if (src < 0 ||
+        (connect(src, (struct sockaddr *)&a, sizeof(a)) != 0 && errno != EINPROGRESS))
+        die("connect to the tool: %s", strerror(errno));
+    int sink = -1;
+    uint64_t sent = 0, got = 0;
+    /* a generous bound: 10 MB/s */
+    double until = t0 + 10 + (double)total / 10e6;
+    while (got < total) {
+        struct pollfd p[2];
+        int n = 0;
+        if (sent < total)
+            p[n++] = (struct pollfd){.fd = src, .events = POLLOUT};
+        p[n++] = (struct pollfd){.fd = sink < 0 ? sink_l : sink, .events = POLLIN};
+        if (poll(p, (nfds_t)n, 1000) < 0 && errno != EINTR)
+            die("poll: %s", strerror(errno));
+        if (now_s() > until)
+            die("the transfer through %s stalled: %" PRIu64 " of %" PRIu64 " bytes arrived",
+                "the tools", got, total);
+        for (int i = 0; i < n; i++) {
+            if (!p[i].revents)
+                continue;
+            if (p[i].fd == src) {
+                size_t want = total - sent < sizeof(buf) ? (size_t)(total - sent) : sizeof(buf);
+                ssize_t w = write(src, buf, want);
+                if (w > 0)
+                    sent += (uint64_t)w;
+                else if (w < 0 && errno != EAGAIN && errno != EINTR)
+                    die("write to the tool: %s", strerror(errno));
+            } else if (p[i].fd == sink_l) {
+                sink = accept4(sink_l, NULL, NULL, SOCK_NONBLOCK);
+                if (sink < 0 && errno != EAGAIN && errno != EINTR)
+                    die("accept: %s", strerror(errno));
+            } else {
+                ssize_t r = read(sink, buf, sizeof(buf));
+                if (r > 0)
+                    got += (uint64_t)r;
+                else if (r == 0)
+                    die("the tool closed after %" PRIu64 " of %" PRIu64 " bytes", got, total);
+                else if (errno != EAGAIN && errno != EINTR)
+                    die("read from the tool: %s", strerror(errno));
+            }
+        }
+    }
+    double t = now_s() - t0;
+    close(src);
+    close(sink);
+    return (double)total / t;
+}
+
+/* Whether the server's log names the suite. */
+static bool log_names_suite(void)
+{
+    char path[128], line[1024];
+    snprintf(path, sizeof(path), "%s/server.log", tl.dir);
+    FILE *f = fopen(path, "r");
+    bool found = false;
+    while (f && !found && fgets(line, sizeof(line), f))
+        found = strstr(line, "TLS_AES_128_GCM_SHA256") != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* One transfer through one tool: its rate, and the CPU seconds of both of
+ * its processes in *cpu. */
+static double tools_once(int tool, int sink_l, unsigned kport, uint64_t total, bool check,
+                         double *cpu)
+{
+    unsigned cport = free_port(), sport = free_port();
+    while (sport == cport)
+        sport = free_port();
+    tools_start(tool, cport, sport, kport);
+    double rate = tools_transfer(cport, sink_l, total);
+    tl.cpu = 0;
+    tools_reap();
+    *cpu = tl.cpu;
+    if (check && !log_names_suite()) {
+        char path[128];
+        snprintf(path, sizeof(path), "%s/server.log", tl.dir);
+        show_log(path);
+        die("%s: the server's log does not show TLS_AES_128_GCM_SHA256", tool_label[tool]);
+    }
+    return rate;
+}
+
+static void run_tools(void)
+{
+    bool have[NTOOLS] = {true, tool_installed("stunnel4"), tool_installed("socat")};
+    if (!opt.dxtls || !tool_installed(opt.dxtls)) {
+        printf("dxtls against stunnel4 and socat: no dxtls (--dxtls PATH); not measured\n");
+        return;
+    }
+    for (int t = 1; t < NTOOLS; t++)
+        if (!have[t])
+            printf("dxtls against %s: %s is not installed (scripts/install-deps); not "
+                   "measured\n",
+                   tool_label[t], tool_label[t]);
+    if (!have[TOOL_STUNNEL] && !have[TOOL_SOCAT])
+        return;
+    tools_files();
+    int sink_l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    if (sink_l < 0 || bind(sink_l, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        listen(sink_l, 4) != 0 || getsockname(sink_l, (struct sockaddr *)&a, &len) != 0)
+        die("sink: %s", strerror(errno));
+    unsigned kport = ntohs(a.sin_port);
+    uint64_t total = opt.tool_bytes;
+    double rate[NTOOLS][MAX_ROUNDS], cpu[NTOOLS][MAX_ROUNDS], ratio[NTOOLS][MAX_ROUNDS];
+    /* a first, smaller transfer each, unrecorded, checks the suite */
+    for (int t = 0; t < NTOOLS; t++) {
+        double c;
+        if (have[t])
+            tools_once(t, sink_l, kport, total / 16 ? total / 16 : total, true, &c);
+    }
+    for (int r = 0; r < opt.rounds; r++) {
+        for (int j = 0; j < NTOOLS; j++) {
+            int t = r % 2 ? NTOOLS - 1 - j : j;
+            if (have[t])
+                rate[t][r] = tools_once(t, sink_l, kport, total, false, &cpu[t][r]);
+        }
+        for (int t = 1; t < NTOOLS; t++)
+            ratio[t][r] = rate[TOOL_DXTLS][r] / rate[t][r];
+    }
+    close(sink_l);
+    tools_files_remove();
+    char size[32];
+    if (total >= (uint64_t)1 << 30)
+        snprintf(size, sizeof(size), "%.0f GiB", (double)total / (1 << 30));
+    else
+        snprintf(size, sizeof(size), "%.0f MiB", (double)total / (1 << 20));
+    for (int t = 1; t < NTOOLS; t++) {
+        if (!have[t])
+            continue;
+        char name[96];
+        snprintf(name, sizeof(name), "dxtls MB/s, %s over TCP, vs %s", size, tool_label[t]);
+        result *res = add_result(name, "MB/s", tool_label[t], T_RATIO_MIN, 1.0);
+        res->dx = median(rate[TOOL_DXTLS], opt.rounds) / 1e6;
+        res->base = median(rate[t], opt.rounds) / 1e6;
+        res->ratio = median(ratio[t], opt.rounds);
+        res->lo = res->hi = ratio[t][0];
+        for (int r = 1; r < opt.rounds; r++) {
+            res->lo = ratio[t][r] < res->lo ? ratio[t][r] : res->lo;
+            res->hi = ratio[t][r] > res->hi ? ratio[t][r] : res->hi;
+        }
+        print_result(res);
+    }
+    printf("  CPU seconds per GiB, both processes of each tool (median):");
+    for (int t = 0; t < NTOOLS; t++) {
+        if (!have[t])
+            continue;
+        double per[MAX_ROUNDS];
+        for (int r = 0; r < opt.rounds; r++)
+            per[r] = cpu[t][r] / ((double)total / (1 << 30));
+        printf(" %s %.2f", tool_label[t], median(per, opt.rounds));
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
 /* ---- output files ------------------------------------------------------------------ */
 
 static FILE *out_file(const char *name)
@@ -1418,9 +1873,11 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: dxbench [--quick | --smoke] [--rounds N] [--secs S] [--node SCRIPT]\n"
-            "               [--out DIR] [--only GROUPS]\n"
+            "               [--dxtls PATH] [--tool-bytes N] [--out DIR] [--only GROUPS]\n"
             "       dxbench --profile METRIC dx|raw [--secs S]\n"
-            "GROUPS: comma-separated among hs,resume,bulk,ping,mem,conns,sweep\n"
+            "GROUPS: comma-separated among hs,resume,bulk,ping,mem,conns,sweep,tools\n"
+            "--dxtls: the dxtls program, measured against stunnel4 and socat (tools),\n"
+            "         --tool-bytes bytes at a time (1 GiB; quick 128 MiB, smoke 4 MiB)\n"
             "METRIC: hs-ec, hs-rsa, resume, bulk-aes128, bulk-aes256, bulk-chacha, ping;\n"
             "        runs that measurement once on one side (for a profiler) and prints\n"
             "        the operations done\n");
@@ -1430,6 +1887,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     set_mode("full");
+    uint64_t tool_bytes = 0;
     opt.node_bin = getenv("NODE") ? getenv("NODE") : "node";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1450,6 +1908,12 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--out") == 0 && v) {
             opt.out_dir = v;
             i++;
+        } else if (strcmp(a, "--dxtls") == 0 && v) {
+            opt.dxtls = *v ? v : NULL;
+            i++;
+        } else if (strcmp(a, "--tool-bytes") == 0 && v) {
+            tool_bytes = strtoull(v, NULL, 0);
+            i++;
         } else if (strcmp(a, "--only") == 0 && v) {
             opt.only = v;
             i++;
@@ -1461,6 +1925,8 @@ int main(int argc, char **argv)
             usage();
         }
     }
+    if (tool_bytes)
+        opt.tool_bytes = tool_bytes;
     if (opt.rounds < 1 || opt.rounds > MAX_ROUNDS || !(opt.secs > 0))
         usage();
     signal(SIGPIPE, SIG_IGN);
@@ -1639,6 +2105,9 @@ int main(int argc, char **argv)
         if (f)
             fclose(f);
     }
+
+    if (wanted("tools"))
+        run_tools();
 
     int shortfalls = 0;
     for (int i = 0; i < nresults; i++)

@@ -10,9 +10,13 @@ node_args=""
 if command -v "${NODE:-node}" >/dev/null 2>&1; then
     node_args="--node $top_srcdir/tests/bench/node-tls.js"
 fi
+tool_args=""
+if [ -x "$top_builddir/dxtls" ]; then
+    tool_args="--dxtls $top_builddir/dxtls"
+fi
 # shellcheck disable=SC2086
 "$top_builddir/tests/bench/dxbench" --smoke --out "$top_builddir/tests/bench/smoke-out" \
-    $node_args >"$out"
+    $node_args $tool_args >"$out"
 cat "$out"
 missing=0
 check() {
@@ -39,6 +43,13 @@ if [ -n "$node_args" ]; then
     check "resumed handshakes/s (tickets) vs Node"
     check "bulk MB/s 16 KiB writes AES-128-GCM vs Node"
     check "64-byte ping-pong round trips/s vs Node"
+fi
+if [ -n "$tool_args" ]; then
+    for t in stunnel4 socat; do
+        if command -v "$t" >/dev/null 2>&1; then
+            check "dxtls MB/s, [0-9]* MiB over TCP, vs $t"
+        fi
+    done
 fi
 for f in throughput.dat connections.dat; do
     if [ ! -s "$top_builddir/tests/bench/smoke-out/$f" ]; then
