@@ -287,12 +287,17 @@ static void tls_on_secure(dx_tls *t, void *u)
     snprintf(su->alpn, sizeof(su->alpn), "%s", a ? a : "");
 }
 
+/* Whether new sessions replace the one the rich runs offer. Off during a
+ * sweep: every run then offers the same bytes, and the client context's
+ * copy of their decoded session stays the one counted before the sweep. */
+static bool tls_recording = true;
+
 static void tls_on_session(dx_tls *t, const uint8_t *sess, size_t len, void *u)
 {
     (void)t;
     tls_side_user *su = u;
     su->sessions++;
-    if (len <= sizeof(tls_session[0])) {
+    if (tls_recording && len <= sizeof(tls_session[0])) {
         memcpy(tls_session[su->v], sess, len);
         tls_session_len[su->v] = len;
     }
@@ -440,6 +445,10 @@ START_TEST(tls_every_failing_allocation_ends_cleanly)
     warm = tls_run(v, -1, false, rich);
     ck_assert(warm.completed);
     ck_assert(warm.resumed == rich); /* the rich runs resume the first one's session */
+    tls_recording = false;
+    warm = tls_run(v, -1, false, rich); /* the session the sweep offers, decoded */
+    ck_assert(warm.completed);
+    ck_assert(warm.resumed == rich);
     /* OpenSSL keeps per-thread state (its error queue, whose data
      * buffers stay for reuse): released before each count */
     OPENSSL_thread_stop();
@@ -473,7 +482,10 @@ START_TEST(tls_every_failing_allocation_ends_cleanly)
         ck_assert_msg(n < 200000, "no end after %ld", n);
     }
     h_alloc_fail_openssl(false);
-    ck_assert_int_gt(n, 1000); /* OpenSSL's allocations were counted */
+    tls_recording = true;
+    /* OpenSSL's allocations were counted (a resumed TLS 1.2 handshake,
+     * with its session decoded already, makes the fewest) */
+    ck_assert_int_gt(n, rich && v == 2 ? 400 : 1000);
     /* Runs that failed name the cause, DX_ENOMEM on the side that ran
      * out, in at least 40% of the cases (about 55% when the n-th alone
      * fails, all of them when every later one fails too): where OpenSSL
