@@ -1032,6 +1032,139 @@ START_TEST(tls13_floods_are_bounded)
 }
 END_TEST
 
+/* The TLS 1.2 record protection of AES-128-GCM, by hand, for one side:
+ * records OpenSSL never sends (empty ones), or never sends in a row
+ * (warning alerts). */
+typedef struct sealer12 {
+    uint8_t key[16], salt[4];
+    uint64_t seq;
+} sealer12;
+
+/* The write key and salt of the raw peer's side, from its key block
+ * (TLS1-PRF over the master secret, "key expansion", server random,
+ * client random: the MAC keys are empty, then the two keys, then the two
+ * salts). */
+static void sealer12_init(sealer12 *z, const raw *r)
+{
+    SSL_SESSION *sess = SSL_get_session(r->ssl);
+    ck_assert_ptr_nonnull(sess);
+    ck_assert_str_eq(SSL_CIPHER_get_name(SSL_SESSION_get0_cipher(sess)),
+                     "ECDHE-ECDSA-AES128-GCM-SHA256");
+    uint8_t ms[48], seed[13 + 2 * SSL3_RANDOM_SIZE], block[40];
+    ck_assert_uint_eq(SSL_SESSION_get_master_key(sess, ms, sizeof(ms)), sizeof(ms));
+    memcpy(seed, "key expansion", 13);
+    ck_assert_uint_eq(SSL_get_server_random(r->ssl, seed + 13, SSL3_RANDOM_SIZE),
+                      SSL3_RANDOM_SIZE);
+    ck_assert_uint_eq(SSL_get_client_random(r->ssl, seed + 13 + SSL3_RANDOM_SIZE,
+                                            SSL3_RANDOM_SIZE),
+                      SSL3_RANDOM_SIZE);
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "TLS1-PRF", NULL);
+    ck_assert_ptr_nonnull(kdf);
+    EVP_KDF_CTX *kc = EVP_KDF_CTX_new(kdf);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, ms, sizeof(ms)),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, seed, sizeof(seed)),
+        OSSL_PARAM_construct_end()};
+    ck_assert_int_eq(EVP_KDF_derive(kc, block, sizeof(block), params), 1);
+    EVP_KDF_CTX_free(kc);
+    EVP_KDF_free(kdf);
+    memcpy(z->key, block + (r->server ? 16 : 0), 16);
+    memcpy(z->salt, block + 32 + (r->server ? 4 : 0), 4);
+    /* the peer's Finished, the first record after its ChangeCipherSpec,
+     * was sequence number 0 */
+    z->seq = 1;
+}
+
+static void seal12(sealer12 *z, uint8_t type, const uint8_t *pt, size_t n, buf *out)
+{
+    uint8_t nonce[12], aad[13], hdr[5], explicit_[8], tag[16], ct[256];
+    ck_assert_uint_lt(n, sizeof(ct));
+    for (int i = 0; i < 8; i++)
+        explicit_[7 - i] = aad[7 - i] = (uint8_t)(z->seq >> (8 * i));
+    z->seq++;
+    memcpy(nonce, z->salt, 4);
+    memcpy(nonce + 4, explicit_, 8);
+    aad[8] = type, aad[9] = 0x03, aad[10] = 0x03, aad[11] = (uint8_t)(n >> 8),
+    aad[12] = (uint8_t)n;
+    size_t len = 8 + n + 16;
+    hdr[0] = type, hdr[1] = 0x03, hdr[2] = 0x03, hdr[3] = (uint8_t)(len >> 8),
+    hdr[4] = (uint8_t)len;
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int ol = 0;
+    ck_assert_int_eq(EVP_EncryptInit_ex(c, EVP_aes_128_gcm(), NULL, z->key, nonce), 1);
+    ck_assert_int_eq(EVP_EncryptUpdate(c, NULL, &ol, aad, sizeof(aad)), 1);
+    if (n)
+        ck_assert_int_eq(EVP_EncryptUpdate(c, ct, &ol, pt, (int)n), 1);
+    ck_assert_int_eq(EVP_EncryptFinal_ex(c, ct + (n ? ol : 0), &ol), 1);
+    ck_assert_int_eq(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag), 1);
+    EVP_CIPHER_CTX_free(c);
+    buf_add(out, hdr, 5);
+    buf_add(out, explicit_, 8);
+    buf_add(out, ct, n);
+    buf_add(out, tag, 16);
+}
+
+/* A TLS 1.2 peer (AES-128-GCM) floods our server, or our client, with
+ * 10,000 encrypted records that carry nothing: empty application data
+ * records, or warning alerts (user_canceled). Ours fails with OpenSSL's
+ * bound (32 empty records, 5 warning alerts in a row) having used bounded
+ * memory, delivers nothing of the flood, and its alert reaches the peer.
+ * The keys come from the raw peer's session (master secret, randoms); a
+ * record of data sealed with them first shows they are right. */
+START_TEST(tls12_floods_are_bounded)
+{
+    flood_kind kind = (flood_kind)(_i % 2); /* FLOOD_EMPTY or FLOOD_WARN */
+    bool ours_client = _i >= 2;             /* the raw peer is the server */
+    size_t live0 = h_alloc_live();
+    raw r;
+    raw_open(&r, 2, ours_client);
+    ck_assert_int_eq(SSL_set_cipher_list(r.ssl, "ECDHE-ECDSA-AES128-GCM-SHA256"), 1);
+    conn s;
+    conn_open(&s, ours_client ? cctx[2] : sctx[2], ours_client ? DX_TLS_CLIENT : DX_TLS_SERVER);
+    ck_assert_int_eq(dx_tls_start(s.t), 0);
+    raw_pump(&r, &s);
+    ck_assert(SSL_is_init_finished(r.ssl) && s.secure);
+    ck_assert_int_eq(SSL_version(r.ssl), TLS1_2_VERSION);
+    sealer12 z;
+    sealer12_init(&z, &r);
+    /* the keys are right: one record of data comes through */
+    static const uint8_t hello[] = "sealed by hand";
+    buf rec = {0};
+    seal12(&z, 23, hello, sizeof(hello), &rec);
+    conn_feed(&s, rec.p, rec.len);
+    buf_free(&rec);
+    ck_assert_msg(!conn_failed(&s), "hand-sealed data: %s", s.rec.error_name);
+    ck_assert_uint_eq(s.rec.len, sizeof(hello));
+    ck_assert_mem_eq(s.rec.data, hello, sizeof(hello));
+    uint64_t received0 = s.rec.received;
+    h_alloc_reset_peak();
+    unsigned sent = 0;
+    for (; sent < 10000 && !conn_failed(&s); sent++) {
+        static const uint8_t warn[] = {1, 90}; /* warning, user_canceled */
+        if (kind == FLOOD_EMPTY)
+            seal12(&z, 23, NULL, 0, &rec);
+        else
+            seal12(&z, 21, warn, sizeof(warn), &rec);
+        conn_feed(&s, rec.p, rec.len);
+        buf_free(&rec);
+    }
+    const char *codes[] = {flood_code[kind], NULL};
+    assert_failed_with(&s, codes, flood_name[kind]);
+    /* OpenSSL fails at the 33rd empty record, at the 5th alert */
+    ck_assert_uint_eq(sent, kind == FLOOD_EMPTY ? 33 : 5);
+    ck_assert_uint_eq(s.rec.received, received0);
+    ck_assert_uint_eq(s.rec.len, sizeof(hello));
+    ck_assert_uint_lt(h_alloc_peak() - live0, 64 * 1024);
+    ck_assert(s.out_gone); /* the transport goes */
+    raw_pump(&r, &s);      /* OpenSSL's fatal alert reaches the peer */
+    ck_assert(SSL_get_shutdown(r.ssl) & SSL_RECEIVED_SHUTDOWN);
+    conn_close(&s);
+    raw_close(&r);
+    ck_assert_uint_eq(h_alloc_live(), live0);
+}
+END_TEST
+
 /* The same KeyUpdate flood, asking each time for one back, arriving in
  * one piece (10,000 records in one write): the connection stops reading
  * at the bound, so it answers no more than 33 of them. */
@@ -1289,6 +1422,7 @@ Suite *tls_hostile_suite(void)
     tcase_add_loop_test(bad, client_refuses_what_is_no_server_hello, 0, 4);
     tcase_add_loop_test(bad, handshake_fed_one_byte_per_second_times_out, 0, 4);
     tcase_add_loop_test(bad, tls13_floods_are_bounded, 0, 2 * FLOOD_KINDS);
+    tcase_add_loop_test(bad, tls12_floods_are_bounded, 0, 4);
     tcase_add_test(bad, key_update_flood_in_one_write);
     tcase_add_test(bad, key_updates_between_writes_are_no_flood);
     tcase_add_loop_test(bad, renegotiation_flood_from_a_server, 0, 2);
