@@ -948,20 +948,7 @@ static const char *const versions[] = {"TLSv1.2", "TLSv1.3"};
 
 static dx_tls_ctx *make_ctx(bool server, const char *version)
 {
-    dx_tls_config *cfg;
-    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
-    const char *capem = dx_pki_cert_pem(ca);
-    ck_assert_int_eq(dx_tls_config_add_ca(cfg, capem, strlen(capem)), 0);
-    if (server) {
-        const char *c = dx_pki_cert_pem(leaf), *k = dx_pki_key_pem(leaf);
-        ck_assert_int_eq(dx_tls_config_add_cert(cfg, c, strlen(c), k, strlen(k), NULL), 0);
-    }
-    ck_assert_int_eq(dx_tls_config_set_min_version(cfg, version), 0);
-    ck_assert_int_eq(dx_tls_config_set_max_version(cfg, version), 0);
-    dx_tls_ctx *ctx;
-    ck_assert_int_eq(dx_tls_ctx_new(cfg, &ctx, NULL), 0);
-    dx_tls_config_free(cfg);
-    return ctx;
+    return h_tls_ctx(ca, server ? leaf : NULL, version);
 }
 
 /* A TLS client over a filter, over a memory pair, to a TLS server:

@@ -470,3 +470,21 @@ char *h_make_crl(const dx_pki_cert *issuer, const dx_pki_cert *const *revoked)
     X509_free(ix);
     return text;
 }
+
+dx_tls_ctx *h_tls_ctx(const dx_pki_cert *ca, const dx_pki_cert *leaf, const char *version)
+{
+    dx_tls_config *cfg;
+    ck_assert_int_eq(dx_tls_config_new(&cfg), 0);
+    const char *capem = dx_pki_cert_pem(ca);
+    ck_assert_int_eq(dx_tls_config_add_ca(cfg, capem, strlen(capem)), 0);
+    if (leaf) {
+        const char *c = dx_pki_cert_pem(leaf), *k = dx_pki_key_pem(leaf);
+        ck_assert_int_eq(dx_tls_config_add_cert(cfg, c, strlen(c), k, strlen(k), NULL), 0);
+    }
+    ck_assert_int_eq(dx_tls_config_set_min_version(cfg, version), 0);
+    ck_assert_int_eq(dx_tls_config_set_max_version(cfg, version), 0);
+    dx_tls_ctx *ctx;
+    ck_assert_int_eq(dx_tls_ctx_new(cfg, &ctx, NULL), 0);
+    dx_tls_config_free(cfg);
+    return ctx;
+}

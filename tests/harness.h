@@ -142,6 +142,10 @@ X509 *h_pki_x509(const dx_pki_cert *c);
 EVP_PKEY *h_pki_key(const dx_pki_cert *c);
 /* The text in a memory BIO, as a string for free(). */
 char *h_bio_text(BIO *b);
+/* A context that trusts ca and, when leaf is given (a server's), presents
+ * leaf's certificate and key; limited to one version ("TLSv1.2", ...). */
+dx_tls_ctx *h_tls_ctx(const dx_pki_cert *ca, const dx_pki_cert *leaf, const char *version);
+
 /* A CRL (PEM, for free()) signed by issuer, revoking the certificates of
  * the NULL-terminated list. */
 char *h_make_crl(const dx_pki_cert *issuer, const dx_pki_cert *const *revoked);
