@@ -103,6 +103,10 @@ int ep_listen(struct app *a, const endpoint *e, ep_accept_cb cb, void *arg,
 
 /* Flags of fdio_open(). */
 #define FDIO_CLOSE 0x1u /* the descriptors are ours: closed at the end */
+/* rfd (== wfd) is a pseudo-terminal's master. Closing it discards what
+ * the slave has not read yet: at the end it stays open until the slave's
+ * input is read, the slave hangs up, or CLOSE_GRACE_MS pass. */
+#define FDIO_PTY 0x2u
 
 typedef struct fdio_loop fdio_loop;
 int fdio_loop_new(uv_loop_t *loop, fdio_loop **out);

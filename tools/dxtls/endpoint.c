@@ -549,7 +549,7 @@ static void open_pty(ep_inst *i)
     cfmakeraw(&tio);
     tcsetattr(m, TCSANOW, &tio);
     announce("pty: %s", name);
-    open_fds(i, m, m, FDIO_CLOSE);
+    open_fds(i, m, m, FDIO_CLOSE | FDIO_PTY);
 }
 
 static void open_fd(ep_inst *i)

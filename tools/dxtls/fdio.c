@@ -33,6 +33,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -58,7 +59,11 @@ struct fdio {
     watch r, w;         /* w unused when rfd == wfd */
     bool wdone;         /* the separate write descriptor was let go */
     bool down;
-    int closing;        /* poll handles whose close callback is due */
+    int closing;        /* handles whose close callback is due */
+    uv_timer_t linger;  /* FDIO_PTY: waits for the slave to read */
+    int slave;          /* FDIO_PTY: the slave, opened at the end */
+    int quiet;          /* FDIO_PTY: ticks with nothing left to read */
+    uint64_t linger_end;
 };
 
 struct fdio_loop {
@@ -187,6 +192,67 @@ static void poll_closed(uv_handle_t *h)
         io_release(io);
 }
 
+/* ---- a pseudo-terminal's master, let go once the slave has read ------------ */
+
+static void linger_closed(uv_handle_t *h)
+{
+    fdio *io = h->data;
+    if (--io->closing == 0 && io->down)
+        io_release(io);
+}
+
+/* Bytes the slave has not read yet (0 when it cannot be told). */
+static int slave_unread(const fdio *io)
+{
+    int n = 0;
+    if (io->slave < 0 || ioctl(io->slave, FIONREAD, &n) != 0)
+        return 0;
+    return n;
+}
+
+static void pty_let_go(fdio *io)
+{
+    if (io->slave >= 0)
+        close(io->slave);
+    io->slave = -1;
+    retire(io->rfd, io->rflags);
+    uv_close((uv_handle_t *)&io->linger, linger_closed);
+}
+
+/* The slave's count covers only what its line discipline holds: more may
+ * wait in the terminal's buffers, which refill it within a moment of each
+ * read. The master goes once the count stayed 0 for a few ticks. */
+#define PTY_QUIET_TICKS 5
+
+static void linger_tick(uv_timer_t *t)
+{
+    fdio *io = t->data;
+    io->quiet = slave_unread(io) > 0 ? 0 : io->quiet + 1;
+    if (io->quiet < PTY_QUIET_TICKS && uv_now(t->loop) < io->linger_end)
+        return;
+    uv_timer_stop(t);
+    pty_let_go(io);
+}
+
+/* Keeps the master open while the slave has bytes to read. Returns false
+ * when that cannot be told (the master may go now). */
+static bool pty_linger(fdio *io)
+{
+    const char *name = ptsname(io->rfd);
+    io->slave = name ? open(name, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC) : -1;
+    if (io->slave < 0 || uv_timer_init(io->fl->loop, &io->linger) != 0) {
+        if (io->slave >= 0)
+            close(io->slave);
+        io->slave = -1;
+        return false;
+    }
+    io->linger.data = io;
+    io->closing++; /* io lives until the timer's close callback */
+    io->linger_end = uv_now(io->fl->loop) + CLOSE_GRACE_MS;
+    uv_timer_start(&io->linger, linger_tick, 10, 10);
+    return true;
+}
+
 static void watch_stop(watch *w)
 {
     if (w->inited && w->pollable && w->events) {
@@ -218,7 +284,9 @@ static void teardown(fdio *io)
         }
     }
     /* The polls are stopped: the descriptors can go. */
-    if (io->flags & FDIO_CLOSE) {
+    if ((io->flags & (FDIO_CLOSE | FDIO_PTY)) == (FDIO_CLOSE | FDIO_PTY) && pty_linger(io)) {
+        /* the master goes once the slave has read (pty_let_go) */
+    } else if (io->flags & FDIO_CLOSE) {
         retire(io->rfd, io->rflags);
         if (io->wfd != io->rfd && !io->wdone)
             retire(io->wfd, io->wflags);
@@ -353,6 +421,7 @@ int fdio_open(fdio_loop *fl, int rfd, int wfd, unsigned flags, dx_stream **out)
     io->rflags = rflags;
     io->wflags = wflags;
     io->flags = flags;
+    io->slave = -1;
     int rc = dx_fd_stream_new(rfd, wfd, 0, &io->s);
     if (rc != 0) {
         restore_flags(rfd, rflags);
