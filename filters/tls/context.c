@@ -1175,11 +1175,7 @@ int dx_tls_ctx_session(dx_tls_ctx *ctx, const void *der, size_t len, SSL_SESSION
             /* Not a session, or no memory to read it; or no room to keep
              * it: this connection has it all the same. */
             pthread_mutex_unlock(&ctx->sess_lock);
-            bool oom = false;
-            unsigned long e;
-            while ((e = ERR_get_error()) != 0)
-                if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
-                    oom = true;
+            bool oom = dx_tls_drain_openssl_errors();
             *out = s;
             return s ? 0 : oom ? DX_ENOMEM : DX_EINVAL;
         }

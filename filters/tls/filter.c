@@ -232,8 +232,7 @@ const char *dx_tls_verify_code_name(long code)
     return "UNSPECIFIED";
 }
 
-/* Empties OpenSSL's error queue: was any entry a failed allocation? */
-static bool drain_openssl_errors(void)
+bool dx_tls_drain_openssl_errors(void)
 {
     bool oom = false;
     unsigned long e;
@@ -2098,7 +2097,7 @@ int dx_tls_set_session(dx_tls *t, const void *session, size_t len)
     int ok = SSL_set_session(t->ssl, s);
     SSL_SESSION_free(s);
     /* bytes that are no session, or no memory to read them */
-    bool oom = drain_openssl_errors();
+    bool oom = dx_tls_drain_openssl_errors();
     return ok ? 0 : oom ? DX_ENOMEM : DX_EINVAL;
 }
 
