@@ -358,15 +358,8 @@ static int bio_read(BIO *b, char *out, int outl)
         BIO_set_retry_read(b);
         return -1;
     }
-    size_t want = (size_t)outl, got = 0;
-    while (got < want && f->inq.bytes) {
-        dx_iov v;
-        dx_bufq_peekv(&f->inq, &v, 1);
-        size_t n = v.len < want - got ? v.len : want - got;
-        memcpy(out + got, v.base, n);
-        dx_bufq_consume(&f->inq, n);
-        got += n;
-    }
+    size_t want = (size_t)outl;
+    size_t got = f->inq.bytes ? dx_bufq_take(&f->inq, out, want) : 0;
     while (got < want && f->in.iov && f->in.idx < f->in.n) {
         const dx_iov *v = &f->in.iov[f->in.idx];
         size_t n = v->len - f->in.off;
