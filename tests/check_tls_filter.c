@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
@@ -1049,6 +1050,53 @@ START_TEST(answer_from_data_goes_out_at_once)
     ck_assert_uint_lt(h_alloc_peak() - live, 8192);
     ck_assert_uint_eq(p.s.rec.received, 44);
     p.s.rec.on_event = NULL;
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* An application's own OpenSSL call that failed and left its error queued
+ * (here from on_data, and before a write) is no failure of the connection,
+ * also when a record then arrives in pieces and OpenSSL must wait for the
+ * rest. A real failure with such an error queued still reports its own
+ * code. _i: version. */
+static void stale_error_in_data(h_rec *r, char ev)
+{
+    if (ev == H_EV_DATA)
+        ERR_raise(r->received & 1 ? ERR_LIB_SYS : ERR_LIB_USER, 42);
+}
+
+START_TEST(errors_left_by_the_application_do_not_fail_the_connection)
+{
+    const char *ver = versions[_i];
+    dx_tls_ctx *cctx = client_ctx(ver), *sctx = server_ctx(CERT_EC, ver);
+    dx_pair_opts po = {.max_chunk = 7}; /* every record arrives in pieces */
+    tpair p;
+    tp_connect(&p, H_MEM, &po, cctx, sctx);
+    p.c.rec.on_event = stale_error_in_data;
+    p.s.rec.on_event = stale_error_in_data;
+    static uint8_t msg[3000]; /* the memory pair delivers at once */
+    for (int k = 0; k < 4; k++) {
+        ERR_raise(ERR_LIB_USER, 7);
+        ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), msg, sizeof(msg)), 0);
+        ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), msg, 100 + k), 0);
+    }
+    ck_assert_uint_eq(p.s.rec.received, 4 * sizeof(msg));
+    ck_assert_uint_eq(p.c.rec.received, 4 * 100 + 6);
+    ck_assert_uint_eq(p.c.rec.errors + p.s.rec.errors, 0);
+    ck_assert_uint_ne(ERR_peek_error(), 0); /* the application's, left alone */
+    /* a forged application record: the server's own failure, reported
+     * as such with the application's errors still queued */
+    static const uint8_t forged[] = {0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                     11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+                                     26, 27, 28, 29, 30, 31, 32};
+    ERR_raise(ERR_LIB_USER, 7);
+    ck_assert_int_eq(dx_stream_write(dx_tls_lower(p.s.t), forged, sizeof(forged)), DX_ETLS);
+    ck_assert_uint_eq(p.s.rec.errors, 1);
+    ck_assert_str_eq(p.s.rec.error_name, "ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC");
+    ERR_clear_error();
+    p.c.rec.on_event = p.s.rec.on_event = NULL;
     tp_close(&p);
     dx_tls_ctx_unref(cctx);
     dx_tls_ctx_unref(sctx);
@@ -3014,6 +3062,7 @@ Suite *tls_filter_suite(void)
     tcase_add_loop_test(tc, destroy_inside_secure_is_safe, 0, 2);
     tcase_add_test(tc, destroy_inside_data_is_safe);
     tcase_add_loop_test(tc, answer_from_data_goes_out_at_once, 0, 4);
+    tcase_add_loop_test(tc, errors_left_by_the_application_do_not_fail_the_connection, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("write");
     tcase_add_unchecked_fixture(tc, make_pki, free_pki);

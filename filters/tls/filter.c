@@ -1114,7 +1114,7 @@ static void step_write(dx_tls *f)
         size_t n = next_clear(f, stage, max, &p, &gathered);
         if (!n)
             return;
-        dx_tls_clear_errors();
+        dx_tls_io_begin(f->ssl);
         int r = SSL_write(f->ssl, p, (int)n);
         if (r > 0) {
             f->retry_len = 0;
@@ -1124,7 +1124,7 @@ static void step_write(dx_tls *f)
             dx_tls_activity(f);
             continue;
         }
-        int e = SSL_get_error(f->ssl, r);
+        int e = dx_tls_io_error(f->ssl, r);
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
             f->retry_len = n; /* OpenSSL wants the same length again */
             return;
@@ -1153,11 +1153,15 @@ static void truncated(dx_tls *f)
  * bytes offered to the lower write not yet taken, bytes held inside
  * OpenSSL), the transport's end to tell, or a handshake under way.
  * Without any of these it could only answer SSL_ERROR_WANT_READ, which
- * costs about as much as reading a small record. */
+ * costs about as much as reading a small record. OpenSSL (without read
+ * ahead, which the filter never asks for) takes one record at a time
+ * from the BIO, exactly its length, and hands out a record's cleartext
+ * before it reads the next: it can hold cleartext only when the last
+ * read filled its buffer, and only then is it asked. */
 static bool may_read(const dx_tls *f)
 {
     return f->inq.bytes || (f->in.iov && f->in.idx < f->in.n) || f->in_eof ||
-           SSL_has_pending(f->ssl) || SSL_in_init(f->ssl);
+           SSL_in_init(f->ssl) || (f->read_full && SSL_has_pending(f->ssl));
 }
 
 /* Decrypts and delivers cleartext while the upper consumer wants it. */
@@ -1165,7 +1169,7 @@ static void step_read(dx_tls *f)
 {
     uint8_t buf[RECORD_MAX];
     while (!f->read_done && !f->failed && !f->dead && upper_wants(f) && may_read(f)) {
-        dx_tls_clear_errors();
+        dx_tls_io_begin(f->ssl);
         int r = SSL_read(f->ssl, buf, sizeof(buf));
         if (f->key_updates_in > MAX_KEY_UPDATES) {
             /* a flood of KeyUpdates with no data between them */
@@ -1174,6 +1178,7 @@ static void step_read(dx_tls *f)
                                                       "tls", "too many key updates")));
             return;
         }
+        f->read_full = r == (int)sizeof(buf);
         if (r > 0) {
             f->key_updates_in = 0;
             f->stats.clear_in += (uint64_t)r;
@@ -1183,7 +1188,7 @@ static void step_read(dx_tls *f)
             f->delivering = false;
             continue;
         }
-        int e = SSL_get_error(f->ssl, r);
+        int e = dx_tls_io_error(f->ssl, r);
         if (e == SSL_ERROR_WANT_READ && f->in_eof && !f->inq.bytes) {
             /* The transport ended without close_notify: a truncation, or
              * a cut record when part of one is still buffered. */
@@ -2190,16 +2195,20 @@ void dx_tls_check_timeouts(dx_tls *t)
     tls_unref(t);
 }
 
+/* Called for every record header and handshake message, both ways: what
+ * it does not need returns at once (the connection comes as the
+ * callback's argument, not from the SSL's ex data). */
 static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
                    SSL *ssl, void *arg)
 {
-    (void)arg;
-    dx_tls *f = of_ssl(ssl);
-    if (!f)
+    dx_tls *f = arg;
+    if (content_type != SSL3_RT_HANDSHAKE && !f->trace_bio)
         return;
 #ifndef OPENSSL_NO_SSL_TRACE
     if (f->trace_bio)
         SSL_trace(write_p, version, content_type, buf, len, ssl, f->trace_bio);
+#else
+    (void)version, (void)ssl;
 #endif
     if (content_type != SSL3_RT_HANDSHAKE)
         return;
@@ -2213,8 +2222,10 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
 /* The message callback is always on: it counts the peer's KeyUpdates. */
 void dx_tls_update_msg_callback(dx_tls *f)
 {
-    if (f->ssl)
+    if (f->ssl) {
+        SSL_set_msg_callback_arg(f->ssl, f);
         SSL_set_msg_callback(f->ssl, msg_cb);
+    }
 }
 
 int dx_tls_set_trace(dx_tls *t, bool on)

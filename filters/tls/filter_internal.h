@@ -146,6 +146,8 @@ struct dx_tls {
     const dx_error *own_err; /* during dx_tls_fail(): the error being reported */
     bool running, again, in_step, flushing;
     bool delivering;      /* step_read is handing cleartext to the consumer */
+    bool read_full;       /* the last SSL_read() filled its buffer: OpenSSL may
+                           * hold more of the record */
     bool in_eof;          /* the transport ended (lower stream's end) */
     bool read_done;       /* upper end pushed */
     bool clean_end;       /* close_notify received */
@@ -307,12 +309,38 @@ void dx_tls_ocsp_release(dx_tls *f);
 
 /* Empties OpenSSL's error queue before an SSL call whose failure
  * SSL_get_error() will read (it needs the queue empty). The queue almost
- * always is already, and looking costs a tenth of clearing: this runs
- * before every SSL_read() and SSL_write(). */
+ * always is already, and looking costs a tenth of clearing. */
 static inline void dx_tls_clear_errors(void)
 {
     if (ERR_peek_error() != 0)
         ERR_clear_error();
+}
+
+/* Readies the error queue for an SSL_read() or SSL_write() (the calls
+ * made for every record, where even looking at the queue is a tenth of
+ * the cost of a small record): inside a handshake it is emptied first;
+ * on an established connection the call goes at once, and a failure is
+ * read with dx_tls_io_error(), which tells stale errors apart. */
+static inline void dx_tls_io_begin(SSL *ssl)
+{
+    if (SSL_in_init(ssl))
+        dx_tls_clear_errors();
+}
+
+/* SSL_get_error() for a call readied by dx_tls_io_begin(). OpenSSL enters
+ * its failed state (SSL_in_init() true) on every fatal error; an error
+ * queued while the connection is still established came from elsewhere
+ * before the call (an application's own OpenSSL call, from a callback):
+ * it is dropped, and the call's own outcome read again. */
+static inline int dx_tls_io_error(SSL *ssl, int r)
+{
+    int e = SSL_get_error(ssl, r);
+    if ((e == SSL_ERROR_SSL || e == SSL_ERROR_SYSCALL) && !SSL_in_init(ssl) &&
+        ERR_peek_error() != 0) {
+        ERR_clear_error();
+        e = SSL_get_error(ssl, r);
+    }
+    return e;
 }
 
 static inline dx_error *dx_tls_or_oom(dx_error *e)
