@@ -31,20 +31,40 @@ int dx_iov_total(const dx_iov *iov, size_t n, size_t *total)
  * not. What follows, if it does not fit, starts a record-sized chunk. */
 #define SMALL_CHUNK ((size_t)1024 - sizeof(dx_chunk))
 
-static dx_chunk *chunk_new(size_t need, bool first)
+static dx_chunk *chunk_new(dx_bufq *q, size_t need, bool first)
 {
     size_t cap = first && need <= SMALL_CHUNK ? SMALL_CHUNK
                  : need < DX_BUFQ_CHUNK      ? DX_BUFQ_CHUNK
                                              : need;
-    if (cap > (size_t)-1 - sizeof(dx_chunk))
-        return NULL;
-    dx_chunk *c = dx_malloc(sizeof(dx_chunk) + cap);
-    if (!c)
-        return NULL;
+    dx_chunk *c;
+    if (cap == SMALL_CHUNK && q->spare) {
+        c = q->spare;
+        q->spare = NULL;
+    } else {
+        if (cap > (size_t)-1 - sizeof(dx_chunk))
+            return NULL;
+        c = dx_malloc(sizeof(dx_chunk) + cap);
+        if (!c)
+            return NULL;
+        c->cap = cap;
+    }
     c->next = NULL;
     c->start = c->end = 0;
-    c->cap = cap;
     return c;
+}
+
+void dx_bufq_recycle(dx_bufq *q, dx_chunk *c)
+{
+    if (!q->spare && c->cap == SMALL_CHUNK)
+        q->spare = c;
+    else
+        dx_free(c);
+}
+
+void dx_bufq_drop_spare(dx_bufq *q)
+{
+    dx_free(q->spare);
+    q->spare = NULL;
 }
 
 /* Copies up to max bytes of iov (after skip) to dst; returns the count. */
@@ -86,7 +106,7 @@ int dx_bufq_appendv(dx_bufq *q, const dx_iov *iov, size_t n, size_t skip,
         room = 0; /* a small chunk is not split across: the bytes go whole */
     dx_chunk *extra = NULL;
     if (want > room) {
-        extra = chunk_new(want - room, !t);
+        extra = chunk_new(q, want - room, !t);
         if (!extra)
             return DX_ENOMEM;
     }
@@ -117,7 +137,7 @@ int dx_bufq_append(dx_bufq *q, const void *data, size_t len)
     dx_chunk *t = q->tail;
     if (len && data && (t ? t->cap - t->end >= len : true)) {
         if (!t) {
-            t = chunk_new(len, true);
+            t = chunk_new(q, len, true);
             if (!t)
                 return DX_ENOMEM;
             q->head = q->tail = t;
@@ -139,7 +159,7 @@ int dx_bufq_prependv(dx_bufq *q, const dx_iov *iov, size_t n, size_t skip)
     size_t want = total - skip;
     if (want == 0)
         return 0;
-    dx_chunk *c = chunk_new(want, false);
+    dx_chunk *c = chunk_new(q, want, false);
     if (!c)
         return DX_ENOMEM;
     size_t idx = 0;
@@ -193,6 +213,7 @@ void dx_bufq_clear(dx_bufq *q)
     }
     q->head = q->tail = NULL;
     q->bytes = 0;
+    dx_bufq_drop_spare(q);
 }
 
 dx_chunk *dx_bufq_pop(dx_bufq *q)

@@ -25,6 +25,7 @@ typedef struct dx_chunk {
 typedef struct dx_bufq {
     dx_chunk *head, *tail;
     size_t bytes;
+    dx_chunk *spare; /* a small chunk kept by dx_bufq_recycle(), or NULL */
 } dx_bufq;
 
 /* Appends the bytes of iov[0..n), skipping the first `skip` bytes, taking at
@@ -40,7 +41,7 @@ int dx_bufq_prependv(dx_bufq *q, const dx_iov *iov, size_t n, size_t skip);
 size_t dx_bufq_peekv(const dx_bufq *q, dx_iov *iov, size_t max);
 /* Drops the first n bytes (n <= q->bytes). */
 void dx_bufq_consume(dx_bufq *q, size_t n);
-/* Frees everything. */
+/* Frees everything, the spare chunk too. */
 void dx_bufq_clear(dx_bufq *q);
 
 /* Total length of an iov array. Returns DX_EINVAL on overflow or a NULL
@@ -56,6 +57,12 @@ void dx_bufq_consume_keep(dx_bufq *q, size_t n);
 dx_chunk *dx_bufq_pop(dx_bufq *q);
 /* Puts a detached chunk back in front. */
 void dx_bufq_push_front(dx_bufq *q, dx_chunk *c);
+/* Takes back a detached chunk that was read: kept as the queue's spare if
+ * it is a small one and there is none yet (the next small append into the
+ * empty queue uses it instead of allocating), else freed. */
+void dx_bufq_recycle(dx_bufq *q, dx_chunk *c);
+/* Frees the spare chunk, if any. */
+void dx_bufq_drop_spare(dx_bufq *q);
 
 /* Copies the first bytes queued, up to len, to dst and drops them (their
  * chunks are freed as they empty); returns the count. */

@@ -1043,12 +1043,23 @@ START_TEST(answer_from_data_goes_out_at_once)
     p.s.rec.ctx = &p.s;
     size_t live = h_alloc_live();
     h_alloc_reset_peak();
+    h_alloc_fail_from(-1); /* counts libduplex's allocations from here */
     for (uint64_t k = 1; k <= 10; k++) {
         ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "ping", 4), 0);
         ck_assert_uint_eq(p.c.rec.received, 4 * (k + 1)); /* back before the write returned */
     }
     ck_assert_uint_lt(h_alloc_peak() - live, 8192);
     ck_assert_uint_eq(p.s.rec.received, 44);
+    if (_i & 2) {
+        /* Each side's record buffer is kept for the next, and the answer
+         * is read from the peer's buffer as it comes: none per exchange
+         * (the first may take each side's buffer). */
+        ck_assert_int_le(h_alloc_count(), 2);
+        h_alloc_fail_from(-1);
+        ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "ping", 4), 0);
+        ck_assert_uint_eq(p.c.rec.received, 48);
+        ck_assert_int_eq(h_alloc_count(), 0);
+    }
     p.s.rec.on_event = NULL;
     tp_close(&p);
     dx_tls_ctx_unref(cctx);
@@ -1672,13 +1683,14 @@ START_TEST(peer_destroy_reaches_the_other_side)
 END_TEST
 
 
-/* The release-buffers policy: an idle connection holds no record buffers. */
+/* The release-buffers policy: an idle connection holds no record buffers,
+ * OpenSSL's or the filter's. */
 START_TEST(release_buffers_shrinks_idle_connections)
 {
     dx_tls_ctx *cctx = client_ctx(NULL), *sctx = server_ctx(CERT_EC, NULL);
-    size_t held[2];
+    size_t held[2], own[2];
     for (int release = 0; release < 2; release++) {
-        size_t before = h_ossl_live();
+        size_t before = h_ossl_live(), own_before = h_alloc_live();
         tpair p;
         tp_open(&p, H_MEM, NULL, cctx, sctx, false);
         ck_assert_int_eq(dx_tls_set_release_buffers(p.s.t, release), 0);
@@ -1689,13 +1701,19 @@ START_TEST(release_buffers_shrinks_idle_connections)
         ck_assert_int_ge(dx_stream_write(dx_tls_upper(p.c.t), big, sizeof(big)), 0);
         ck_assert_int_ge(dx_stream_write(dx_tls_upper(p.s.t), big, sizeof(big)), 0);
         ck_assert_uint_eq(p.s.rec.received, sizeof(big));
+        /* small records last: the buffer kept for the next is a small one */
+        ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "x", 1), 0);
+        ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "y", 1), 0);
         held[release] = h_ossl_live() - before;
+        own[release] = h_alloc_live() - own_before;
         tp_close(&p);
     }
     /* Two connections, each side with a read and a write buffer of about
-     * 17 KiB released. */
+     * 17 KiB released, and the filter's 1 KiB buffer for the next record. */
     ck_assert_msg(held[1] + 2 * 32 * 1024 < held[0], "idle: %zu kept, %zu released",
                   held[0], held[1]);
+    ck_assert_msg(own[1] + 2 * 1024 == own[0], "filter's own: %zu kept, %zu released", own[0],
+                  own[1]);
     dx_tls_ctx_unref(cctx);
     dx_tls_ctx_unref(sctx);
 }

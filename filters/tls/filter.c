@@ -402,10 +402,14 @@ static int bio_write(BIO *b, const char *in, int inl)
 static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
     (void)num, (void)ptr;
+    /* OpenSSL asks whether kernel TLS is on (BIO_CTRL_GET_KTLS_*, above
+     * the others) half a dozen times per record: answered first. */
+    if (cmd > BIO_CTRL_WPENDING)
+        return 0;
     if (cmd == BIO_CTRL_FLUSH)
         return 1;
     if (cmd != BIO_CTRL_PENDING && cmd != BIO_CTRL_WPENDING && cmd != BIO_CTRL_EOF)
-        return 0; /* asked a dozen times per record: answered first */
+        return 0;
     dx_tls *f = BIO_get_data(b);
     switch (cmd) {
     case BIO_CTRL_PENDING:
@@ -1284,9 +1288,15 @@ static void flush_out(dx_tls *f)
         size_t n = c->end - c->start;
         f->stats.enc_out += n;
         int r = dx_stream_push(f->lower, c->data + c->start, n);
-        dx_free(c);
-        if (f->dead)
+        if (f->dead) {
+            dx_free(c);
             return;
+        }
+        /* The next record's chunk, unless idle buffers are released */
+        if (f->release_buffers)
+            dx_free(c);
+        else
+            dx_bufq_recycle(&f->outq, c);
         dx_tls_activity(f);
         if (r <= 0)
             break;
@@ -1401,8 +1411,11 @@ void dx_tls_run(dx_tls *f)
         collect_trace(f);
         if (!f->dead)
             emit_events(f);
-        if (!f->dead)
+        if (!f->dead) {
+            f->loop_flush = true;
             flush_out(f);
+            f->loop_flush = false;
+        }
     } while (f->again && !f->dead);
     f->running = false;
     if (!f->dead && f->lower_blocked && can_take_input(f)) {
@@ -1483,6 +1496,28 @@ static void take(dx_tls *f, offered *o, bool *blocked, bool ready, const dx_iov 
         *o = (offered){0};
         if (!all)
             *blocked = true; /* the run offers the rest again when it ends */
+        return;
+    }
+    if (o == &f->in && f->loop_flush && ready && !f->in_step && !f->inq.bytes && !f->in.iov &&
+        f->secure_emitted && !f->evq && !f->failed && !f->dead) {
+        /* Records the peer sent back while this run pushes ours from its
+         * loop (a peer in the same process answers at once), on an
+         * established connection with no event waiting to go first: read
+         * now, between two OpenSSL calls, straight from the offered
+         * buffers. The loop turns again for what the read may have left
+         * to do. What the consumer did not want stays with the core,
+         * offered again when the run ends. */
+        *blocked = false;
+        *o = (offered){.iov = iov, .n = n};
+        f->in_step = true;
+        step_read(f);
+        f->in_step = false;
+        bool all = o->idx == n;
+        *taken = o->used;
+        *o = (offered){0};
+        f->again = true;
+        if (!all)
+            *blocked = true;
         return;
     }
     if (o == &f->in && f->flushing && ready && f->inq.bytes < IN_MARK &&

@@ -145,6 +145,7 @@ struct dx_tls {
     bool got_input; /* bytes went to OpenSSL: the idle timer starts over */
     const dx_error *own_err; /* during dx_tls_fail(): the error being reported */
     bool running, again, in_step, flushing;
+    bool loop_flush;      /* dx_tls_run()'s loop is flushing (see take()) */
     bool delivering;      /* step_read is handing cleartext to the consumer */
     bool read_full;       /* the last SSL_read() filled its buffer: OpenSSL may
                            * hold more of the record */
