@@ -523,19 +523,18 @@ static bool want_io(SSL *ssl, int r)
     return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
 }
 
-/* Moves what each side wrote to the other's memory BIO. */
-static void rp_move(rpair *p)
+/* Moves what one side wrote to the other's memory BIO: the client's
+ * (to_server) or the server's. */
+static void rp_move(rpair *p, bool to_server)
 {
     if (!p->c_out)
         return;
     static uint8_t buf[4 * 16384];
-    BIO *from[2] = {p->c_out, p->s_out}, *to[2] = {p->s_in, p->c_in};
-    for (int i = 0; i < 2; i++) {
-        while (BIO_ctrl_pending(from[i])) {
-            int n = BIO_read(from[i], buf, sizeof(buf));
-            if (n <= 0 || BIO_write(to[i], buf, n) != n)
-                die("raw: moving bytes");
-        }
+    BIO *from = to_server ? p->c_out : p->s_out, *to = to_server ? p->s_in : p->c_in;
+    while (BIO_ctrl_pending(from)) {
+        int n = BIO_read(from, buf, sizeof(buf));
+        if (n <= 0 || BIO_write(to, buf, n) != n)
+            die("raw: moving bytes");
     }
 }
 
@@ -581,7 +580,7 @@ static void rp_open(rpair *p, int impl, SSL_CTX *cctx, SSL_CTX *sctx, SSL_SESSIO
                 cd = true;
             else if (!want_io(p->c, r))
                 die("raw: client handshake");
-            rp_move(p);
+            rp_move(p, true);
         }
         if (!sd) {
             int r = SSL_do_handshake(p->s);
@@ -589,7 +588,7 @@ static void rp_open(rpair *p, int impl, SSL_CTX *cctx, SSL_CTX *sctx, SSL_SESSIO
                 sd = true;
             else if (!want_io(p->s, r))
                 die("raw: server handshake");
-            rp_move(p);
+            rp_move(p, false);
         }
     }
     if (!cd || !sd)
@@ -640,7 +639,7 @@ static uint64_t rp_write_all(rpair *p, const uint8_t *data, size_t len, uint8_t 
         if (r > 0) {
             off += (size_t)r;
             if (p->c_out) {
-                rp_move(p);
+                rp_move(p, true);
                 got += rp_drain(p->s, buf, cap);
             }
             continue;
@@ -836,11 +835,11 @@ static double m_pingpong(int impl, const void *argp, double secs)
             for (int i = 0; i < 128; i++) {
                 if (SSL_write(p.c, msg, sizeof(msg)) != (int)sizeof(msg))
                     die("raw: ping");
-                rp_move(&p);
+                rp_move(&p, true);
                 int r = SSL_read(p.s, buf, sizeof(buf));
                 if (r != (int)sizeof(msg) || SSL_write(p.s, buf, r) != r)
                     die("raw: echo");
-                rp_move(&p);
+                rp_move(&p, false);
                 if (SSL_read(p.c, buf, sizeof(buf)) != (int)sizeof(msg))
                     die("raw: pong");
             }
