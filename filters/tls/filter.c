@@ -155,16 +155,16 @@ static bool is_closed(const dx_tls *f)
 
 static uint64_t next_deadline(const dx_tls *f)
 {
-    if (!f->started || is_closed(f))
-        return DX_TLS_NO_DEADLINE;
     uint64_t d = DX_TLS_NO_DEADLINE;
-    if (f->started && !f->hs_done && f->hs_deadline)
+    if (!f->started)
+        return d;
+    if (!f->hs_done && f->hs_deadline)
         d = f->hs_deadline;
     if (f->idle_deadline && f->idle_deadline < d)
         d = f->idle_deadline;
     if (f->re.cb && f->re.deadline && f->re.deadline < d)
         d = f->re.deadline;
-    return d;
+    return d != DX_TLS_NO_DEADLINE && is_closed(f) ? DX_TLS_NO_DEADLINE : d;
 }
 
 /* Tells the adapter's hook and on_deadline when the next deadline moved. */
@@ -1322,6 +1322,11 @@ static void emit_events(dx_tls *f)
         if (f->ev.on_secure)
             f->ev.on_secure(f, f->user);
     }
+    if (!f->evq) {
+        if (!f->dead)
+            dx_tls_ocsp_ask(f); /* the certificates the handshake waits about */
+        return;
+    }
     /* The list is taken whole: a callback may destroy the connection, which
      * frees its queue. Sessions held back wait in a list of their own. */
     tls_event *list = f->evq, *held = NULL, **held_tail = &held;
@@ -1474,6 +1479,17 @@ typedef struct side {
 
 static dx_tls *tls_of(dx_stream *s) { return ((side *)dx_stream_impl(s))->f; }
 
+/* After a read done while the run's loop flushes (take()): whether a turn
+ * of the loop has work left (what step() does after its read, events to
+ * emit, trace text to collect, cleartext still offered), or can be left
+ * out. */
+static bool turn_has_work(const dx_tls *f)
+{
+    return f->oom || f->evq || f->trace_bio || f->key_update || f->re.want || f->re.done ||
+           f->re.refusal || f->re.cb || f->end_requested || f->read_done || f->failed ||
+           (f->clear.iov && f->clear.idx < f->clear.n) || SSL_in_init(f->ssl);
+}
+
 /*
  * A write op: takes from iov what OpenSSL consumes now, through o. Refuses
  * (taken 0) while dx_tls_run() is busy or the connection cannot take bytes yet;
@@ -1515,7 +1531,12 @@ static void take(dx_tls *f, offered *o, bool *blocked, bool ready, const dx_iov 
         bool all = o->idx == n;
         *taken = o->used;
         *o = (offered){0};
-        f->again = true;
+        if (f->got_input) {
+            f->got_input = false;
+            dx_tls_activity(f);
+        }
+        if (turn_has_work(f))
+            f->again = true;
         if (!all)
             *blocked = true;
         return;
