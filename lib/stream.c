@@ -516,11 +516,19 @@ void dx_stream_writable(dx_stream *s)
         flush(s);
 }
 
+static int write_total(dx_stream *s, const dx_iov *iov, size_t iovcnt, size_t total);
+
 int dx_stream_writev(dx_stream *s, const dx_iov *iov, size_t iovcnt)
 {
     size_t total;
     if (!s || dx_iov_total(iov, iovcnt, &total) != 0)
         return DX_EINVAL;
+    return write_total(s, iov, iovcnt, total);
+}
+
+/* dx_stream_writev() once the buffers are known good and total long. */
+static int write_total(dx_stream *s, const dx_iov *iov, size_t iovcnt, size_t total)
+{
     if (s->closed)
         return DX_EDESTROYED;
     if (s->write_ended)
@@ -591,8 +599,10 @@ out:
 
 int dx_stream_write(dx_stream *s, const void *data, size_t len)
 {
+    if (!s || (len && !data))
+        return DX_EINVAL;
     dx_iov v = {data, len};
-    return dx_stream_writev(s, &v, 1);
+    return write_total(s, &v, 1, len);
 }
 
 int dx_stream_end(dx_stream *s)

@@ -1262,7 +1262,8 @@ static void step(dx_tls *f)
             return;
         }
     }
-    dx_tls_rehandshake_before(f);
+    if (f->re.want)
+        dx_tls_rehandshake_before(f);
     step_write(f);
     step_read(f);
     if (f->oom && !f->failed && !f->dead) {
@@ -1271,7 +1272,8 @@ static void step(dx_tls *f)
         dx_tls_fail(f, (dx_error *)dx_error_oom());
         return;
     }
-    dx_tls_rehandshake_after(f);
+    if (f->re.refusal || f->re.done)
+        dx_tls_rehandshake_after(f);
     step_shutdown(f);
 }
 
