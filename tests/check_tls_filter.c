@@ -1022,6 +1022,35 @@ static void answer_in_data(h_rec *r, char ev)
     ck_assert_uint_eq(dx_stream_write_buffered(up), 0);
 }
 
+/* Destroying from on_data while the answer is read as it comes back,
+ * inside the run that is still pushing the request out. _i: bit 0
+ * version, bit 1 lowers linked instead of a memory pair. */
+START_TEST(destroy_inside_answer_read_during_flush_is_safe)
+{
+    const char *ver = versions[_i & 1];
+    dx_tls_ctx *cctx = client_ctx(ver), *sctx = server_ctx(CERT_EC, ver);
+    tpair p;
+    tp_open(&p, H_MEM, NULL, cctx, sctx, (_i & 2) != 0);
+    ck_assert_int_eq(dx_tls_set_servername(p.c.t, "localhost"), 0);
+    tp_start(&p);
+    tp_run(&p, both_secure, 10000);
+    ck_assert_uint_eq(p.c.secure, 1);
+    p.s.rec.on_event = answer_in_data;
+    p.s.rec.ctx = &p.s;
+    p.c.rec.on_event = destroy_tls_on_data;
+    p.c.rec.ctx = &p.c;
+    /* the write may see the connection go under it: no status check */
+    dx_stream_write(dx_tls_upper(p.c.t), "ping", 4);
+    ck_assert_ptr_null(p.c.t);
+    ck_assert_uint_eq(p.c.rec.received, 4);
+    ck_assert_uint_eq(p.c.rec.closes, 1);
+    p.s.rec.on_event = NULL;
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 /* An answer written from on_data (a request/response server) is encrypted
  * during the write call, and small records take small buffers: the
  * exchange peaks far below one record-sized buffer. _i: bit 0 version,
@@ -3080,6 +3109,7 @@ Suite *tls_filter_suite(void)
     tcase_add_loop_test(tc, destroy_inside_secure_is_safe, 0, 2);
     tcase_add_test(tc, destroy_inside_data_is_safe);
     tcase_add_loop_test(tc, answer_from_data_goes_out_at_once, 0, 4);
+    tcase_add_loop_test(tc, destroy_inside_answer_read_during_flush_is_safe, 0, 4);
     tcase_add_loop_test(tc, errors_left_by_the_application_do_not_fail_the_connection, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("write");

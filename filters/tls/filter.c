@@ -1487,6 +1487,8 @@ static dx_tls *tls_of(dx_stream *s) { return ((side *)dx_stream_impl(s))->f; }
  * out. */
 static bool turn_has_work(const dx_tls *f)
 {
+    if (f->dead)
+        return false; /* the run ends */
     return f->oom || f->evq || f->trace_bio || f->key_update || f->re.want || f->re.done ||
            f->re.refusal || f->re.cb || f->end_requested || f->read_done || f->failed ||
            (f->clear.iov && f->clear.idx < f->clear.n) || SSL_in_init(f->ssl);
