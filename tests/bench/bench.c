@@ -1969,7 +1969,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: dxbench [--quick | --smoke] [--rounds N] [--secs S] [--node SCRIPT]\n"
             "               [--dxtls PATH] [--tool-bytes N] [--out DIR] [--only GROUPS]\n"
-            "       dxbench --profile METRIC dx|raw [--secs S]\n"
+            "       dxbench --profile METRIC dx|raw|pair [--secs S]\n"
             "GROUPS: comma-separated among hs,resume,bulk,ping,mem,conns,sweep,tools\n"
             "--dxtls: the dxtls program, measured against stunnel4 and socat (tools),\n"
             "         --tool-bytes bytes at a time (1 GiB; quick 128 MiB, smoke 4 MiB)\n"
