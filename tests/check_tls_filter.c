@@ -1051,6 +1051,66 @@ START_TEST(destroy_inside_answer_read_during_flush_is_safe)
 }
 END_TEST
 
+/* A record the client cannot decrypt comes back while the client's run
+ * is still pushing its request out (the server's on_data writes it onto
+ * the server's transport): the client fails with the record's code, and
+ * its alert still reaches the server, which reports it. _i: version. */
+static const uint8_t forged_record[] = {0x17, 0x03, 0x03, 0x00, 0x20, 1,  2,  3,  4,  5,
+                                        6,    7,    8,    9,    10,   11, 12, 13, 14, 15,
+                                        16,   17,   18,   19,   20,   21, 22, 23, 24, 25,
+                                        26,   27,   28,   29,   30,   31, 32};
+
+static void forge_answer(h_rec *r, char ev)
+{
+    if (ev == H_EV_DATA) {
+        tpair *p = r->ctx;
+        dx_stream_write(p->ch.b, forged_record, sizeof(forged_record));
+    }
+}
+
+START_TEST(bad_record_read_during_flush_still_alerts_the_peer)
+{
+    dx_tls_ctx *cctx = client_ctx(versions[_i]), *sctx = server_ctx(CERT_EC, versions[_i]);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    p.s.rec.ctx = &p;
+    p.s.rec.on_event = forge_answer;
+    dx_stream_write(dx_tls_upper(p.c.t), "ping", 4); /* fails under the write */
+    tp_run(&p, both_closed, 2000);
+    ck_assert_str_eq(p.c.rec.error_name, "ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC");
+    ck_assert_str_eq(p.s.rec.error_name, "ERR_SSL_SSLV3_ALERT_BAD_RECORD_MAC");
+    p.s.rec.on_event = NULL;
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
+/* Read ahead turned on in the context's OpenSSL object changes nothing:
+ * records held back while the reader pauses all come once it resumes.
+ * _i: version. */
+START_TEST(read_ahead_in_the_context_holds_back_no_record)
+{
+    dx_tls_ctx *cctx = client_ctx(versions[_i]), *sctx = server_ctx(CERT_EC, versions[_i]);
+    SSL_CTX_set_read_ahead((SSL_CTX *)dx_tls_ctx_openssl(cctx), 1);
+    tpair p;
+    tp_connect(&p, H_MEM, NULL, cctx, sctx);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "x", 1), 0); /* tickets first */
+    uint64_t base = p.c.rec.received;
+    /* paused with no room: the filter stops reading after one record */
+    ck_assert_int_eq(dx_stream_set_high_water(dx_tls_upper(p.c.t), 0, 16384), 0);
+    ck_assert_int_eq(dx_stream_pause(dx_tls_upper(p.c.t)), 0);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "a", 1), 0);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "b", 1), 0);
+    ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "c", 1), 0);
+    ck_assert_int_eq(dx_stream_resume(dx_tls_upper(p.c.t)), 0);
+    ck_assert_uint_eq(p.c.rec.received - base, 3);
+    tp_close(&p);
+    dx_tls_ctx_unref(cctx);
+    dx_tls_ctx_unref(sctx);
+}
+END_TEST
+
 /* An answer written from on_data (a request/response server) is encrypted
  * during the write call, and small records take small buffers: the
  * exchange peaks far below one record-sized buffer. _i: bit 0 version,
@@ -3110,6 +3170,8 @@ Suite *tls_filter_suite(void)
     tcase_add_test(tc, destroy_inside_data_is_safe);
     tcase_add_loop_test(tc, answer_from_data_goes_out_at_once, 0, 4);
     tcase_add_loop_test(tc, destroy_inside_answer_read_during_flush_is_safe, 0, 4);
+    tcase_add_loop_test(tc, bad_record_read_during_flush_still_alerts_the_peer, 0, 2);
+    tcase_add_loop_test(tc, read_ahead_in_the_context_holds_back_no_record, 0, 2);
     tcase_add_loop_test(tc, errors_left_by_the_application_do_not_fail_the_connection, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("write");

@@ -103,6 +103,12 @@ static void drop_ssl(dx_tls *f)
     dx_bufq_clear(&f->inq);
     dx_bufq_clear(&f->outq);
     free_events(f);
+    if (f->fail_after_flush) { /* destroyed before the flush was over */
+        if (f->own_err == f->fail_after_flush)
+            f->own_err = NULL;
+        dx_error_free(f->fail_after_flush);
+        f->fail_after_flush = NULL;
+    }
 }
 
 static void tls_unref(dx_tls *f)
@@ -1277,6 +1283,8 @@ static void step(dx_tls *f)
     step_shutdown(f);
 }
 
+static void fail_streams(dx_tls *f, dx_error *err);
+
 /* Pushes waiting records to the lower stream's consumer. */
 static void flush_out(dx_tls *f)
 {
@@ -1307,6 +1315,11 @@ static void flush_out(dx_tls *f)
     if (!f->outq.bytes && f->notify_sent && !f->lower_ended && !f->dead) {
         f->lower_ended = true;
         dx_stream_push_end(f->lower);
+    }
+    if (f->fail_after_flush && !f->dead) {
+        dx_error *err = f->fail_after_flush;
+        f->fail_after_flush = NULL;
+        fail_streams(f, err);
     }
 }
 
@@ -1455,9 +1468,27 @@ void dx_tls_fail(dx_tls *f, dx_error *err)
         tls_unref(f);
         return;
     }
-    /* The alert OpenSSL made goes out first. A peer in the same process
-     * may fail in turn and fail our lower stream through the link before
-     * we fail ours: f->own_err makes our error the one reported. */
+    if (f->flushing) {
+        /* A flush further up the stack is pushing our records out (this
+         * failure comes from a read taken during it, see take()): that
+         * flush sends the alert on, and the streams fail once it is over
+         * (flush_out()). */
+        f->own_err = err;
+        f->fail_after_flush = err;
+        tls_unref(f);
+        return;
+    }
+    fail_streams(f, err);
+    tls_unref(f);
+}
+
+/* The end of dx_tls_fail(): the alert OpenSSL made goes out first, then
+ * both streams fail with err (owned). A peer in the same process may fail
+ * in turn and fail our lower stream through the link before we fail ours:
+ * f->own_err makes our error the one reported. */
+static void fail_streams(dx_tls *f, dx_error *err)
+{
+    tls_ref(f);
     f->own_err = err;
     flush_out(f);
     f->own_err = NULL;
@@ -1808,6 +1839,10 @@ int dx_tls_new(dx_tls_ctx *ctx, dx_tls_role role, dx_tls **out)
     }
     SSL_set_info_callback(f->ssl, info_cb);
     dx_tls_update_msg_callback(f);
+    /* One record at a time from the BIO, whatever the context says: the
+     * read loop relies on it (may_read()), and what OpenSSL has not taken
+     * stays with the lower stream's backpressure. */
+    SSL_set_read_ahead(f->ssl, 0);
     if (role == DX_TLS_SERVER && dx_tls_ctx_honor_cipher_order(ctx))
         SSL_set_options(f->ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
     *out = f;

@@ -144,6 +144,7 @@ struct dx_tls {
     unsigned key_updates_in; /* the peer's KeyUpdates since data moved */
     bool got_input; /* bytes went to OpenSSL: the idle timer starts over */
     const dx_error *own_err; /* during dx_tls_fail(): the error being reported */
+    dx_error *fail_after_flush; /* a failure waiting for the flush under way */
     bool running, again, in_step, flushing;
     bool loop_flush;      /* dx_tls_run()'s loop is flushing (see take()) */
     bool delivering;      /* step_read is handing cleartext to the consumer */
