@@ -326,6 +326,8 @@ static int bio_read(BIO *b, char *out, int outl);
 static int bio_write(BIO *b, const char *in, int inl);
 static long bio_ctrl(BIO *b, int cmd, long num, void *ptr);
 static int bio_create(BIO *b);
+static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
+                   SSL *ssl, void *arg);
 
 static void free_globals(void)
 {
@@ -412,17 +414,18 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
      * the others) half a dozen times per record: answered first. */
     if (cmd > BIO_CTRL_WPENDING)
         return 0;
-    if (cmd == BIO_CTRL_FLUSH)
-        return 1;
-    if (cmd != BIO_CTRL_PENDING && cmd != BIO_CTRL_WPENDING && cmd != BIO_CTRL_EOF)
-        return 0;
-    dx_tls *f = BIO_get_data(b);
+    const dx_tls *f;
     switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
     case BIO_CTRL_PENDING:
+        f = BIO_get_data(b);
         return f ? (long)f->inq.bytes : 0;
     case BIO_CTRL_WPENDING:
+        f = BIO_get_data(b);
         return f ? (long)f->outq.bytes : 0;
     case BIO_CTRL_EOF:
+        f = BIO_get_data(b);
         return f && f->in_eof;
     default:
         return 0;
@@ -1583,10 +1586,9 @@ static void take(dx_tls *f, offered *o, bool *blocked, bool ready, const dx_iov 
          * nothing still unread, and read by another turn of this run's
          * loop, instead of a second run the core would start once this
          * one is over. */
-        size_t total = 0;
-        for (size_t i = 0; i < n; i++)
-            total += iov[i].len;
-        if (dx_bufq_appendv(&f->inq, iov, n, 0, total) == 0) {
+        size_t total;
+        if (dx_iov_total(iov, n, &total) == 0 &&
+            dx_bufq_appendv(&f->inq, iov, n, 0, total) == 0) {
             *blocked = false;
             *taken = total;
             f->again = true;
@@ -1838,7 +1840,10 @@ int dx_tls_new(dx_tls_ctx *ctx, dx_tls_role role, dx_tls **out)
         return DX_ENOMEM;
     }
     SSL_set_info_callback(f->ssl, info_cb);
-    dx_tls_update_msg_callback(f);
+    /* always on: it counts the peer's KeyUpdates (and serves the trace and
+     * post-handshake authentication) */
+    SSL_set_msg_callback_arg(f->ssl, f);
+    SSL_set_msg_callback(f->ssl, msg_cb);
     /* One record at a time from the BIO, whatever the context says: the
      * read loop relies on it (may_read()), and what OpenSSL has not taken
      * stays with the lower stream's backpressure. */
@@ -2314,15 +2319,6 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
         dx_tls_rehandshake_msg(f, write_p, content_type, buf, len);
 }
 
-/* The message callback is always on: it counts the peer's KeyUpdates. */
-void dx_tls_update_msg_callback(dx_tls *f)
-{
-    if (f->ssl) {
-        SSL_set_msg_callback_arg(f->ssl, f);
-        SSL_set_msg_callback(f->ssl, msg_cb);
-    }
-}
-
 int dx_tls_set_trace(dx_tls *t, bool on)
 {
     if (!t)
@@ -2339,7 +2335,6 @@ int dx_tls_set_trace(dx_tls *t, bool on)
         t->trace_bio = NULL;
     }
     t->trace = on;
-    dx_tls_update_msg_callback(t);
     return 0;
 #else
     (void)on;

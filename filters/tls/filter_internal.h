@@ -251,9 +251,6 @@ bool dx_tls_settle_peer(dx_tls *f);
 /* Retires the certificate objects made so far (they stay valid until the
  * connection is released); the next getter makes them anew. */
 void dx_tls_retire_certs(dx_tls *f);
-/* The SSL message callback of the connection (trace and the handshakes
- * of rehandshake.c); installed while either needs it. */
-void dx_tls_update_msg_callback(dx_tls *f);
 
 /* rehandshake.c: hooks of the engine. */
 /* In dx_tls_start(): options that go to the SSL object. */

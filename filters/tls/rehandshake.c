@@ -143,7 +143,6 @@ int dx_tls_request_client_cert(dx_tls *t, dx_tls_done_cb cb, void *user)
     t->re.pha = true;
     t->re.want = true;
     t->re.deadline = t->hs_timeout ? dx_tls_now(t) + t->hs_timeout : 0;
-    dx_tls_update_msg_callback(t);
     dx_tls_run(t);
     return 0;
 }
@@ -256,10 +255,7 @@ void dx_tls_rehandshake_after(dx_tls *f)
     if (!dx_tls_settle_peer(f))
         return;
     if (f->re.cb) {
-        bool pha = f->re.pha;
         f->re.pha = false;
-        if (pha)
-            dx_tls_update_msg_callback(f);
         dx_tls_queue_event(f, EV_REHANDSHAKE, "", 0);
         f->again = true; /* once it is reported: an end that waited for it */
     }

@@ -26,9 +26,9 @@ void dx_tls_keylog_install(SSL_CTX *ssl);
  * one the context made from the same bytes last time, else decoded anew
  * (and kept for next time). Thread-safe. Returns 0 with *out (the caller
  * owns it), DX_EINVAL (not a session), DX_ENOMEM. */
+int dx_tls_ctx_session(dx_tls_ctx *ctx, const void *der, size_t len, SSL_SESSION **out);
 /* Empties OpenSSL's error queue: was any entry a failed allocation? */
 bool dx_tls_drain_openssl_errors(void);
-int dx_tls_ctx_session(dx_tls_ctx *ctx, const void *der, size_t len, SSL_SESSION **out);
 
 /* The client verification a context sets (dx_tls_config_set_request_cert):
  * false when it sets none. */
