@@ -286,16 +286,23 @@ static void tp_close(tpair *p)
                   h_alloc_live() - p->live0);
 }
 
-/* A connected pair: handshake done, asserted. */
-static void tp_connect(tpair *p, h_kind kind, const dx_pair_opts *po, dx_tls_ctx *cctx,
-                       dx_tls_ctx *sctx)
+/* A connected pair (over a channel of kind, or joined directly when
+ * direct): handshake done, asserted. */
+static void tp_connect_as(tpair *p, h_kind kind, const dx_pair_opts *po, dx_tls_ctx *cctx,
+                          dx_tls_ctx *sctx, bool direct)
 {
-    tp_open(p, kind, po, cctx, sctx, false);
+    tp_open(p, kind, po, cctx, sctx, direct);
     ck_assert_int_eq(dx_tls_set_servername(p->c.t, "localhost"), 0);
     tp_start(p);
     tp_run(p, both_secure, 10000);
     ck_assert_msg(p->c.secure == 1 && p->s.secure == 1, "handshake: client %s, server %s",
                   p->c.rec.error_name, p->s.rec.error_name);
+}
+
+static void tp_connect(tpair *p, h_kind kind, const dx_pair_opts *po, dx_tls_ctx *cctx,
+                       dx_tls_ctx *sctx)
+{
+    tp_connect_as(p, kind, po, cctx, sctx, false);
 }
 
 /* ---- transfers ------------------------------------------------------------- */
@@ -1030,11 +1037,7 @@ START_TEST(destroy_inside_answer_read_during_flush_is_safe)
     const char *ver = versions[_i & 1];
     dx_tls_ctx *cctx = client_ctx(ver), *sctx = server_ctx(CERT_EC, ver);
     tpair p;
-    tp_open(&p, H_MEM, NULL, cctx, sctx, (_i & 2) != 0);
-    ck_assert_int_eq(dx_tls_set_servername(p.c.t, "localhost"), 0);
-    tp_start(&p);
-    tp_run(&p, both_secure, 10000);
-    ck_assert_uint_eq(p.c.secure, 1);
+    tp_connect_as(&p, H_MEM, NULL, cctx, sctx, (_i & 2) != 0);
     p.s.rec.on_event = answer_in_data;
     p.s.rec.ctx = &p.s;
     p.c.rec.on_event = destroy_tls_on_data;
@@ -1120,11 +1123,7 @@ START_TEST(answer_from_data_goes_out_at_once)
     const char *ver = versions[_i & 1];
     dx_tls_ctx *cctx = client_ctx(ver), *sctx = server_ctx(CERT_EC, ver);
     tpair p;
-    tp_open(&p, H_MEM, NULL, cctx, sctx, (_i & 2) != 0);
-    ck_assert_int_eq(dx_tls_set_servername(p.c.t, "localhost"), 0);
-    tp_start(&p);
-    tp_run(&p, both_secure, 10000);
-    ck_assert_uint_eq(p.c.secure, 1);
+    tp_connect_as(&p, H_MEM, NULL, cctx, sctx, (_i & 2) != 0);
     /* TLS 1.3 tickets first, so that only the exchange is measured */
     ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.c.t), "ping", 4), 0);
     ck_assert_int_eq(dx_stream_write(dx_tls_upper(p.s.t), "pong", 4), 0);
@@ -1188,11 +1187,9 @@ START_TEST(errors_left_by_the_application_do_not_fail_the_connection)
     ck_assert_uint_ne(ERR_peek_error(), 0); /* the application's, left alone */
     /* a forged application record: the server's own failure, reported
      * as such with the application's errors still queued */
-    static const uint8_t forged[] = {0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
-                                     11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
-                                     26, 27, 28, 29, 30, 31, 32};
     ERR_raise(ERR_LIB_USER, 7);
-    ck_assert_int_eq(dx_stream_write(dx_tls_lower(p.s.t), forged, sizeof(forged)), DX_ETLS);
+    ck_assert_int_eq(dx_stream_write(dx_tls_lower(p.s.t), forged_record, sizeof(forged_record)),
+                     DX_ETLS);
     ck_assert_uint_eq(p.s.rec.errors, 1);
     ck_assert_str_eq(p.s.rec.error_name, "ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC");
     ERR_clear_error();
