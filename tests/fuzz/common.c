@@ -233,6 +233,16 @@ static void free_pki(void)
     fz_provider = NULL;
 }
 
+/* libFuzzer's set-up hook, the same for every target (and called by the
+ * replay driver). */
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    fz_init();
+    return 0;
+}
+
 void fz_init(void)
 {
     static int done;

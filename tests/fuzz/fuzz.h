@@ -27,7 +27,9 @@
 
 #include <duplex/duplex.h>
 
-/* The libFuzzer entry points; the replay driver (replay.c) calls them too. */
+/* The libFuzzer entry points (set-up in common.c, the same for every
+ * target; the input in each target); the replay driver (replay.c) calls
+ * them too. */
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -124,14 +124,6 @@ static void read_all(const dx_tls_cert *c)
         identity(hosts[i], c);
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    fz_init();
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     dx_tls_cert *c = NULL;
