@@ -493,6 +493,14 @@ static void add(const char *dir, const char *v, const char *name, ix_fn fn, gspe
     ix_case(PEER, dir, full, fn, o);
 }
 
+/* The same case with libduplex as client (to gnutls-serv) and as server
+ * (from gnutls-cli). */
+static void add_both(const char *v, const char *name, gkind kind)
+{
+    add(TO_SERV, v, name, lib_to_serv, spec(kind, v, NULL));
+    add(FROM_CLI, v, name, cli_to_lib, spec(kind, v, NULL));
+}
+
 void ix_register_gnutls(void)
 {
     ix_peer(PEER, (const char *const[]){"gnutls-cli", "--version", NULL});
@@ -512,22 +520,12 @@ void ix_register_gnutls(void)
         snprintf(full, sizeof(full), "TLS %s, close_notify answered", v);
         ix_unsupported(PEER, FROM_CLI, full,
                        "gnutls-cli exits on the server's close_notify without sending one");
-        add(TO_SERV, v, "ALPN", lib_to_serv, spec(G_ALPN, v, NULL));
-        add(FROM_CLI, v, "ALPN", cli_to_lib, spec(G_ALPN, v, NULL));
-        add(TO_SERV, v, "SNI chooses among contexts", lib_to_serv, spec(G_SNI, v, NULL));
-        add(FROM_CLI, v, "SNI chooses among contexts", cli_to_lib, spec(G_SNI, v, NULL));
-        add(TO_SERV, v, "client certificate accepted", lib_to_serv, spec(G_CERT_OK, v, NULL));
-        add(FROM_CLI, v, "client certificate accepted", cli_to_lib, spec(G_CERT_OK, v, NULL));
-        add(TO_SERV, v, "client certificate missing: refused", lib_to_serv,
-            spec(G_CERT_MISSING, v, NULL));
-        add(FROM_CLI, v, "client certificate missing: refused", cli_to_lib,
-            spec(G_CERT_MISSING, v, NULL));
-        add(TO_SERV, v, "client certificate untrusted: refused", lib_to_serv,
-            spec(G_CERT_UNTRUSTED, v, NULL));
-        add(FROM_CLI, v, "client certificate untrusted: refused", cli_to_lib,
-            spec(G_CERT_UNTRUSTED, v, NULL));
-        add(TO_SERV, v, "resumption by ticket", lib_to_serv, spec(G_TICKET, v, NULL));
-        add(FROM_CLI, v, "resumption by ticket", cli_to_lib, spec(G_TICKET, v, NULL));
+        add_both(v, "ALPN", G_ALPN);
+        add_both(v, "SNI chooses among contexts", G_SNI);
+        add_both(v, "client certificate accepted", G_CERT_OK);
+        add_both(v, "client certificate missing: refused", G_CERT_MISSING);
+        add_both(v, "client certificate untrusted: refused", G_CERT_UNTRUSTED);
+        add_both(v, "resumption by ticket", G_TICKET);
         if (i == 0) {
             add(TO_SERV, v, "resumption by session id", lib_to_serv,
                 spec(G_SESSION_ID, v, NULL));
@@ -540,10 +538,8 @@ void ix_register_gnutls(void)
             add(FROM_CLI, v, "resumption by session id (a stateful ticket)", cli_to_lib,
                 spec(G_SESSION_ID, v, NULL));
         }
-        add(TO_SERV, v, "PSK", lib_to_serv, spec(G_PSK, v, NULL));
-        add(FROM_CLI, v, "PSK", cli_to_lib, spec(G_PSK, v, NULL));
-        add(TO_SERV, v, "OCSP stapling", lib_to_serv, spec(G_OCSP, v, NULL));
-        add(FROM_CLI, v, "OCSP stapling", cli_to_lib, spec(G_OCSP, v, NULL));
+        add_both(v, "PSK", G_PSK);
+        add_both(v, "OCSP stapling", G_OCSP);
         add(TO_SERV, v, "10 MiB each way through --echo, sha256", lib_to_serv,
             spec(G_ECHO, v, NULL));
         add(FROM_CLI, v, "10 MiB libduplex → peer, sha256", cli_to_lib,
